@@ -1,0 +1,197 @@
+//! Files written so that a crash never leaves a half-written key or certificate, and keys
+//! are never readable by anyone else.
+//!
+//! Every write goes to a temporary file in the same directory (created with its final
+//! permissions), is flushed to disk, and is then moved into place in one step; the
+//! directory is flushed too, so the new name survives a power loss.
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+/// Permissions of private keys.
+pub const KEY_MODE: u32 = 0o600;
+/// Permissions of certificates and other public files.
+pub const PUBLIC_MODE: u32 = 0o644;
+
+/// The largest file a command reads (certificates, CSRs, keys and bundles are far smaller).
+pub const MAX_INPUT: u64 = 16 * 1024 * 1024;
+
+/// A file written to its temporary name, waiting to be moved into place.
+#[derive(Debug)]
+pub struct Staged {
+    temp: PathBuf,
+    target: PathBuf,
+}
+
+impl Staged {
+    /// Writes `contents` to a temporary file beside `target`, with `mode`, and syncs it.
+    pub fn write(target: &Path, contents: &[u8], mode: u32) -> Result<Self> {
+        let dir = parent(target);
+        let name = target
+            .file_name()
+            .with_context(|| format!("{} is not a file path", target.display()))?;
+        let mut attempt = 0u32;
+        loop {
+            let temp = dir.join(format!(
+                ".{}.tmp-{}-{attempt}",
+                name.to_string_lossy(),
+                std::process::id()
+            ));
+            match OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(mode)
+                .open(&temp)
+            {
+                Ok(mut file) => {
+                    let staged = Staged {
+                        temp,
+                        target: target.to_owned(),
+                    };
+                    file.write_all(contents)
+                        .and_then(|()| file.sync_all())
+                        .with_context(|| format!("cannot write {}", staged.temp.display()))?;
+                    return Ok(staged);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 100 => {
+                    attempt += 1;
+                }
+                Err(e) => {
+                    return Err(e)
+                        .with_context(|| format!("cannot create a file in {}", dir.display()));
+                }
+            }
+        }
+    }
+
+    /// Moves the file into place only if nothing exists at the target yet.
+    pub fn commit_new(self) -> Result<()> {
+        fs::hard_link(&self.temp, &self.target).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                anyhow::anyhow!(
+                    "{} already exists; refusing to overwrite it",
+                    self.target.display()
+                )
+            } else {
+                anyhow::Error::new(e).context(format!("cannot create {}", self.target.display()))
+            }
+        })?;
+        self.finish()
+    }
+
+    /// Moves the file into place, replacing whatever is there in one step.
+    pub fn commit_replace(self) -> Result<()> {
+        fs::rename(&self.temp, &self.target)
+            .with_context(|| format!("cannot replace {}", self.target.display()))?;
+        sync_dir(parent(&self.target))
+    }
+
+    fn finish(self) -> Result<()> {
+        let _ = fs::remove_file(&self.temp);
+        sync_dir(parent(&self.target))
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        // After a commit the temporary name is gone and this does nothing.
+        let _ = fs::remove_file(&self.temp);
+    }
+}
+
+/// Writes a set of new files all-or-nothing as far as the process is concerned: every
+/// file is staged first; then each is linked into place; if any link fails, the ones
+/// already placed are removed again. Existing files are never overwritten.
+pub fn write_all_new(files: &[(PathBuf, Vec<u8>, u32)]) -> Result<()> {
+    let existing: Vec<String> = files
+        .iter()
+        .filter(|(path, _, _)| path.symlink_metadata().is_ok())
+        .map(|(path, _, _)| path.display().to_string())
+        .collect();
+    if !existing.is_empty() {
+        bail!(
+            "refusing to overwrite existing files: {}; move them away or choose another directory",
+            existing.join(", ")
+        );
+    }
+    let staged = files
+        .iter()
+        .map(|(path, contents, mode)| Staged::write(path, contents, *mode))
+        .collect::<Result<Vec<_>>>()?;
+    let mut placed: Vec<PathBuf> = Vec::new();
+    for file in staged {
+        let target = file.target.clone();
+        if let Err(e) = file.commit_new() {
+            for path in &placed {
+                let _ = fs::remove_file(path);
+            }
+            return Err(e);
+        }
+        placed.push(target);
+    }
+    Ok(())
+}
+
+/// Replaces one file atomically.
+pub fn replace(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
+    Staged::write(path, contents, mode)?.commit_replace()
+}
+
+/// Reads a file of at most [`MAX_INPUT`] bytes; `-` reads standard input.
+pub fn read_input(path: &Path) -> Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    if path == Path::new("-") {
+        std::io::stdin()
+            .take(MAX_INPUT + 1)
+            .read_to_end(&mut buf)
+            .context("cannot read standard input")?;
+    } else {
+        File::open(path)
+            .with_context(|| format!("cannot open {}", path.display()))?
+            .take(MAX_INPUT + 1)
+            .read_to_end(&mut buf)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+    }
+    if buf.len() as u64 > MAX_INPUT {
+        bail!(
+            "{} is larger than {} MiB; it is not a certificate, key or CSR",
+            path.display(),
+            MAX_INPUT / 1024 / 1024
+        );
+    }
+    Ok(buf)
+}
+
+/// Creates `dir` (mode 0700: it will hold private keys) if it does not exist.
+pub fn create_private_dir(dir: &Path) -> Result<()> {
+    match fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => bail!("{} exists and is not a directory", dir.display()),
+        Err(_) => {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .with_context(|| format!("cannot create directory {}", dir.display()))?;
+            Ok(())
+        }
+    }
+}
+
+fn parent(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("cannot sync directory {}", dir.display()))
+}
+
+use std::os::unix::fs::DirBuilderExt;

@@ -1,0 +1,237 @@
+//! The checks a staged CA must pass before it may replace the current one.
+//!
+//! Every check runs and every failure is kept, so an operator fixes everything in one go.
+//! Each failure names the file and the certificate and says why.
+use std::fmt;
+
+use rustls_pki_types::CertificateDer;
+use time::OffsetDateTime;
+
+use crate::certificate::CertificateInfo;
+use crate::chain::is_signed_by;
+use crate::key::{PrivateKey, PublicKey};
+use crate::name::DistinguishedName;
+
+/// How many CA certificates a path from a staged CA to a current root may pass through.
+const MAX_DEPTH: usize = 8;
+
+/// A CA as staged for rotation: its bundle (the CA first, then the certificates that link
+/// it to a root, cross-signed ones included) and its key.
+#[derive(Debug)]
+pub struct StagedCa<'a> {
+    /// The certificate file, as the operator knows it (`server-ca.crt`).
+    pub cert_file: &'a str,
+    /// The key file (`server-ca.key`).
+    pub key_file: &'a str,
+    pub bundle: &'a [CertificateDer<'static>],
+    /// `None` when the key file is absent.
+    pub key: Option<&'a PrivateKey>,
+}
+
+/// One failed check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IntegrityFailure {
+    pub file: String,
+    pub certificate: Option<DistinguishedName>,
+    pub reason: String,
+}
+
+impl fmt::Display for IntegrityFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.certificate {
+            Some(subject) => write!(f, "{} ({subject}): {}", self.file, self.reason),
+            None => write!(f, "{}: {}", self.file, self.reason),
+        }
+    }
+}
+
+/// All failures of a rotation's checks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IntegrityReport {
+    pub failures: Vec<IntegrityFailure>,
+}
+
+impl fmt::Display for IntegrityReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.failures.len();
+        write!(
+            f,
+            "{n} integrity check{} failed:",
+            if n == 1 { "" } else { "s" }
+        )?;
+        for failure in &self.failures {
+            write!(f, "\n  - {failure}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for IntegrityReport {}
+
+impl IntegrityReport {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn fail(&mut self, file: &str, certificate: Option<&DistinguishedName>, reason: String) {
+        self.failures.push(IntegrityFailure {
+            file: file.to_owned(),
+            certificate: certificate.cloned(),
+            reason,
+        });
+    }
+
+    /// Checks one staged CA against the roots clients trust today:
+    /// - the bundle holds more than the CA itself (the root or intermediates it chains to),
+    ///   unless the CA is one of the current roots, unchanged;
+    /// - the key matches the certificate;
+    /// - the certificate is a CA allowed to sign certificates;
+    /// - every certificate in the bundle is valid at `now`;
+    /// - the CA verifies against a current root, directly or through certificates in
+    ///   the bundle (cross-signed ones included).
+    pub fn check_ca(
+        &mut self,
+        staged: &StagedCa<'_>,
+        current_roots: &[CertificateDer<'_>],
+        now: OffsetDateTime,
+    ) {
+        let file = staged.cert_file;
+        let Some(ca) = staged.bundle.first() else {
+            self.fail(file, None, "holds no certificate".into());
+            return;
+        };
+        let info = match CertificateInfo::from_der(ca) {
+            Ok(info) => info,
+            Err(e) => {
+                self.fail(file, None, e.to_string());
+                return;
+            }
+        };
+        let subject = Some(&info.subject);
+        let unchanged_root = current_roots.iter().any(|r| r.as_ref() == ca.as_ref());
+
+        if staged.bundle.len() < 2 && !unchanged_root {
+            self.fail(
+                file,
+                subject,
+                "the bundle holds only the new CA; append the certificates it chains to (its root, intermediates or cross-signed certificates)".into(),
+            );
+        }
+        match staged.key {
+            None => self.fail(
+                staged.key_file,
+                subject,
+                "the key file is missing; stage the CA's private key beside its certificate".into(),
+            ),
+            Some(key) => match key.matches_certificate(ca) {
+                Ok(true) => {}
+                Ok(false) => self.fail(
+                    staged.key_file,
+                    subject,
+                    format!("the private key does not match the certificate in {file}"),
+                ),
+                Err(e) => self.fail(staged.key_file, subject, e.to_string()),
+            },
+        }
+        if !info.is_ca {
+            self.fail(
+                file,
+                subject,
+                "is not a CA certificate (basic constraints CA:FALSE or absent)".into(),
+            );
+        } else if !info.can_sign_certificates {
+            self.fail(
+                file,
+                subject,
+                "its key usage does not allow signing certificates (keyCertSign)".into(),
+            );
+        }
+        for cert in staged.bundle {
+            let Ok(c) = CertificateInfo::from_der(cert) else {
+                continue;
+            };
+            if now > c.not_after {
+                self.fail(
+                    file,
+                    Some(&c.subject),
+                    format!("expired at {}", c.not_after),
+                );
+            } else if now < c.not_before {
+                self.fail(
+                    file,
+                    Some(&c.subject),
+                    format!("is not valid until {}", c.not_before),
+                );
+            }
+        }
+        if !unchanged_root && !chains_to(ca, staged.bundle, current_roots, &mut Vec::new()) {
+            let roots: Vec<String> = current_roots
+                .iter()
+                .filter_map(|r| CertificateInfo::from_der(r).ok())
+                .map(|r| r.subject.to_string())
+                .collect();
+            self.fail(
+                file,
+                subject,
+                format!(
+                    "does not verify against the current root CA ({}), directly or through the certificates in its bundle; include a certificate cross-signed by the current root (evergreen ca generate --cross-sign-from)",
+                    roots.join("; ")
+                ),
+            );
+        }
+    }
+
+    /// Checks that the key currently signing service-account tokens is still among the
+    /// staged keys, so tokens already issued keep verifying.
+    pub fn check_service_keys(
+        &mut self,
+        file: &str,
+        current_signer: &PublicKey,
+        staged: &[PublicKey],
+    ) {
+        if !staged.contains(current_signer) {
+            self.fail(
+                file,
+                None,
+                "does not contain the current service-account signing key; append the new key to the existing keys instead of replacing them".into(),
+            );
+        }
+    }
+
+    /// `Ok` when every check passed.
+    pub fn into_result(self) -> Result<(), IntegrityReport> {
+        if self.failures.is_empty() {
+            Ok(())
+        } else {
+            Err(self)
+        }
+    }
+}
+
+/// Depth-first search for a path from `cert` to one of `roots` through `pool`.
+fn chains_to(
+    cert: &CertificateDer<'_>,
+    pool: &[CertificateDer<'_>],
+    roots: &[CertificateDer<'_>],
+    visited: &mut Vec<Vec<u8>>,
+) -> bool {
+    if roots.iter().any(|r| is_signed_by(cert, r).unwrap_or(false)) {
+        return true;
+    }
+    if visited.len() >= MAX_DEPTH {
+        return false;
+    }
+    visited.push(cert.to_vec());
+    for candidate in pool {
+        if visited.iter().any(|v| v.as_slice() == candidate.as_ref()) {
+            continue;
+        }
+        if is_signed_by(cert, candidate).unwrap_or(false)
+            && chains_to(candidate, pool, roots, visited)
+        {
+            return true;
+        }
+    }
+    visited.pop();
+    false
+}
