@@ -96,14 +96,12 @@ pub fn verify(
         path.intermediate_certificates()
             .map(|c| c.der().into_owned()),
     );
+    // webpki's anchor is the subject and key of one of `anchors`; return that certificate.
     let anchor = path.anchor();
-    if let Some(a) = anchors.iter().find(|a| {
-        parse_x509("trust anchor", a).is_ok_and(|x| {
-            x.subject().as_raw() == anchor.subject.as_ref()
-                && x.public_key().raw == anchor.subject_public_key_info.as_ref()
-        })
+    if let Some(i) = trust_anchors.iter().position(|a| {
+        a.subject == anchor.subject && a.subject_public_key_info == anchor.subject_public_key_info
     }) {
-        out.push(a.clone().into_owned());
+        out.push(anchors[i].clone().into_owned());
     }
     Ok(out)
 }
@@ -164,7 +162,7 @@ fn describe(e: &webpki::Error) -> String {
             describe_time(*next_update)
         ),
         E::InvalidSignatureForPublicKey => {
-            "its signature does not verify with the issuer's key".into()
+            "its signature does not verify with the key of the CA named as its issuer (a different CA with the same name?)".into()
         }
         E::CaUsedAsEndEntity => "is a CA certificate, not a leaf".into(),
         E::EndEntityUsedAsCa => "a leaf certificate appears as an issuer in the chain".into(),

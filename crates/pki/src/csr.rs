@@ -105,3 +105,22 @@ impl CertificateRequest {
         &self.public_key
     }
 }
+
+/// Builds a CSR for `key` with `subject` and requested `subject_alt_names`: what a node
+/// or application sends to be issued a certificate for a key that never leaves it.
+pub fn build(
+    key: &crate::key::PrivateKey,
+    subject: &DistinguishedName,
+    subject_alt_names: &[SubjectAltName],
+) -> Result<CertificateSigningRequestDer<'static>, Error> {
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name = subject.to_rcgen()?;
+    params.subject_alt_names = subject_alt_names
+        .iter()
+        .map(SubjectAltName::to_rcgen)
+        .collect::<Result<_, _>>()?;
+    let csr = params
+        .serialize_request(key)
+        .map_err(|e| crate::authority::crypto("building the CSR", e))?;
+    Ok(csr.der().clone())
+}

@@ -106,6 +106,13 @@ impl PrivateKey {
             KeyType::Rsa2048 => rcgen::KeyPair::generate_rsa_for(alg, rcgen::RsaKeySize::_2048),
             KeyType::Rsa3072 => rcgen::KeyPair::generate_rsa_for(alg, rcgen::RsaKeySize::_3072),
             KeyType::Rsa4096 => rcgen::KeyPair::generate_rsa_for(alg, rcgen::RsaKeySize::_4096),
+            // PKCS#8 v1: OpenSSL 3.0 cannot read the v2 form (with the public key) that
+            // the default Ed25519 generation writes.
+            KeyType::Ed25519 => aws_lc_rs::signature::Ed25519KeyPair::generate_pkcs8v1(
+                &aws_lc_rs::rand::SystemRandom::new(),
+            )
+            .map_err(|_| rcgen::Error::KeyGenerationUnavailable)
+            .and_then(|doc| rcgen::KeyPair::try_from(doc.as_ref())),
             _ => rcgen::KeyPair::generate_for(alg),
         }
         .map_err(|e| Error::Crypto {

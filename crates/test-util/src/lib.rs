@@ -1,0 +1,181 @@
+//! Helpers for Evergreen's tests: the real `openssl` command as an independent check of
+//! everything Evergreen produces, and test PKI generated at test time.
+#![forbid(unsafe_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use evergreen_pki::{
+    CertificateAuthority, CertificateDer, DistinguishedName, Duration, KeyType, OffsetDateTime,
+    PrivateKey, pem,
+};
+
+/// The wall clock, for tests that hand certificates to programs which use it (`openssl
+/// x509 -checkend`). Everything else takes a fixed time.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "tests compare with external tools' clocks"
+)]
+pub fn wall_clock() -> OffsetDateTime {
+    OffsetDateTime::now_utc()
+}
+
+/// A fixed instant for tests that need no wall clock.
+pub fn fixed_now() -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp(1_790_000_000).expect("valid timestamp")
+}
+
+/// The `openssl` command: `EVERGREEN_OPENSSL` if set, else `openssl` on `PATH`. Interop
+/// tests are never skipped: a machine without OpenSSL fails them, saying how to fix it.
+#[derive(Debug, Clone)]
+pub struct Openssl {
+    program: PathBuf,
+}
+
+impl Openssl {
+    pub fn find() -> Self {
+        let program = std::env::var_os("EVERGREEN_OPENSSL")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("openssl"));
+        match Command::new(&program).arg("version").output() {
+            Ok(out) if out.status.success() => Openssl { program },
+            _ => panic!(
+                "the openssl command is needed by the interop tests: install it \
+                 (apt-get install openssl) or set EVERGREEN_OPENSSL; ./scripts/test does this"
+            ),
+        }
+    }
+
+    /// Runs openssl with `args`; returns the output whatever the exit status.
+    pub fn run<I, S>(&self, args: I) -> Output
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        Command::new(&self.program)
+            .args(args)
+            .output()
+            .expect("openssl runs")
+    }
+
+    /// Runs openssl and panics with its stderr unless it succeeds; returns stdout.
+    pub fn ok<I, S>(&self, args: I) -> String
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let args: Vec<_> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+        let out = self.run(&args);
+        assert!(
+            out.status.success(),
+            "openssl {:?} failed:\n{}{}",
+            args,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `openssl verify -x509_strict` of `leaf` against `root` with `untrusted`
+    /// intermediates, at `at` (seconds since 1970), for `purpose` (`sslserver`,
+    /// `sslclient`, or `any`). Extra arguments (such as `-crl_check -CRLfile F`) go before
+    /// the leaf. Returns OpenSSL's verdict text on failure.
+    #[allow(clippy::too_many_arguments, reason = "one per openssl verify option")]
+    pub fn verify(
+        &self,
+        dir: &Path,
+        root: &[CertificateDer<'_>],
+        untrusted: &[CertificateDer<'_>],
+        leaf: &CertificateDer<'_>,
+        purpose: &str,
+        at: OffsetDateTime,
+        extra: &[&str],
+    ) -> Result<(), String> {
+        let root_file = write(dir, "verify-root.pem", pem::encode_certificates(root));
+        let leaf_file = write(dir, "verify-leaf.pem", pem::encode("CERTIFICATE", leaf));
+        let mut args: Vec<String> = vec![
+            "verify".into(),
+            "-x509_strict".into(),
+            "-attime".into(),
+            at.unix_timestamp().to_string(),
+            "-CAfile".into(),
+            root_file.display().to_string(),
+        ];
+        if purpose != "any" {
+            args.extend(["-purpose".into(), purpose.into()]);
+        }
+        if !untrusted.is_empty() {
+            let file = write(
+                dir,
+                "verify-untrusted.pem",
+                pem::encode_certificates(untrusted),
+            );
+            args.extend(["-untrusted".into(), file.display().to_string()]);
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args.push(leaf_file.display().to_string());
+        let out = self.run(&args);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if out.status.success() && text.contains(": OK") {
+            Ok(())
+        } else {
+            Err(text)
+        }
+    }
+}
+
+/// Writes `contents` to `dir/name` and returns the path.
+pub fn write(dir: &Path, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, contents).expect("write test file");
+    path
+}
+
+/// A root CA with the three role CAs under it, as `evergreen ca generate` makes.
+#[derive(Debug)]
+pub struct Hierarchy {
+    pub root: CertificateAuthority,
+    pub server: CertificateAuthority,
+    pub client: CertificateAuthority,
+    pub peer: CertificateAuthority,
+}
+
+impl Hierarchy {
+    pub fn new(key_type: KeyType, now: OffsetDateTime) -> Self {
+        Self::with_validity(key_type, now, Duration::days(3650))
+    }
+
+    pub fn with_validity(key_type: KeyType, now: OffsetDateTime, validity: Duration) -> Self {
+        let root = CertificateAuthority::new_root(
+            DistinguishedName::common_name("test-root-ca"),
+            PrivateKey::generate(key_type).expect("root key"),
+            validity,
+            now,
+        )
+        .expect("root CA");
+        let role = |name: &str| {
+            root.new_intermediate(
+                DistinguishedName::common_name(name),
+                PrivateKey::generate(key_type).expect("role key"),
+                0,
+                validity,
+                now,
+            )
+            .expect("role CA")
+        };
+        Hierarchy {
+            server: role("test-server-ca"),
+            client: role("test-client-ca"),
+            peer: role("test-peer-ca"),
+            root,
+        }
+    }
+
+    pub fn root_der(&self) -> Vec<CertificateDer<'static>> {
+        vec![self.root.certificate().clone()]
+    }
+}
