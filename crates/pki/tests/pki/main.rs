@@ -1,6 +1,10 @@
 //! Integration tests of the PKI core. Every certificate, chain and CRL produced here is
 //! checked twice: by rustls-webpki (through `evergreen_pki::chain`) and by the `openssl`
 //! command.
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test fails loudly on any unexpected error"
+)]
 mod chain;
 mod crl;
 mod cross_sign;
