@@ -150,10 +150,7 @@ impl CertificateAuthority {
         }
         let mut params = CertificateParams::default();
         params.distinguished_name = info.subject.to_rcgen()?;
-        params.key_identifier_method = match &info.subject_key_id {
-            Some(id) => KeyIdMethod::PreSpecified(id.clone()),
-            None => KeyIdMethod::Sha256,
-        };
+        params.key_identifier_method = key_id_method(info.subject_key_id.as_deref());
         params.key_usages = [
             (info.can_sign_certificates, KeyUsagePurpose::KeyCertSign),
             (info.can_sign_crls, KeyUsagePurpose::CrlSign),
@@ -278,6 +275,15 @@ impl CertificateAuthority {
 
     pub(crate) fn issuer(&self) -> &rcgen::Issuer<'static, PrivateKey> {
         &self.issuer
+    }
+}
+
+/// How an existing certificate's key is identified in what it signs (AKI) or in a copy of
+/// it (SKI): by the identifier it already carries, so clients keep matching issuers.
+pub(crate) fn key_id_method(subject_key_id: Option<&[u8]>) -> KeyIdMethod {
+    match subject_key_id {
+        Some(id) => KeyIdMethod::PreSpecified(id.to_vec()),
+        None => KeyIdMethod::Sha256,
     }
 }
 

@@ -2,14 +2,14 @@
 use std::fmt;
 use std::str::FromStr;
 
-use rcgen::{CertificateRevocationListParams, KeyIdMethod, RevokedCertParams, SerialNumber};
+use rcgen::{CertificateRevocationListParams, RevokedCertParams, SerialNumber};
 use rustls_pki_types::CertificateRevocationListDer;
 use time::OffsetDateTime;
 use x509_parser::prelude::FromDer;
 use x509_parser::revocation_list::CertificateRevocationList as ParsedCrl;
 
 use crate::Error;
-use crate::authority::{CertificateAuthority, crypto, whole_seconds};
+use crate::authority::{CertificateAuthority, crypto, key_id_method, whole_seconds};
 use crate::certificate::parse_x509;
 use crate::name::DistinguishedName;
 
@@ -213,10 +213,7 @@ impl CertificateAuthority {
                     invalidity_date: None,
                 })
                 .collect(),
-            key_identifier_method: match &self.info().subject_key_id {
-                Some(id) => KeyIdMethod::PreSpecified(id.clone()),
-                None => KeyIdMethod::Sha256,
-            },
+            key_identifier_method: key_id_method(self.info().subject_key_id.as_deref()),
         };
         let crl = params
             .signed_by(self.issuer())

@@ -1,11 +1,11 @@
 //! Cross-signing: the same CA (subject, public key, subject key identifier) certified by
 //! another issuer, so clients that trust only the other issuer accept it during rotation.
-use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyIdMethod, KeyUsagePurpose};
+use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyUsagePurpose};
 use rustls_pki_types::CertificateDer;
 use time::OffsetDateTime;
 
 use crate::Error;
-use crate::authority::{CertificateAuthority, crypto, random_serial};
+use crate::authority::{CertificateAuthority, crypto, key_id_method, random_serial};
 use crate::certificate::{CertificateInfo, parse_x509};
 
 /// Re-signs the CA certificate `ca` under `issuer`. The result keeps the subject, the
@@ -53,10 +53,7 @@ pub fn cross_sign(
         params.key_usages.push(KeyUsagePurpose::CrlSign);
     }
     // Clients match issuers by key identifier: the cross-signed copy must keep it.
-    params.key_identifier_method = match info.subject_key_id {
-        Some(id) => KeyIdMethod::PreSpecified(id),
-        None => KeyIdMethod::Sha256,
-    };
+    params.key_identifier_method = key_id_method(info.subject_key_id.as_deref());
     let public_key = rcgen::SubjectPublicKeyInfo::from_der(&info.public_key)
         .map_err(|e| crypto("reading the CA's public key", e))?;
     let cert = params

@@ -6,9 +6,12 @@
 //! still accepted; what is issued is decided by [`crate::policy`].
 use rustls_pki_types::CertificateSigningRequestDer;
 use x509_parser::certification_request::X509CertificationRequest;
+use x509_parser::cri_attributes::ParsedCriAttribute;
 use x509_parser::error::X509Error;
 use x509_parser::extensions::ParsedExtension;
-use x509_parser::oid_registry::{OID_PKCS1_SHA1WITHRSA, OID_SHA1_WITH_RSA};
+use x509_parser::oid_registry::{
+    OID_PKCS1_SHA1WITHRSA, OID_SHA1_WITH_RSA, OID_X509_EXT_SUBJECT_ALT_NAME,
+};
 use x509_parser::prelude::FromDer;
 
 use crate::certificate::SubjectAltName;
@@ -60,25 +63,31 @@ impl CertificateRequest {
         let public_key = PublicKey::from_spki_der(info.subject_pki.raw)?;
 
         let mut subject_alt_names = Vec::new();
-        for ext in csr.requested_extensions().into_iter().flatten() {
-            match ext {
-                ParsedExtension::SubjectAlternativeName(san) => {
-                    for name in &san.general_names {
-                        let san = SubjectAltName::from_general_name(name).ok_or_else(|| {
-                            CsrError::BadSubjectAltNames(format!(
-                                "{name} is not a DNS name, IP address, email or URI"
-                            ))
-                        })?;
-                        if !subject_alt_names.contains(&san) {
-                            subject_alt_names.push(san);
-                        }
-                    }
+        let requested = info
+            .iter_attributes()
+            .filter_map(|attr| match attr.parsed_attribute() {
+                ParsedCriAttribute::ExtensionRequest(req) => Some(&req.extensions),
+                _ => None,
+            });
+        for ext in requested.flatten() {
+            // Only the SAN extension is read; every other extension is ignored, known or not.
+            if ext.oid != OID_X509_EXT_SUBJECT_ALT_NAME {
+                continue;
+            }
+            let ParsedExtension::SubjectAlternativeName(san) = ext.parsed_extension() else {
+                return Err(
+                    CsrError::BadSubjectAltNames("the extension is malformed".into()).into(),
+                );
+            };
+            for name in &san.general_names {
+                let san = SubjectAltName::from_general_name(name).ok_or_else(|| {
+                    CsrError::BadSubjectAltNames(format!(
+                        "{name} is not a DNS name, IP address, email or URI"
+                    ))
+                })?;
+                if !subject_alt_names.contains(&san) {
+                    subject_alt_names.push(san);
                 }
-                ParsedExtension::ParseError { error } => {
-                    // Only a SAN that cannot be read matters; other extensions are ignored.
-                    let _ = error;
-                }
-                _ => {}
             }
         }
         Ok(CertificateRequest {

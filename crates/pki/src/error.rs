@@ -8,7 +8,7 @@ use crate::name::DistinguishedName;
 #[non_exhaustive]
 pub enum Error {
     /// Text that should hold PEM does not, or holds a broken section.
-    #[error("{what}: {reason}")]
+    #[error("{what} {reason}")]
     Pem { what: String, reason: String },
     /// A DER structure does not parse.
     #[error("{what} is not valid DER: {reason}")]

@@ -208,9 +208,12 @@ impl DistinguishedName {
                     Tag::Ia5String => utf8(StringKind::Ia5)?,
                     Tag::T61String => utf8(StringKind::Teletex)?,
                     Tag::BmpString => {
+                        if data.len() % 2 != 0 {
+                            return Err(name_error(name, "a BMPString value has an odd length"));
+                        }
                         let units: Vec<u16> = data
-                            .chunks(2)
-                            .map(|c| u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))
+                            .chunks_exact(2)
+                            .map(|c| u16::from_be_bytes([c[0], c[1]]))
                             .collect();
                         let s = String::from_utf16(&units)
                             .map_err(|_| name_error(name, "a BMPString value is not valid"))?;

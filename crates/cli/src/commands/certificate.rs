@@ -137,21 +137,25 @@ fn walk(dir: &Path, found: &mut Vec<PathBuf>, problems: &mut Vec<String>) {
 
 /// The certificates in one file. With `explicit`, a file holding none is an error (the
 /// user named it); in a directory search it is silently skipped.
-fn read_certificates(path: &Path, explicit: bool) -> Result<Vec<CertificateDer<'static>>, String> {
+fn read_certificates(path: &Path, explicit: bool) -> Result<Vec<CertificateInfo>, String> {
     let what = path.display().to_string();
     let data = files::read_input(path).map_err(|e| format!("{e:#}"))?;
-    if contains(&data, b"-----BEGIN CERTIFICATE-----") {
-        return pem::parse_certificates(&what, &data).map_err(|e| e.to_string());
-    }
-    let der_name = path
-        .extension()
-        .is_some_and(|e| ["crt", "cer", "der"].contains(&e.to_string_lossy().as_ref()));
-    if der_name && data.first() == Some(&0x30) {
-        let der = CertificateDer::from(data);
-        return match CertificateInfo::from_der(&der) {
-            Ok(_) => Ok(vec![der]),
-            Err(e) => Err(format!("{what}: {e}")),
-        };
+    let ders = if contains(&data, b"-----BEGIN CERTIFICATE-----") {
+        pem::parse_certificates(&what, &data).map_err(|e| e.to_string())?
+    } else if data.first() == Some(&0x30)
+        && path
+            .extension()
+            .is_some_and(|e| ["crt", "cer", "der"].contains(&e.to_string_lossy().as_ref()))
+    {
+        vec![CertificateDer::from(data)]
+    } else {
+        Vec::new()
+    };
+    if !ders.is_empty() {
+        return ders
+            .iter()
+            .map(|der| CertificateInfo::from_der(der).map_err(|e| format!("{what}: {e}")))
+            .collect();
     }
     if explicit {
         Err(format!("{what} holds no certificate"))
@@ -164,16 +168,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-fn row(
-    file: &str,
-    cert: &CertificateDer<'_>,
-    policy: &RenewalPolicy,
-    now: OffsetDateTime,
-) -> Value {
-    // Certificates were parsed when the file was read.
-    let Ok(info) = CertificateInfo::from_der(cert) else {
-        return json!({ "filename": file, "status": "INVALID" });
-    };
+fn row(file: &str, info: &CertificateInfo, policy: &RenewalPolicy, now: OffsetDateTime) -> Value {
     let status = match policy.state(info.not_before, info.not_after, now) {
         RenewalState::Fresh { .. } => "OK",
         RenewalState::Due => "WARNING",

@@ -254,3 +254,24 @@ fn server_certificates_need_a_subject_alt_name() {
     );
     assert!(CsrPolicy::new(Profile::Client).decide(&csr).is_ok());
 }
+
+#[test]
+fn a_malformed_san_extension_is_refused_not_ignored() {
+    let key = evergreen_pki::PrivateKey::generate(KeyType::EcP256).unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "app");
+    // A SAN extension whose content is not a SEQUENCE of GeneralNames.
+    params.custom_extensions = vec![rcgen::CustomExtension::from_oid_content(
+        &[2, 5, 29, 17],
+        vec![0x04, 0x02, 0xde, 0xad],
+    )];
+    let csr = params.serialize_request(&key).unwrap();
+    let err = CertificateRequest::from_der(csr.der()).unwrap_err();
+    assert!(
+        matches!(err, Error::Csr(CsrError::BadSubjectAltNames(_))),
+        "{err}"
+    );
+}
