@@ -76,6 +76,40 @@ impl Openssl {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Makes a key with `keygen` (openssl arguments, `-out` is added) and a CSR for it the
+    /// way the Kyma procedure does, `openssl req -new -sha256 -key KEY -subj SUBJ`, with
+    /// `extra` arguments; returns the CSR's path. Both land in `dir` as `client.key` and
+    /// `client.csr`.
+    pub fn csr(&self, dir: &Path, keygen: &[&str], subj: &str, extra: &[&str]) -> PathBuf {
+        let key = dir.join("client.key");
+        let csr = dir.join("client.csr");
+        let key_arg = key.display().to_string();
+        let mut args: Vec<&str> = keygen.to_vec();
+        args.extend(["-out", &key_arg]);
+        self.ok(&args);
+        let csr_arg = csr.display().to_string();
+        let mut args = vec!["req", "-new", "-sha256", "-key", &key_arg, "-subj", subj];
+        args.extend(extra);
+        args.extend(["-out", &csr_arg]);
+        self.ok(&args);
+        csr
+    }
+
+    /// Whether `openssl crl -CAfile` accepts the CRL's signature by the CA bundle.
+    pub fn crl_verifies(&self, dir: &Path, crl: &[u8], ca_bundle_pem: &str) -> bool {
+        let crl_file = write(dir, "check.crl", pem::encode("X509 CRL", crl));
+        let ca_file = write(dir, "check-ca.crt", ca_bundle_pem);
+        let out = self.run([
+            "crl",
+            "-noout",
+            "-in",
+            crl_file.to_str().unwrap_or_default(),
+            "-CAfile",
+            ca_file.to_str().unwrap_or_default(),
+        ]);
+        out.status.success() && String::from_utf8_lossy(&out.stderr).contains("verify OK")
+    }
+
     /// `openssl verify -x509_strict` of `leaf` against `root` with `untrusted`
     /// intermediates, at `at` (seconds since 1970), for `purpose` (`sslserver`,
     /// `sslclient`, or `any`). Extra arguments (such as `-crl_check -CRLfile F`) go before

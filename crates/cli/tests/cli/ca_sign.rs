@@ -6,33 +6,16 @@ use evergreen_test_util::{Openssl, wall_clock};
 
 use crate::{evergreen, generate, snapshot, stderr};
 
-/// A key and CSR made by openssl as the Kyma procedure does:
-/// `openssl req -new -sha256 -key KEY -subj "/CN=…/O=…"`.
+/// A P-256 key and CSR made by openssl as the Kyma procedure does.
 fn kyma_csr(dir: &Path, subj: &str) -> std::path::PathBuf {
-    let openssl = Openssl::find();
-    let key = dir.join("app.key");
-    let csr = dir.join("app.csr");
-    openssl.ok([
+    let p256 = [
         "genpkey",
         "-algorithm",
         "EC",
         "-pkeyopt",
         "ec_paramgen_curve:P-256",
-        "-out",
-        key.to_str().unwrap(),
-    ]);
-    openssl.ok([
-        "req",
-        "-new",
-        "-sha256",
-        "-key",
-        key.to_str().unwrap(),
-        "-subj",
-        subj,
-        "-out",
-        csr.to_str().unwrap(),
-    ]);
-    csr
+    ];
+    Openssl::find().csr(dir, &p256, subj, &[])
 }
 
 fn sign(
@@ -40,7 +23,7 @@ fn sign(
     ca: &str,
     csr: &Path,
     profile: &str,
-    out: &Path,
+    out: Option<&Path>,
     extra: &[&str],
 ) -> std::process::Output {
     let mut args = vec![
@@ -54,9 +37,10 @@ fn sign(
         csr.to_str().unwrap(),
         "--profile",
         profile,
-        "--out",
-        out.to_str().unwrap(),
     ];
+    if let Some(out) = out {
+        args.extend(["--out", out.to_str().unwrap()]);
+    }
     args.extend(extra);
     evergreen(args)
 }
@@ -71,7 +55,14 @@ fn a_kyma_style_csr_is_signed_with_exactly_its_key_and_verifies() {
         "/CN=kyma-app/O=Organization/OU=OrgUnit/L=Waldorf/ST=Waldorf/C=DE",
     );
     let crt = tmp.path().join("app.crt");
-    let out = sign(&pki, "client-ca", &csr, "client", &crt, &["--days", "92"]);
+    let out = sign(
+        &pki,
+        "client-ca",
+        &csr,
+        "client",
+        Some(&crt),
+        &["--days", "92"],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("Signed client certificate for CN=kyma-app"),
@@ -127,7 +118,7 @@ fn a_server_certificate_takes_its_names_from_san_flags() {
     generate(&pki);
     let csr = kyma_csr(tmp.path(), "/CN=web");
     let crt = tmp.path().join("web.crt");
-    let out = sign(&pki, "server-ca", &csr, "server", &crt, &[]);
+    let out = sign(&pki, "server-ca", &csr, "server", Some(&crt), &[]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         stderr(&out).contains("needs at least one subject alternative name"),
@@ -141,7 +132,7 @@ fn a_server_certificate_takes_its_names_from_san_flags() {
         "server-ca",
         &csr,
         "server",
-        &crt,
+        Some(&crt),
         &["--san", "web.example", "--san", "10.0.0.5"],
     );
     assert!(out.status.success(), "{}", stderr(&out));
@@ -167,20 +158,14 @@ fn a_server_certificate_takes_its_names_from_san_flags() {
         )
         .unwrap();
 
-    let out = evergreen([
-        "ca",
-        "sign",
-        "--ca-dir",
-        pki.to_str().unwrap(),
-        "--ca",
+    let out = sign(
+        &pki,
         "server-ca",
-        "--csr",
-        csr.to_str().unwrap(),
-        "--profile",
+        &csr,
         "server",
-        "--san",
-        "not a name",
-    ]);
+        None,
+        &["--san", "not a name"],
+    );
     assert_eq!(out.status.code(), Some(2));
     assert!(
         stderr(&out).contains("not a valid DNS name"),
@@ -235,7 +220,7 @@ fn bad_input_gets_a_clear_error_and_writes_nothing() {
         ),
     ];
     for (dir, ca, csr, expected) in cases {
-        let out = sign(dir, ca, csr, "client", &crt, &[]);
+        let out = sign(dir, ca, csr, "client", Some(&crt), &[]);
         assert_eq!(out.status.code(), Some(1), "{expected}");
         assert!(
             stderr(&out).contains(expected),
@@ -258,20 +243,7 @@ fn the_chain_goes_to_standard_output_without_out() {
     let pki = tmp.path().join("pki");
     generate(&pki);
     let csr = kyma_csr(tmp.path(), "/CN=piped");
-    let out = evergreen([
-        "ca",
-        "sign",
-        "--ca-dir",
-        pki.to_str().unwrap(),
-        "--ca",
-        "peer-ca",
-        "--csr",
-        csr.to_str().unwrap(),
-        "--profile",
-        "peer",
-        "--san",
-        "peer-1",
-    ]);
+    let out = sign(&pki, "peer-ca", &csr, "peer", None, &["--san", "peer-1"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let chain = parse_certificates("stdout", &out.stdout).unwrap();
     assert_eq!(chain.len(), 3);

@@ -26,15 +26,15 @@ fn write_leaf(dir: &Path, name: &str, issued_at: OffsetDateTime, days: i64) {
     std::fs::write(dir.join(format!("{name}.key")), key.to_pem()).unwrap();
 }
 
+/// `evergreen certificate check --path PATH EXTRA…`.
+fn check(path: &str, extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["certificate", "check", "--path", path];
+    args.extend(extra);
+    evergreen(args)
+}
+
 fn check_json(path: &Path) -> Vec<Value> {
-    let out = evergreen([
-        "certificate",
-        "check",
-        "--path",
-        path.to_str().unwrap(),
-        "-o",
-        "json",
-    ]);
+    let out = check(path.to_str().unwrap(), &["-o", "json"]);
     assert!(out.status.success(), "{}", stderr(&out));
     serde_json::from_slice::<Value>(&out.stdout)
         .unwrap()
@@ -47,12 +47,7 @@ fn check_json(path: &Path) -> Vec<Value> {
 fn every_certificate_of_a_generated_hierarchy_is_ok() {
     let tmp = tempfile::tempdir().unwrap();
     generate(tmp.path());
-    let out = evergreen([
-        "certificate",
-        "check",
-        "--path",
-        tmp.path().to_str().unwrap(),
-    ]);
+    let out = check(tmp.path().to_str().unwrap(), &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     let lines: Vec<_> = text.lines().collect();
@@ -125,25 +120,16 @@ fn status_follows_the_renewal_window_and_agrees_with_openssl_checkend() {
     assert!(!checkend("expired.crt", 0));
 
     // A shorter window moves "due" back to OK.
-    let out = evergreen([
-        "certificate",
-        "check",
-        "--path",
+    let out = check(
         tmp.path().join("due.crt").to_str().unwrap(),
-        "--renew-before",
-        "30",
-    ]);
+        &["--renew-before", "30"],
+    );
     assert!(
         stdout(&out).lines().nth(1).unwrap().ends_with("OK"),
         "{}",
         stdout(&out)
     );
-    let out = evergreen([
-        "certificate",
-        "check",
-        "--path",
-        tmp.path().join("expired.crt").to_str().unwrap(),
-    ]);
+    let out = check(tmp.path().join("expired.crt").to_str().unwrap(), &[]);
     let row = stdout(&out).lines().nth(1).unwrap().to_owned();
     assert!(
         row.contains(" -") && row.contains("days") && row.ends_with("EXPIRED"),
@@ -155,14 +141,7 @@ fn status_follows_the_renewal_window_and_agrees_with_openssl_checkend() {
 fn yaml_output_holds_the_same_rows() {
     let tmp = tempfile::tempdir().unwrap();
     write_leaf(tmp.path(), "one", wall_clock(), 365);
-    let out = evergreen([
-        "certificate",
-        "check",
-        "--path",
-        tmp.path().to_str().unwrap(),
-        "-o",
-        "yaml",
-    ]);
+    let out = check(tmp.path().to_str().unwrap(), &["-o", "yaml"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(text.starts_with("- "), "{text}");
@@ -179,12 +158,7 @@ fn bad_files_and_flags_get_clear_errors() {
     write_leaf(tmp.path(), "good", wall_clock(), 365);
     let pem = std::fs::read_to_string(tmp.path().join("good.crt")).unwrap();
     std::fs::write(tmp.path().join("cut.crt"), &pem[..pem.len() / 2]).unwrap();
-    let out = evergreen([
-        "certificate",
-        "check",
-        "--path",
-        tmp.path().to_str().unwrap(),
-    ]);
+    let out = check(tmp.path().to_str().unwrap(), &[]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         stdout(&out).contains("good.crt"),
@@ -196,14 +170,7 @@ fn bad_files_and_flags_get_clear_errors() {
         stderr(&out)
     );
 
-    let out = evergreen([
-        "certificate",
-        "check",
-        "--path",
-        tmp.path().to_str().unwrap(),
-        "-o",
-        "xml",
-    ]);
+    let out = check(tmp.path().to_str().unwrap(), &["-o", "xml"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
         stderr(&out).contains("invalid value 'xml'") && stderr(&out).contains("table, json, yaml"),
@@ -212,12 +179,7 @@ fn bad_files_and_flags_get_clear_errors() {
     );
 
     let empty = tempfile::tempdir().unwrap();
-    let out = evergreen([
-        "certificate",
-        "check",
-        "--path",
-        empty.path().to_str().unwrap(),
-    ]);
+    let out = check(empty.path().to_str().unwrap(), &[]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         stderr(&out).contains("no certificates found"),
@@ -225,23 +187,13 @@ fn bad_files_and_flags_get_clear_errors() {
         stderr(&out)
     );
 
-    let out = evergreen([
-        "certificate",
-        "check",
-        "--path",
-        tmp.path().join("good.key").to_str().unwrap(),
-    ]);
+    let out = check(tmp.path().join("good.key").to_str().unwrap(), &[]);
     assert!(
         stderr(&out).contains("holds no certificate"),
         "{}",
         stderr(&out)
     );
-    let out = evergreen([
-        "certificate",
-        "check",
-        "--path",
-        tmp.path().join("nope").to_str().unwrap(),
-    ]);
+    let out = check(tmp.path().join("nope").to_str().unwrap(), &[]);
     assert!(
         stderr(&out).contains("cannot read") && stderr(&out).contains("nope"),
         "{}",

@@ -75,20 +75,9 @@ fn a_crl_lists_revoked_serials_with_reasons_and_is_enforced_by_webpki_and_openss
     // openssl
     let openssl = Openssl::find();
     let dir = tempfile::tempdir().unwrap();
+    assert!(openssl.crl_verifies(dir.path(), &crl, &h.client.bundle_pem()));
+    assert!(!openssl.crl_verifies(dir.path(), &crl, &h.server.bundle_pem()));
     let crl_file = write(dir.path(), "client-ca.crl", pem::encode("X509 CRL", &crl));
-    let ca_file = write(dir.path(), "client-ca.crt", h.client.bundle_pem());
-    let out = openssl.run([
-        "crl",
-        "-in",
-        crl_file.to_str().unwrap(),
-        "-CAfile",
-        ca_file.to_str().unwrap(),
-        "-noout",
-    ]);
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("verify OK"),
-        "{out:?}"
-    );
     let text = openssl.ok(["crl", "-in", crl_file.to_str().unwrap(), "-noout", "-text"]);
     assert!(
         text.contains("X509v3 CRL Number") && text.contains("7"),
@@ -136,20 +125,7 @@ fn an_empty_crl_is_valid() {
     let info = CrlInfo::from_der(&crl).unwrap();
     assert!(info.revoked.is_empty());
     let dir = tempfile::tempdir().unwrap();
-    let crl_file = write(dir.path(), "c.crl", pem::encode("X509 CRL", &crl));
-    let ca_file = write(dir.path(), "ca.crt", h.server.bundle_pem());
-    let out = Openssl::find().run([
-        "crl",
-        "-in",
-        crl_file.to_str().unwrap(),
-        "-CAfile",
-        ca_file.to_str().unwrap(),
-        "-noout",
-    ]);
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("verify OK"),
-        "{out:?}"
-    );
+    assert!(Openssl::find().crl_verifies(dir.path(), &crl, &h.server.bundle_pem()));
 }
 
 #[test]

@@ -5,27 +5,9 @@ use evergreen_test_util::{Hierarchy, Openssl, fixed_now, write};
 
 use crate::assert_verifies;
 
-/// Makes a key and a CSR with openssl, as the Kyma procedure does.
+/// A key and CSR made by openssl as the Kyma procedure does; returns the PEM CSR.
 fn openssl_csr(dir: &std::path::Path, keygen: &[&str], subj: &str, extra: &[&str]) -> Vec<u8> {
-    let openssl = Openssl::find();
-    let key = dir.join("client.key");
-    let csr = dir.join("client.csr");
-    let mut args = keygen.to_vec();
-    args.extend(["-out", key.to_str().unwrap()]);
-    openssl.ok(&args);
-    let mut args = vec![
-        "req",
-        "-new",
-        "-sha256",
-        "-key",
-        key.to_str().unwrap(),
-        "-subj",
-        subj,
-    ];
-    args.extend(extra);
-    args.extend(["-out", csr.to_str().unwrap()]);
-    openssl.ok(&args);
-    std::fs::read(&csr).unwrap()
+    std::fs::read(Openssl::find().csr(dir, keygen, subj, extra)).unwrap()
 }
 
 fn spki_of_csr(dir: &std::path::Path, csr: &[u8]) -> String {
