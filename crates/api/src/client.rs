@@ -1,0 +1,280 @@
+//! A small HTTPS client for Evergreen's API: trusts only the roots it is given, presents a
+//! client certificate when it has one, one connection per request.
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use crate::ErrorBody;
+
+/// How long one request may take, connection and TLS handshake included.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    #[error("invalid server URL {url:?}: {reason}")]
+    Url { url: String, reason: String },
+    #[error("TLS configuration: {0}")]
+    Config(String),
+    #[error("cannot connect to {addr}: {reason}")]
+    Connect { addr: String, reason: String },
+    #[error("TLS handshake with {addr} failed: {reason}")]
+    Handshake { addr: String, reason: String },
+    #[error("request to {addr} failed: {reason}")]
+    Http { addr: String, reason: String },
+    #[error("{addr} did not answer within {secs} s")]
+    Timeout { addr: String, secs: u64 },
+    /// The server answered with an error status.
+    #[error("server refused ({code}): {error}")]
+    Status { code: u16, error: String },
+    #[error("unexpected answer from the server: {0}")]
+    Decode(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub content_type: Option<String>,
+    pub body: Vec<u8>,
+}
+
+#[derive(Clone)]
+pub struct Client {
+    host: String,
+    port: u16,
+    server_name: ServerName<'static>,
+    connector: TlsConnector,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Splits `https://host[:port]` (default port 9443; IPv6 in brackets).
+pub fn parse_url(url: &str) -> Result<(String, u16), ClientError> {
+    let bad = |reason: &str| ClientError::Url {
+        url: url.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let rest = url
+        .strip_prefix("https://")
+        .ok_or_else(|| bad("it must start with https:// (Evergreen speaks TLS only)"))?;
+    let authority = rest.split('/').next().unwrap_or_default();
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (host, after) = v6.split_once(']').ok_or_else(|| bad("unclosed '['"))?;
+        (host.to_owned(), after.strip_prefix(':'))
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h.to_owned(), Some(p)),
+            None => (authority.to_owned(), None),
+        }
+    };
+    if host.is_empty() {
+        return Err(bad("no host"));
+    }
+    let port = match port {
+        None => 9443,
+        Some(p) => p.parse().map_err(|_| bad("the port is not a number"))?,
+    };
+    Ok((host, port))
+}
+
+impl Client {
+    /// A client for `url` that trusts `roots` only and presents `identity` (certificate
+    /// chain and key) when given.
+    pub fn new(
+        url: &str,
+        roots: &[CertificateDer<'static>],
+        identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+    ) -> Result<Self, ClientError> {
+        let (host, port) = parse_url(url)?;
+        let mut store = rustls::RootCertStore::empty();
+        for root in roots {
+            store.add(root.clone()).map_err(|e| {
+                ClientError::Config(format!("a CA certificate cannot be trusted: {e}"))
+            })?;
+        }
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| ClientError::Config(e.to_string()))?
+            .with_root_certificates(store);
+        let config = match identity {
+            Some((chain, key)) => builder.with_client_auth_cert(chain, key).map_err(|e| {
+                ClientError::Config(format!("the client certificate cannot be used: {e}"))
+            })?,
+            None => builder.with_no_client_auth(),
+        };
+        let server_name = ServerName::try_from(host.clone()).map_err(|_| ClientError::Url {
+            url: url.to_owned(),
+            reason: "the host is not a valid DNS name or IP address".into(),
+        })?;
+        Ok(Client {
+            host,
+            port,
+            server_name,
+            connector: TlsConnector::from(Arc::new(config)),
+        })
+    }
+
+    fn addr(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    /// Sends one request; any status is returned as a [`Response`].
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Response, ClientError> {
+        let addr = self.addr();
+        tokio::time::timeout(REQUEST_TIMEOUT, self.send_inner(method, path, body))
+            .await
+            .map_err(|_| ClientError::Timeout {
+                addr,
+                secs: REQUEST_TIMEOUT.as_secs(),
+            })?
+    }
+
+    async fn send_inner(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Response, ClientError> {
+        let addr = self.addr();
+        let tcp = TcpStream::connect((self.host.as_str(), self.port))
+            .await
+            .map_err(|e| ClientError::Connect {
+                addr: addr.clone(),
+                reason: e.to_string(),
+            })?;
+        let tls = self
+            .connector
+            .connect(self.server_name.clone(), tcp)
+            .await
+            .map_err(|e| ClientError::Handshake {
+                addr: addr.clone(),
+                reason: e.to_string(),
+            })?;
+        let http = |e: hyper::Error| ClientError::Http {
+            addr: addr.clone(),
+            reason: match std::error::Error::source(&e) {
+                Some(source) => format!("{e}: {source}"),
+                None => e.to_string(),
+            },
+        };
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(http)?;
+        tokio::spawn(connection);
+        let has_body = body.is_some();
+        let mut request = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, addr.as_str());
+        if has_body {
+            request = request.header(hyper::header::CONTENT_TYPE, "application/json");
+        }
+        let request = request
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| ClientError::Decode(e.to_string()))?;
+        let response = sender.send_request(request).await.map_err(http)?;
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get(hyper::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(http)?
+            .to_bytes()
+            .to_vec();
+        Ok(Response {
+            status,
+            content_type,
+            body,
+        })
+    }
+
+    /// Sends a request with a JSON body (or none) and decodes a JSON answer; an error
+    /// status becomes [`ClientError::Status`] with the server's message.
+    pub async fn json<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T, ClientError> {
+        let body = body
+            .map(serde_json::to_vec)
+            .transpose()
+            .map_err(|e| ClientError::Decode(e.to_string()))?;
+        let response = self.send(method, path, body).await?;
+        check(&response)?;
+        serde_json::from_slice(&response.body).map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.json::<(), T>("GET", path, None).await
+    }
+}
+
+/// Turns an error status into [`ClientError::Status`].
+pub fn check(response: &Response) -> Result<(), ClientError> {
+    if (200..300).contains(&response.status) {
+        return Ok(());
+    }
+    let error = serde_json::from_slice::<ErrorBody>(&response.body)
+        .map(|e| e.error)
+        .unwrap_or_else(|_| String::from_utf8_lossy(&response.body).into_owned());
+    Err(ClientError::Status {
+        code: response.status,
+        error,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert_eq!(
+            parse_url("https://127.0.0.1:8443").unwrap(),
+            ("127.0.0.1".into(), 8443)
+        );
+        assert_eq!(
+            parse_url("https://evergreen.local").unwrap(),
+            ("evergreen.local".into(), 9443)
+        );
+        assert_eq!(parse_url("https://[::1]:1/x").unwrap(), ("::1".into(), 1));
+        assert!(
+            parse_url("http://a")
+                .unwrap_err()
+                .to_string()
+                .contains("https://")
+        );
+        assert!(parse_url("https://a:b").is_err());
+    }
+}

@@ -1,0 +1,12 @@
+//! What every party of Evergreen's REST API shares: request and response types, the
+//! base64-of-PEM encoding the Kyma-compatible endpoints use, the clock, and (feature
+//! `client`) a small HTTPS client with client certificates.
+#![forbid(unsafe_code)]
+
+#[cfg(feature = "client")]
+pub mod client;
+pub mod clock;
+pub mod types;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use types::*;

@@ -1,0 +1,190 @@
+//! Evergreen's datastore.
+//!
+//! The [`Store`] trait is everything the control plane keeps: the CAs (keys sealed with
+//! [`envelope`]), the inventory of every issued certificate, revocations, join tokens and
+//! the audit log. [`sqlite::SqliteStore`] is the embedded default.
+//!
+//! Times are seconds since 1970 (UTC); serials and hashes are lowercase hex.
+#![forbid(unsafe_code)]
+
+pub mod envelope;
+pub mod sqlite;
+
+use async_trait::async_trait;
+
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("datastore error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("the datastore is already initialised")]
+    AlreadyInitialized,
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A cluster CA as stored.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CaRecord {
+    /// `root-ca`, `server-ca`, `client-ca` or `peer-ca`.
+    pub name: String,
+    /// The CA certificate first, then the certificates above it.
+    pub bundle_pem: String,
+    /// The key in its envelope; `None` when kept offline.
+    pub sealed_key: Option<Vec<u8>>,
+    pub updated_at: i64,
+}
+
+impl std::fmt::Debug for CaRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaRecord")
+            .field("name", &self.name)
+            .field("sealed_key", &self.sealed_key.as_ref().map(|_| "[elided]"))
+            .finish_non_exhaustive()
+    }
+}
+
+/// One issued certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateRecord {
+    pub serial: String,
+    pub sha256: String,
+    pub subject: String,
+    pub sans: Vec<String>,
+    pub profile: String,
+    pub role: String,
+    pub issuer: String,
+    pub owner: String,
+    pub not_before: i64,
+    pub not_after: i64,
+    pub issued_at: i64,
+    pub renewed_from: Option<String>,
+    pub revoked_at: Option<i64>,
+    pub revocation_reason: Option<String>,
+    pub der: Vec<u8>,
+}
+
+impl CertificateRecord {
+    /// `revoked`, `expired` or `active` at `now`.
+    pub fn status(&self, now: i64) -> &'static str {
+        if self.revoked_at.is_some() {
+            "revoked"
+        } else if self.not_after < now {
+            "expired"
+        } else {
+            "active"
+        }
+    }
+}
+
+/// Which certificates an inventory listing wants.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InventoryQuery {
+    /// Only certificates whose not-after is at or before this time.
+    pub not_after_before: Option<i64>,
+    /// `active`, `revoked` or `expired`, judged at `now`.
+    pub status: Option<String>,
+    pub now: i64,
+    /// Continue after this (not_after, serial) position.
+    pub after: Option<(i64, String)>,
+    pub limit: u32,
+}
+
+/// The result of a revocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RevokeOutcome {
+    Revoked(CertificateRecord),
+    AlreadyRevoked(CertificateRecord),
+    NotFound,
+}
+
+/// A revoked serial, for a CRL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevokedSerial {
+    pub serial: String,
+    pub revoked_at: i64,
+    pub reason: String,
+}
+
+/// A join token as stored: the secret only as a hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    pub id: String,
+    pub secret_sha256: String,
+    pub role: String,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub uses: i64,
+    pub description: String,
+}
+
+/// What presenting a token's id and secret hash came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenUse {
+    /// Accepted; the use was counted.
+    Accepted(TokenRecord),
+    Unknown,
+    WrongSecret,
+    Expired {
+        expires_at: i64,
+    },
+}
+
+/// One audit log entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEvent {
+    pub at: i64,
+    /// Who: `admin CN=…`, `token:abc123`, `CN=app (serial …)`, `anonymous`, `server`.
+    pub actor: String,
+    /// What: `enroll`, `renew`, `revoke`, `token.create`, `init`, …
+    pub action: String,
+    pub target: String,
+    /// `ok` or `refused`.
+    pub outcome: String,
+    pub detail: String,
+}
+
+/// Everything first start writes, written in one transaction: a crash during
+/// initialisation leaves nothing half-made.
+#[derive(Debug, Clone, Default)]
+pub struct Initialization {
+    pub meta: Vec<(String, Vec<u8>)>,
+    pub cas: Vec<CaRecord>,
+    pub tokens: Vec<TokenRecord>,
+    pub certificates: Vec<CertificateRecord>,
+    pub audit: Vec<AuditEvent>,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Whether first start has completed.
+    async fn is_initialized(&self) -> Result<bool>;
+    /// Writes all of `init` atomically; fails if already initialised.
+    async fn initialize(&self, init: Initialization) -> Result<()>;
+    async fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>>;
+
+    async fn cas(&self) -> Result<Vec<CaRecord>>;
+    async fn put_ca(&self, ca: &CaRecord) -> Result<()>;
+    /// Increments and returns the CA's CRL number.
+    async fn next_crl_number(&self, ca: &str) -> Result<u64>;
+
+    async fn insert_certificate(&self, cert: &CertificateRecord) -> Result<()>;
+    async fn certificate_by_serial(&self, serial: &str) -> Result<Option<CertificateRecord>>;
+    async fn certificate_by_sha256(&self, sha256: &str) -> Result<Option<CertificateRecord>>;
+    /// Ordered by (not_after, serial).
+    async fn list_certificates(&self, query: &InventoryQuery) -> Result<Vec<CertificateRecord>>;
+    async fn revoke(&self, serial: &str, at: i64, reason: &str) -> Result<RevokeOutcome>;
+    async fn revoked(&self, issuer: &str) -> Result<Vec<RevokedSerial>>;
+
+    async fn insert_token(&self, token: &TokenRecord) -> Result<()>;
+    /// Checks id, secret hash and expiry and counts the use, atomically.
+    async fn use_token(&self, id: &str, secret_sha256: &str, now: i64) -> Result<TokenUse>;
+
+    async fn audit(&self, event: &AuditEvent) -> Result<()>;
+    /// The newest `limit` entries, newest first.
+    async fn audit_log(&self, limit: u32) -> Result<Vec<AuditEvent>>;
+}

@@ -1,0 +1,471 @@
+//! The embedded datastore: one SQLite file in WAL mode, every commit flushed to disk
+//! (`synchronous=FULL`), one writer connection and a few readers.
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Row, Sqlite};
+
+use crate::{
+    AuditEvent, CaRecord, CertificateRecord, Initialization, InventoryQuery, Result, RevokeOutcome,
+    RevokedSerial, Store, StoreError, TokenRecord, TokenUse,
+};
+
+/// Schema versions, applied in order, each in its own transaction.
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_initial.sql"))];
+
+const INITIALIZED: &str = "initialized";
+
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the datastore at `path` and brings its schema up to date.
+    pub async fn open(path: &Path) -> Result<Self> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await?;
+        let store = SqliteStore {
+            reader: SqlitePoolOptions::new()
+                .max_connections(4)
+                .connect_with(options.read_only(true))
+                .await?,
+            writer,
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// An in-memory datastore (one shared connection), for tests of the trait.
+    pub async fn in_memory() -> Result<Self> {
+        let options = SqliteConnectOptions::from_str("sqlite::memory:")?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options)
+            .await?;
+        let store = SqliteStore {
+            writer: pool.clone(),
+            reader: pool,
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        sqlx::raw_sql("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            .execute(&self.writer)
+            .await?;
+        let current: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM schema_version")
+            .fetch_one(&self.writer)
+            .await?;
+        let current = current.unwrap_or(0);
+        let newest = MIGRATIONS.last().map_or(0, |m| m.0);
+        if current > newest {
+            return Err(StoreError::Invalid(format!(
+                "the datastore has schema version {current}, newer than this evergreen knows ({newest}); run a newer evergreen"
+            )));
+        }
+        for (version, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
+            let mut tx = self.writer.begin().await?;
+            sqlx::raw_sql(sql).execute(&mut *tx).await?;
+            sqlx::query("INSERT INTO schema_version (version) VALUES (?)")
+                .bind(version)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        }
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.writer.close().await;
+        self.reader.close().await;
+    }
+}
+
+fn certificate(row: &SqliteRow) -> Result<CertificateRecord> {
+    let sans: String = row.try_get("sans")?;
+    Ok(CertificateRecord {
+        serial: row.try_get("serial")?,
+        sha256: row.try_get("sha256")?,
+        subject: row.try_get("subject")?,
+        sans: sans
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        profile: row.try_get("profile")?,
+        role: row.try_get("role")?,
+        issuer: row.try_get("issuer")?,
+        owner: row.try_get("owner")?,
+        not_before: row.try_get("not_before")?,
+        not_after: row.try_get("not_after")?,
+        issued_at: row.try_get("issued_at")?,
+        renewed_from: row.try_get("renewed_from")?,
+        revoked_at: row.try_get("revoked_at")?,
+        revocation_reason: row.try_get("revocation_reason")?,
+        der: row.try_get("der")?,
+    })
+}
+
+async fn insert_certificate<'c, E>(executor: E, c: &CertificateRecord) -> Result<()>
+where
+    E: sqlx::Executor<'c, Database = Sqlite>,
+{
+    sqlx::query(
+        "INSERT INTO certificates (serial, sha256, subject, sans, profile, role, issuer, owner, \
+         not_before, not_after, issued_at, renewed_from, revoked_at, revocation_reason, der) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&c.serial)
+    .bind(&c.sha256)
+    .bind(&c.subject)
+    .bind(c.sans.join(","))
+    .bind(&c.profile)
+    .bind(&c.role)
+    .bind(&c.issuer)
+    .bind(&c.owner)
+    .bind(c.not_before)
+    .bind(c.not_after)
+    .bind(c.issued_at)
+    .bind(&c.renewed_from)
+    .bind(c.revoked_at)
+    .bind(&c.revocation_reason)
+    .bind(&c.der)
+    .execute(executor)
+    .await?;
+    Ok(())
+}
+
+async fn put_ca<'c, E>(executor: E, ca: &CaRecord) -> Result<()>
+where
+    E: sqlx::Executor<'c, Database = Sqlite>,
+{
+    sqlx::query(
+        "INSERT INTO cas (name, bundle_pem, sealed_key, updated_at) VALUES (?, ?, ?, ?) \
+         ON CONFLICT (name) DO UPDATE SET bundle_pem = excluded.bundle_pem, \
+         sealed_key = excluded.sealed_key, updated_at = excluded.updated_at",
+    )
+    .bind(&ca.name)
+    .bind(&ca.bundle_pem)
+    .bind(&ca.sealed_key)
+    .bind(ca.updated_at)
+    .execute(executor)
+    .await?;
+    Ok(())
+}
+
+async fn insert_token<'c, E>(executor: E, t: &TokenRecord) -> Result<()>
+where
+    E: sqlx::Executor<'c, Database = Sqlite>,
+{
+    sqlx::query(
+        "INSERT INTO tokens (id, secret_sha256, role, created_at, expires_at, uses, description) \
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&t.id)
+    .bind(&t.secret_sha256)
+    .bind(&t.role)
+    .bind(t.created_at)
+    .bind(t.expires_at)
+    .bind(t.uses)
+    .bind(&t.description)
+    .execute(executor)
+    .await?;
+    Ok(())
+}
+
+async fn audit<'c, E>(executor: E, e: &AuditEvent) -> Result<()>
+where
+    E: sqlx::Executor<'c, Database = Sqlite>,
+{
+    sqlx::query(
+        "INSERT INTO audit (at, actor, action, target, outcome, detail) VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(e.at)
+    .bind(&e.actor)
+    .bind(&e.action)
+    .bind(&e.target)
+    .bind(&e.outcome)
+    .bind(&e.detail)
+    .execute(executor)
+    .await?;
+    Ok(())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn is_initialized(&self) -> Result<bool> {
+        Ok(self.get_meta(INITIALIZED).await?.is_some())
+    }
+
+    async fn initialize(&self, init: Initialization) -> Result<()> {
+        let mut tx = self.writer.begin().await?;
+        let done: Option<Vec<u8>> = sqlx::query_scalar("SELECT value FROM meta WHERE key = ?")
+            .bind(INITIALIZED)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if done.is_some() {
+            return Err(StoreError::AlreadyInitialized);
+        }
+        for (key, value) in &init.meta {
+            sqlx::query("INSERT INTO meta (key, value) VALUES (?, ?)")
+                .bind(key)
+                .bind(value)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for ca in &init.cas {
+            put_ca(&mut *tx, ca).await?;
+        }
+        for token in &init.tokens {
+            insert_token(&mut *tx, token).await?;
+        }
+        for cert in &init.certificates {
+            insert_certificate(&mut *tx, cert).await?;
+        }
+        for event in &init.audit {
+            audit(&mut *tx, event).await?;
+        }
+        sqlx::query("INSERT INTO meta (key, value) VALUES (?, ?)")
+            .bind(INITIALIZED)
+            .bind(b"1".as_slice())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&self.reader)
+            .await?)
+    }
+
+    async fn cas(&self) -> Result<Vec<CaRecord>> {
+        let rows =
+            sqlx::query("SELECT name, bundle_pem, sealed_key, updated_at FROM cas ORDER BY name")
+                .fetch_all(&self.reader)
+                .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(CaRecord {
+                    name: r.try_get("name")?,
+                    bundle_pem: r.try_get("bundle_pem")?,
+                    sealed_key: r.try_get("sealed_key")?,
+                    updated_at: r.try_get("updated_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn put_ca(&self, ca: &CaRecord) -> Result<()> {
+        put_ca(&self.writer, ca).await
+    }
+
+    async fn next_crl_number(&self, ca: &str) -> Result<u64> {
+        let n: Option<i64> = sqlx::query_scalar(
+            "UPDATE cas SET crl_number = crl_number + 1 WHERE name = ? RETURNING crl_number",
+        )
+        .bind(ca)
+        .fetch_optional(&self.writer)
+        .await?;
+        let n = n.ok_or_else(|| StoreError::Invalid(format!("no CA named {ca}")))?;
+        u64::try_from(n).map_err(|_| StoreError::Invalid(format!("CRL number {n} of {ca}")))
+    }
+
+    async fn insert_certificate(&self, cert: &CertificateRecord) -> Result<()> {
+        insert_certificate(&self.writer, cert).await
+    }
+
+    async fn certificate_by_serial(&self, serial: &str) -> Result<Option<CertificateRecord>> {
+        sqlx::query("SELECT * FROM certificates WHERE serial = ?")
+            .bind(serial)
+            .fetch_optional(&self.reader)
+            .await?
+            .as_ref()
+            .map(certificate)
+            .transpose()
+    }
+
+    async fn certificate_by_sha256(&self, sha256: &str) -> Result<Option<CertificateRecord>> {
+        sqlx::query("SELECT * FROM certificates WHERE sha256 = ?")
+            .bind(sha256)
+            .fetch_optional(&self.reader)
+            .await?
+            .as_ref()
+            .map(certificate)
+            .transpose()
+    }
+
+    async fn list_certificates(&self, q: &InventoryQuery) -> Result<Vec<CertificateRecord>> {
+        let mut sql: QueryBuilder<'_, Sqlite> =
+            QueryBuilder::new("SELECT * FROM certificates WHERE 1 = 1");
+        if let Some(before) = q.not_after_before {
+            sql.push(" AND not_after <= ").push_bind(before);
+        }
+        match q.status.as_deref() {
+            None => {}
+            Some("active") => {
+                sql.push(" AND revoked_at IS NULL AND not_after >= ")
+                    .push_bind(q.now);
+            }
+            Some("expired") => {
+                sql.push(" AND revoked_at IS NULL AND not_after < ")
+                    .push_bind(q.now);
+            }
+            Some("revoked") => {
+                sql.push(" AND revoked_at IS NOT NULL");
+            }
+            Some(other) => {
+                return Err(StoreError::Invalid(format!(
+                    "unknown status {other:?}; use active, expired or revoked"
+                )));
+            }
+        }
+        if let Some((not_after, serial)) = &q.after {
+            sql.push(" AND (not_after > ")
+                .push_bind(*not_after)
+                .push(" OR (not_after = ")
+                .push_bind(*not_after)
+                .push(" AND serial > ")
+                .push_bind(serial.clone())
+                .push("))");
+        }
+        sql.push(" ORDER BY not_after, serial LIMIT ")
+            .push_bind(i64::from(q.limit));
+        let rows = sql.build().fetch_all(&self.reader).await?;
+        rows.iter().map(certificate).collect()
+    }
+
+    async fn revoke(&self, serial: &str, at: i64, reason: &str) -> Result<RevokeOutcome> {
+        let mut tx = self.writer.begin().await?;
+        let Some(row) = sqlx::query("SELECT * FROM certificates WHERE serial = ?")
+            .bind(serial)
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(RevokeOutcome::NotFound);
+        };
+        let mut record = certificate(&row)?;
+        if record.revoked_at.is_some() {
+            return Ok(RevokeOutcome::AlreadyRevoked(record));
+        }
+        sqlx::query(
+            "UPDATE certificates SET revoked_at = ?, revocation_reason = ? WHERE serial = ?",
+        )
+        .bind(at)
+        .bind(reason)
+        .bind(serial)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        record.revoked_at = Some(at);
+        record.revocation_reason = Some(reason.to_owned());
+        Ok(RevokeOutcome::Revoked(record))
+    }
+
+    async fn revoked(&self, issuer: &str) -> Result<Vec<RevokedSerial>> {
+        let rows = sqlx::query(
+            "SELECT serial, revoked_at, revocation_reason FROM certificates \
+             WHERE issuer = ? AND revoked_at IS NOT NULL ORDER BY revoked_at, serial",
+        )
+        .bind(issuer)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(RevokedSerial {
+                    serial: r.try_get("serial")?,
+                    revoked_at: r.try_get("revoked_at")?,
+                    reason: r
+                        .try_get::<Option<String>, _>("revocation_reason")?
+                        .unwrap_or_default(),
+                })
+            })
+            .collect()
+    }
+
+    async fn insert_token(&self, token: &TokenRecord) -> Result<()> {
+        insert_token(&self.writer, token).await
+    }
+
+    async fn use_token(&self, id: &str, secret_sha256: &str, now: i64) -> Result<TokenUse> {
+        let mut tx = self.writer.begin().await?;
+        let Some(row) = sqlx::query("SELECT * FROM tokens WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(TokenUse::Unknown);
+        };
+        let mut token = TokenRecord {
+            id: row.try_get("id")?,
+            secret_sha256: row.try_get("secret_sha256")?,
+            role: row.try_get("role")?,
+            created_at: row.try_get("created_at")?,
+            expires_at: row.try_get("expires_at")?,
+            uses: row.try_get("uses")?,
+            description: row.try_get("description")?,
+        };
+        if !constant_time_eq(token.secret_sha256.as_bytes(), secret_sha256.as_bytes()) {
+            return Ok(TokenUse::WrongSecret);
+        }
+        if let Some(expires_at) = token.expires_at.filter(|e| *e <= now) {
+            return Ok(TokenUse::Expired { expires_at });
+        }
+        sqlx::query("UPDATE tokens SET uses = uses + 1 WHERE id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        token.uses += 1;
+        Ok(TokenUse::Accepted(token))
+    }
+
+    async fn audit(&self, event: &AuditEvent) -> Result<()> {
+        audit(&self.writer, event).await
+    }
+
+    async fn audit_log(&self, limit: u32) -> Result<Vec<AuditEvent>> {
+        let rows = sqlx::query("SELECT * FROM audit ORDER BY id DESC LIMIT ?")
+            .bind(i64::from(limit))
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditEvent {
+                    at: r.try_get("at")?,
+                    actor: r.try_get("actor")?,
+                    action: r.try_get("action")?,
+                    target: r.try_get("target")?,
+                    outcome: r.try_get("outcome")?,
+                    detail: r.try_get("detail")?,
+                })
+            })
+            .collect()
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

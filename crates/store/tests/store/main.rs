@@ -1,0 +1,258 @@
+//! The storage suite: every behaviour of the `Store` trait, run against each
+//! implementation with a real database (SQLite in a file here).
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test fails loudly on any unexpected error"
+)]
+
+use evergreen_store::{
+    AuditEvent, CaRecord, CertificateRecord, Initialization, InventoryQuery, RevokeOutcome,
+    SqliteStore, Store, StoreError, TokenRecord, TokenUse,
+};
+
+fn cert(serial: &str, not_after: i64, issuer: &str) -> CertificateRecord {
+    CertificateRecord {
+        serial: serial.into(),
+        sha256: format!("{serial:0>64}"),
+        subject: format!("CN={serial}"),
+        sans: vec!["DNS:a".into(), "IP:10.0.0.1".into()],
+        profile: "client".into(),
+        role: "app".into(),
+        issuer: issuer.into(),
+        owner: "token:abc".into(),
+        not_before: 0,
+        not_after,
+        issued_at: 0,
+        renewed_from: None,
+        revoked_at: None,
+        revocation_reason: None,
+        der: vec![0x30, 0x00],
+    }
+}
+
+async fn suite(store: &dyn Store) {
+    // First start is one transaction, and only once.
+    assert!(!store.is_initialized().await.unwrap());
+    let ca = CaRecord {
+        name: "client-ca".into(),
+        bundle_pem: "PEM".into(),
+        sealed_key: Some(vec![1, 2, 3]),
+        updated_at: 5,
+    };
+    let token = TokenRecord {
+        id: "abc123".into(),
+        secret_sha256: "f".repeat(64),
+        role: "node".into(),
+        created_at: 1,
+        expires_at: Some(100),
+        uses: 0,
+        description: "first node".into(),
+    };
+    store
+        .initialize(Initialization {
+            meta: vec![("salt".into(), b"pepper".to_vec())],
+            cas: vec![ca.clone()],
+            tokens: vec![token.clone()],
+            certificates: vec![cert("01", 50, "client-ca")],
+            audit: vec![],
+        })
+        .await
+        .unwrap();
+    assert!(store.is_initialized().await.unwrap());
+    assert_eq!(
+        store.get_meta("salt").await.unwrap(),
+        Some(b"pepper".to_vec())
+    );
+    assert_eq!(store.cas().await.unwrap(), vec![ca.clone()]);
+    assert!(matches!(
+        store.initialize(Initialization::default()).await,
+        Err(StoreError::AlreadyInitialized)
+    ));
+    assert!(
+        !format!("{ca:?}").contains("[1, 2, 3]"),
+        "sealed keys are not printed"
+    );
+
+    // CAs: replace, CRL numbers grow.
+    let mut rotated = ca.clone();
+    rotated.bundle_pem = "NEW".into();
+    store.put_ca(&rotated).await.unwrap();
+    assert_eq!(store.cas().await.unwrap()[0].bundle_pem, "NEW");
+    assert_eq!(store.next_crl_number("client-ca").await.unwrap(), 1);
+    assert_eq!(store.next_crl_number("client-ca").await.unwrap(), 2);
+    assert!(store.next_crl_number("nope").await.is_err());
+
+    // Inventory.
+    for (serial, not_after) in [("02", 20), ("03", 30), ("04", 30), ("05", 200)] {
+        store
+            .insert_certificate(&cert(serial, not_after, "client-ca"))
+            .await
+            .unwrap();
+    }
+    assert!(
+        store.insert_certificate(&cert("02", 1, "x")).await.is_err(),
+        "serials are unique"
+    );
+    let got = store.certificate_by_serial("03").await.unwrap().unwrap();
+    assert_eq!(got, cert("03", 30, "client-ca"));
+    assert_eq!(
+        store.certificate_by_sha256(&got.sha256).await.unwrap(),
+        Some(got)
+    );
+    assert_eq!(store.certificate_by_serial("99").await.unwrap(), None);
+
+    let page =
+        |after: Option<(i64, String)>, status: Option<&str>, before: Option<i64>| InventoryQuery {
+            not_after_before: before,
+            status: status.map(str::to_owned),
+            now: 40,
+            after,
+            limit: 2,
+        };
+    let serials = |v: Vec<CertificateRecord>| v.into_iter().map(|c| c.serial).collect::<Vec<_>>();
+    let first = store
+        .list_certificates(&page(None, None, None))
+        .await
+        .unwrap();
+    assert_eq!(serials(first.clone()), ["02", "03"]);
+    let last = first.last().unwrap();
+    let second = store
+        .list_certificates(&page(
+            Some((last.not_after, last.serial.clone())),
+            None,
+            None,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(serials(second), ["04", "01"]);
+    let mut all = page(None, Some("active"), None);
+    all.limit = 100;
+    assert_eq!(
+        serials(store.list_certificates(&all).await.unwrap()),
+        ["01", "05"]
+    );
+    all.status = Some("expired".into());
+    assert_eq!(
+        serials(store.list_certificates(&all).await.unwrap()),
+        ["02", "03", "04"]
+    );
+    all.status = None;
+    all.not_after_before = Some(30);
+    assert_eq!(
+        serials(store.list_certificates(&all).await.unwrap()),
+        ["02", "03", "04"]
+    );
+    all.status = Some("bogus".into());
+    assert!(store.list_certificates(&all).await.is_err());
+
+    // Revocation.
+    let RevokeOutcome::Revoked(r) = store.revoke("05", 41, "key-compromise").await.unwrap() else {
+        panic!("revoked")
+    };
+    assert_eq!((r.revoked_at, r.status(41)), (Some(41), "revoked"));
+    assert!(matches!(
+        store.revoke("05", 42, "x").await.unwrap(),
+        RevokeOutcome::AlreadyRevoked(_)
+    ));
+    assert_eq!(
+        store.revoke("77", 42, "x").await.unwrap(),
+        RevokeOutcome::NotFound
+    );
+    let revoked = store.revoked("client-ca").await.unwrap();
+    assert_eq!(revoked.len(), 1);
+    assert_eq!(
+        (
+            revoked[0].serial.as_str(),
+            revoked[0].revoked_at,
+            revoked[0].reason.as_str()
+        ),
+        ("05", 41, "key-compromise")
+    );
+    assert!(store.revoked("server-ca").await.unwrap().is_empty());
+
+    // Tokens: a use is counted only when accepted.
+    assert_eq!(
+        store.use_token("zzz", &"f".repeat(64), 10).await.unwrap(),
+        TokenUse::Unknown
+    );
+    assert_eq!(
+        store
+            .use_token("abc123", &"e".repeat(64), 10)
+            .await
+            .unwrap(),
+        TokenUse::WrongSecret
+    );
+    let TokenUse::Accepted(t) = store
+        .use_token("abc123", &"f".repeat(64), 10)
+        .await
+        .unwrap()
+    else {
+        panic!("accepted")
+    };
+    assert_eq!((t.uses, t.role.as_str()), (1, "node"));
+    assert_eq!(
+        store
+            .use_token("abc123", &"f".repeat(64), 100)
+            .await
+            .unwrap(),
+        TokenUse::Expired { expires_at: 100 }
+    );
+    let forever = TokenRecord {
+        id: "forever".into(),
+        expires_at: None,
+        ..token
+    };
+    store.insert_token(&forever).await.unwrap();
+    assert!(matches!(
+        store
+            .use_token("forever", &"f".repeat(64), i64::MAX)
+            .await
+            .unwrap(),
+        TokenUse::Accepted(_)
+    ));
+
+    // Audit, newest first.
+    for (i, outcome) in ["ok", "refused"].iter().enumerate() {
+        store
+            .audit(&AuditEvent {
+                at: i as i64,
+                actor: "anonymous".into(),
+                action: "enroll".into(),
+                target: "CN=x".into(),
+                outcome: (*outcome).into(),
+                detail: format!("event {i}"),
+            })
+            .await
+            .unwrap();
+    }
+    let log = store.audit_log(10).await.unwrap();
+    assert_eq!(log.len(), 2);
+    assert_eq!(log[0].outcome, "refused");
+}
+
+#[tokio::test]
+async fn sqlite_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    suite(&store).await;
+    store.close().await;
+    // Everything survives a reopen.
+    let again = SqliteStore::open(&path).await.unwrap();
+    assert!(again.is_initialized().await.unwrap());
+    assert_eq!(
+        again
+            .certificate_by_serial("05")
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at,
+        Some(41)
+    );
+    assert_eq!(again.next_crl_number("client-ca").await.unwrap(), 3);
+}
+
+#[tokio::test]
+async fn sqlite_in_memory() {
+    suite(&SqliteStore::in_memory().await.unwrap()).await;
+}
