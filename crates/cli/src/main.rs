@@ -1,17 +1,17 @@
 //! `evergreen`: keeps a cluster's certificates from ever lapsing.
 #![forbid(unsafe_code)]
 
-mod clock;
 mod commands;
-mod files;
+mod connection;
+
 mod output;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::clock::SystemClock;
-use crate::commands::{ca, certificate};
+use crate::commands::{ca, certificate, renew, server, token};
+use evergreen_api::SystemClock;
 
 /// Keeps a cluster's certificates from ever lapsing.
 ///
@@ -23,8 +23,10 @@ use crate::commands::{ca, certificate};
     version,
     propagate_version = true,
     after_help = "Start here:
-  evergreen ca generate --out ./pki          create a cluster CA hierarchy
-  evergreen certificate check --path ./pki   see every certificate and when it expires
+  evergreen server                           run the control plane (prints a join token)
+  evergreen token create --role app          a join token for an application
+  evergreen certificate check                every certificate the server issued
+  evergreen ca generate --out ./pki          a CA hierarchy made offline
 
 Run `evergreen <command> --help` for what each command does, with examples."
 )]
@@ -35,18 +37,35 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the control plane.
+    Server(server::ServerArgs),
+    /// Create join tokens.
+    #[command(subcommand)]
+    Token(token::TokenCommand),
+    /// Renew a client certificate over mTLS, keeping its subject (Kyma style).
+    Renew(renew::RenewArgs),
     /// Create a CA hierarchy and sign CSRs offline.
     #[command(subcommand)]
     Ca(ca::CaCommand),
-    /// Inspect certificates: expiry, usages and status.
+    /// Inspect and revoke certificates.
     #[command(subcommand)]
     Certificate(certificate::CertificateCommand),
+}
+
+/// The async runtime for commands that talk to the network.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let clock = SystemClock;
     let result = match cli.command {
+        Command::Server(args) => server::run(args),
+        Command::Token(command) => token::run(command),
+        Command::Renew(args) => renew::run(args, &clock),
         Command::Ca(command) => ca::run(command, &clock),
         Command::Certificate(command) => certificate::run(command, &clock),
     };

@@ -1,1 +1,275 @@
+//! Evergreen's control plane: owns the cluster PKI, issues and renews certificates from
+//! CSRs, revokes them, publishes CRLs and trust bundles — on one TLS port, with client
+//! certificates optional at the TLS layer and each route saying which role it admits.
+//!
+//! The server is a library so tests start the real thing in-process on 127.0.0.1 with an
+//! injected clock; `evergreen server` runs it.
 #![forbid(unsafe_code)]
+
+mod auth;
+mod bootstrap;
+pub mod error;
+mod metrics;
+mod observe;
+pub mod routes;
+pub mod state;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use arc_swap::ArcSwap;
+use evergreen_api::Clock;
+use evergreen_pki::{KeyType, SubjectAltName};
+use evergreen_store::{SqliteStore, Store};
+use tokio::net::TcpListener;
+use tokio::sync::{Mutex, watch};
+use tokio::task::JoinHandle;
+
+pub use observe::document as openapi_document;
+pub use state::{AppState, Paths, Settings};
+
+/// How `evergreen server` runs.
+#[derive(Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// Extra names for the serving certificate.
+    pub sans: Vec<SubjectAltName>,
+    pub clock: Arc<dyn Clock>,
+    pub settings: Settings,
+    /// How often the server checks its own certificates and CRLs.
+    pub check_interval: Duration,
+    /// Key type of CAs made at first start.
+    pub key_type: KeyType,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("data_dir", &self.data_dir)
+            .field("listen", &self.listen)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Config {
+    pub fn new(data_dir: PathBuf, listen: SocketAddr, clock: Arc<dyn Clock>) -> Self {
+        Config {
+            data_dir,
+            listen,
+            sans: Vec::new(),
+            clock,
+            settings: Settings::default(),
+            check_interval: Duration::from_secs(600),
+            key_type: KeyType::EcP256,
+        }
+    }
+}
+
+/// The periodic work: the server's own certificates and the CRLs.
+struct Checker {
+    state: Arc<AppState>,
+    own: Vec<bootstrap::OwnCert>,
+    lock: Mutex<()>,
+}
+
+impl Checker {
+    /// Re-issues the server's own certificates when they are inside the renewal window or
+    /// no longer match (the new serving certificate is used by the next handshake), and
+    /// re-signs CRLs past half their validity.
+    async fn run(&self) -> anyhow::Result<()> {
+        let _guard = self.lock.lock().await;
+        let state = &self.state;
+        let cluster = state.cluster.load_full();
+        for own in &self.own {
+            let (chain, key, renewed) = bootstrap::ensure_own_cert(
+                state.store.as_ref(),
+                &cluster,
+                &state.settings,
+                own,
+                state.now(),
+            )
+            .await?;
+            if renewed {
+                tracing::info!(certificate = %own.subject, "re-issued");
+                if own.role == evergreen_api::Role::Server {
+                    state.serving.replace(chain, &key)?;
+                }
+            }
+        }
+        if state.crls_stale() {
+            state.publish_crls().await?;
+        }
+        Ok(())
+    }
+}
+
+/// A started server.
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    /// `https://127.0.0.1:PORT` (a wildcard listen address is reached on loopback).
+    pub url: String,
+    /// The node join token made at first start.
+    pub node_token: Option<String>,
+    pub state: Arc<AppState>,
+    shutdown: watch::Sender<bool>,
+    serve: JoinHandle<()>,
+    jobs: JoinHandle<()>,
+    checker: Arc<Checker>,
+}
+
+impl std::fmt::Debug for RunningServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningServer")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+/// Starts the server: opens (or creates) the datastore and PKI in the data dir, makes sure
+/// its own certificates are fresh, publishes CRLs, and listens.
+pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
+    let paths = Paths {
+        data_dir: config.data_dir.clone(),
+    };
+    for dir in [
+        paths.data_dir.clone(),
+        paths.server(),
+        paths.tls(),
+        paths.db().parent().map(PathBuf::from).unwrap_or_default(),
+    ] {
+        evergreen_api::files::create_private_dir(&dir)?;
+    }
+    let store = SqliteStore::open(&paths.db())
+        .await
+        .with_context(|| format!("cannot open the datastore {}", paths.db().display()))?;
+    let store: Arc<dyn Store> = Arc::new(store);
+    let booted = bootstrap::boot(
+        store.as_ref(),
+        &paths,
+        config.clock.as_ref(),
+        config.key_type,
+    )
+    .await?;
+    let now = config.clock.now();
+    let own = vec![
+        bootstrap::serving_cert(&paths, &config.sans),
+        bootstrap::admin_cert(&paths),
+    ];
+    let (serving_chain, serving_key, _) = bootstrap::ensure_own_cert(
+        store.as_ref(),
+        &booted.cluster,
+        &config.settings,
+        &own[0],
+        now,
+    )
+    .await?;
+    bootstrap::ensure_own_cert(
+        store.as_ref(),
+        &booted.cluster,
+        &config.settings,
+        &own[1],
+        now,
+    )
+    .await?;
+    let serving = Arc::new(tls::ServingCert::new(serving_chain, &serving_key)?);
+    let placeholder = tls::build_config(
+        config.clock.clone(),
+        serving.clone(),
+        &booted.cluster,
+        &Default::default(),
+    )?;
+    let state = Arc::new(AppState {
+        store,
+        clock: config.clock.clone(),
+        cluster: ArcSwap::from_pointee(booted.cluster),
+        crls: ArcSwap::from_pointee(Default::default()),
+        tls: ArcSwap::from_pointee(placeholder),
+        serving,
+        settings: config.settings.clone(),
+        paths: paths.clone(),
+        metrics: Default::default(),
+        crl_lock: Mutex::new(()),
+    });
+    state.publish_crls().await.context("cannot publish CRLs")?;
+
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let url = tls::local_url(addr);
+    bootstrap::write_cli_files(&paths, &state.cluster.load(), &url)?;
+
+    let (shutdown, receiver) = watch::channel(false);
+    let router = routes::router(state.clone());
+    let serve = tokio::spawn(tls::serve(
+        state.clone(),
+        listener,
+        router,
+        receiver.clone(),
+    ));
+    let checker = Arc::new(Checker {
+        state: state.clone(),
+        own,
+        lock: Mutex::new(()),
+    });
+    let jobs = tokio::spawn(periodic(checker.clone(), config.check_interval, receiver));
+    Ok(RunningServer {
+        addr,
+        url,
+        node_token: booted.node_token,
+        state,
+        shutdown,
+        serve,
+        jobs,
+        checker,
+    })
+}
+
+async fn periodic(checker: Arc<Checker>, interval: Duration, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            changed = stop.changed() => {
+                if changed.is_err() || *stop.borrow() {
+                    return;
+                }
+                continue;
+            }
+        }
+        if let Err(error) = checker.run().await {
+            tracing::error!(
+                error = format!("{error:#}"),
+                "periodic check failed; retrying at the next one"
+            );
+        }
+    }
+}
+
+impl RunningServer {
+    /// Runs the periodic check now (tests move the clock, then call this).
+    pub async fn check_now(&self) -> anyhow::Result<()> {
+        self.checker.run().await
+    }
+
+    /// Stops accepting, lets requests in flight finish (up to a grace period), and stops.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.serve.await;
+        self.jobs.abort();
+    }
+
+    /// A handle that stops the server when sent `true` (signal handlers use it).
+    pub fn stop_handle(&self) -> watch::Sender<bool> {
+        self.shutdown.clone()
+    }
+
+    /// Waits until the server has stopped.
+    pub async fn wait(self) {
+        let _ = self.serve.await;
+        self.jobs.abort();
+    }
+}

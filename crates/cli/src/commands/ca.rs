@@ -10,8 +10,8 @@ use evergreen_pki::{
     Profile, SubjectAltName, pem,
 };
 
-use crate::clock::Clock;
-use crate::files::{self, KEY_MODE, PUBLIC_MODE};
+use evergreen_api::Clock;
+use evergreen_api::files::{self, KEY_MODE, PUBLIC_MODE};
 
 /// The role CAs under the root, by file name stem, each for one kind of leaf.
 pub const ROLE_CAS: [&str; 3] = ["server-ca", "client-ca", "peer-ca"];

@@ -3,21 +3,26 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
+use evergreen_api::{CertificateSummary, InventoryPage, RevocationRequest};
 use evergreen_pki::certificate::CertificateInfo;
+use evergreen_pki::crl::RevocationReason;
 use evergreen_pki::renewal::{RenewalPolicy, RenewalState};
 use evergreen_pki::{CertificateDer, Duration, OffsetDateTime, pem};
 use serde_json::{Value, json};
 
-use crate::clock::Clock;
-use crate::files;
+use crate::connection::Connection;
 use crate::output::{self, Format};
+use evergreen_api::Clock;
+use evergreen_api::files;
 
 #[derive(Debug, Subcommand)]
 pub enum CertificateCommand {
     Check(CheckArgs),
+    Revoke(RevokeArgs),
 }
 
-/// Show every certificate in files or directories with its expiry and status.
+/// Show certificates with their expiry and status: from files and directories (--path),
+/// or from the server's inventory of everything it has issued (no --path).
 ///
 /// Directories are searched recursively; every PEM certificate in every file is listed
 /// (bundles show each certificate), as are DER files named *.crt, *.cer or *.der. Keys and
@@ -31,10 +36,13 @@ pub enum CertificateCommand {
 #[command(after_help = "Examples:
   evergreen certificate check --path /var/lib/evergreen/server/tls
   evergreen certificate check --path tls.crt -o json
-  evergreen certificate check --path ./pki --renew-before 30 -o yaml")]
+  evergreen certificate check --path ./pki --renew-before 30 -o yaml
+  evergreen certificate check                              # the server's inventory
+  evergreen certificate check --expiring-within 30d --status active")]
 pub struct CheckArgs {
-    /// A certificate file or a directory to search; repeatable.
-    #[arg(long, value_name = "DIR|FILE", required = true)]
+    /// A certificate file or a directory to search; repeatable. Without it, the server's
+    /// inventory is listed.
+    #[arg(long, value_name = "DIR|FILE")]
     pub path: Vec<PathBuf>,
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Table)]
@@ -42,11 +50,183 @@ pub struct CheckArgs {
     /// Renewal window in days: certificates with less time left show WARNING.
     #[arg(long, value_name = "DAYS", default_value_t = 90)]
     pub renew_before: u32,
+    /// Inventory only: certificates expiring within this time (30d, 12h, 3600).
+    #[arg(long, value_name = "DURATION", conflicts_with = "path")]
+    pub expiring_within: Option<String>,
+    /// Inventory only: active, expired or revoked.
+    #[arg(long, value_name = "STATUS", conflicts_with = "path", value_parser = ["active", "expired", "revoked"])]
+    pub status: Option<String>,
+    #[command(flatten)]
+    pub connection: Connection,
+}
+
+/// Revoke a certificate the server issued. It can no longer renew, and the next TLS
+/// handshake with it fails once the new CRL is published (at once).
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  evergreen certificate revoke --serial 5f1c0a…
+  evergreen certificate revoke --cert stolen.crt --reason key-compromise
+  evergreen certificate revoke --hash 3b7e…   # SHA-256 of the certificate's DER")]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["serial", "hash", "cert"])))]
+pub struct RevokeArgs {
+    /// Serial number in hex (colons and 0x allowed).
+    #[arg(long, value_name = "SERIAL")]
+    pub serial: Option<String>,
+    /// SHA-256 of the certificate's DER, hex.
+    #[arg(long, value_name = "SHA256")]
+    pub hash: Option<String>,
+    /// The certificate file (PEM); its first certificate is revoked.
+    #[arg(long = "cert", id = "cert", value_name = "FILE")]
+    pub cert_file: Option<PathBuf>,
+    /// key-compromise, ca-compromise, affiliation-changed, superseded,
+    /// cessation-of-operation, certificate-hold, privilege-withdrawn or unspecified.
+    #[arg(long, value_name = "REASON", default_value = "unspecified", value_parser = parse_reason)]
+    pub reason: RevocationReason,
+    /// Server URL. Default: the URL the server wrote to its data dir.
+    #[arg(long, value_name = "URL", env = "EVERGREEN_SERVER")]
+    pub server: Option<String>,
+    /// Admin certificate (here --cert names the certificate to revoke). Default: admin.crt
+    /// in the data dir.
+    #[arg(long, value_name = "FILE")]
+    pub admin_cert: Option<PathBuf>,
+    /// Key of the admin certificate. Default: admin.key in the data dir.
+    #[arg(long, value_name = "FILE")]
+    pub admin_key: Option<PathBuf>,
+    /// CA bundle to trust for the server. Default: ca.crt in the data dir.
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// The server's data dir, where the defaults above are found.
+    #[arg(long, value_name = "DIR", env = "EVERGREEN_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+fn parse_reason(s: &str) -> Result<RevocationReason, String> {
+    s.parse()
 }
 
 pub fn run(command: CertificateCommand, clock: &dyn Clock) -> Result<()> {
     match command {
+        CertificateCommand::Check(args) if args.path.is_empty() => check_inventory(&args, clock),
         CertificateCommand::Check(args) => check(&args, clock),
+        CertificateCommand::Revoke(args) => revoke(&args),
+    }
+}
+
+const INVENTORY_COLUMNS: [(&str, &str); 7] = [
+    ("SUBJECT", "subject"),
+    ("ROLE", "role"),
+    ("ISSUER", "issuer"),
+    ("EXPIRES", "expires"),
+    ("RESIDUAL TIME", "residual"),
+    ("STATUS", "status"),
+    ("SERIAL", "serial"),
+];
+
+fn check_inventory(args: &CheckArgs, clock: &dyn Clock) -> Result<()> {
+    let client = args.connection.client()?;
+    let now = clock.now();
+    let policy = RenewalPolicy {
+        renew_before: Duration::days(i64::from(args.renew_before)),
+        ..RenewalPolicy::default()
+    };
+    let mut query = Vec::new();
+    if let Some(d) = &args.expiring_within {
+        query.push(format!("expiring_within={d}"));
+    }
+    if let Some(s) = &args.status {
+        query.push(format!("status={s}"));
+    }
+    query.push("limit=1000".into());
+    let runtime = crate::runtime()?;
+    let mut rows = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut q = query.clone();
+        if let Some(c) = &cursor {
+            q.push(format!("cursor={c}"));
+        }
+        let page: InventoryPage =
+            runtime.block_on(client.get_json(&format!("/v1/certificates?{}", q.join("&"))))?;
+        for c in &page.certificates {
+            let parse =
+                |t: &str| OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339);
+            let (Ok(not_before), Ok(not_after)) = (parse(&c.not_before), parse(&c.not_after))
+            else {
+                bail!("the server sent an unreadable time for serial {}", c.serial);
+            };
+            let status = match c.status.as_str() {
+                "revoked" => "REVOKED",
+                _ => status_name(policy.state(not_before, not_after, now)),
+            };
+            rows.push(json!({
+                "subject": c.subject,
+                "role": c.role,
+                "issuer": c.issuer,
+                "serial": c.serial,
+                "sha256": c.sha256,
+                "sans": c.sans,
+                "owner": c.owner,
+                "not_before": format_time(not_before),
+                "expires": format_time(not_after),
+                "residual": format_duration(not_after - now),
+                "residual_seconds": (not_after - now).whole_seconds(),
+                "status": status,
+            }));
+        }
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    if rows.is_empty() {
+        eprintln!("no certificates match");
+        return Ok(());
+    }
+    print!("{}", output::render(args.output, &INVENTORY_COLUMNS, &rows));
+    Ok(())
+}
+
+fn revoke(args: &RevokeArgs) -> Result<()> {
+    let mut request = RevocationRequest {
+        hash: args.hash.clone(),
+        serial: args.serial.clone(),
+        reason: Some(args.reason.name().to_owned()),
+    };
+    if let Some(path) = &args.cert_file {
+        let certs =
+            pem::parse_certificates(&path.display().to_string(), &files::read_input(path)?)?;
+        request.hash = Some(
+            CertificateInfo::from_der(&certs[0])?
+                .fingerprint
+                .to_string(),
+        );
+    }
+    let connection = Connection {
+        server: args.server.clone(),
+        cert: args.admin_cert.clone(),
+        key: args.admin_key.clone(),
+        ca: args.ca.clone(),
+        data_dir: args.data_dir.clone(),
+    };
+    let client = connection.client()?;
+    let revoked: CertificateSummary = crate::runtime()?.block_on(client.json(
+        "POST",
+        "/v1/certificates/revocations",
+        Some(&request),
+    ))?;
+    println!(
+        "Revoked {} (serial {}, {}); the CRL of {} is updated",
+        revoked.subject, revoked.serial, args.reason, revoked.issuer
+    );
+    Ok(())
+}
+
+fn status_name(state: RenewalState) -> &'static str {
+    match state {
+        RenewalState::Fresh { .. } => "OK",
+        RenewalState::Due => "WARNING",
+        RenewalState::Expired => "EXPIRED",
+        RenewalState::NotYetValid => "NOT YET VALID",
     }
 }
 
@@ -169,12 +349,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 }
 
 fn row(file: &str, info: &CertificateInfo, policy: &RenewalPolicy, now: OffsetDateTime) -> Value {
-    let status = match policy.state(info.not_before, info.not_after, now) {
-        RenewalState::Fresh { .. } => "OK",
-        RenewalState::Due => "WARNING",
-        RenewalState::Expired => "EXPIRED",
-        RenewalState::NotYetValid => "NOT YET VALID",
-    };
+    let status = status_name(policy.state(info.not_before, info.not_after, now));
     let residual = info.not_after - now;
     json!({
         "filename": file,

@@ -1,2 +1,5 @@
 pub mod ca;
 pub mod certificate;
+pub mod renew;
+pub mod server;
+pub mod token;

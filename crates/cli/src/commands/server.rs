@@ -1,0 +1,99 @@
+//! `evergreen server`: the control plane.
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Result;
+use clap::Args;
+use evergreen_api::SystemClock;
+use evergreen_pki::{KeyType, SubjectAltName};
+
+/// Run the control plane: owns the cluster PKI, issues and renews certificates, revokes
+/// them and publishes CRLs, on one TLS port.
+///
+/// First start creates the root and role CAs (or uses CA files staged in
+/// DIR/server/tls/ before first start — the layout `evergreen ca generate` writes), the
+/// server's serving certificate, an admin credential for the CLI (DIR/admin.crt,
+/// DIR/admin.key), the server token (DIR/server/token: keep it; it holds the secret the
+/// CA keys are encrypted with) and a node join token. A restart reuses all of it and
+/// re-issues the server's own certificates when they near expiry.
+///
+/// Stops cleanly on SIGTERM or Ctrl-C, letting requests in flight finish.
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  evergreen server                                   # data in ~/.local/share/evergreen
+  evergreen server --data-dir /var/lib/evergreen --listen 0.0.0.0:9443 --san evergreen.example.com
+  evergreen token create --role app                  # on the same host, in another shell")]
+pub struct ServerArgs {
+    /// Where the datastore, CAs and credentials live. Default: EVERGREEN_DATA_DIR, else
+    /// /var/lib/evergreen as root, ~/.local/share/evergreen otherwise.
+    #[arg(long, value_name = "DIR", env = "EVERGREEN_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address and port to listen on.
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:9443")]
+    pub listen: SocketAddr,
+    /// Extra name (DNS or IP) for the serving certificate; repeatable. The host name,
+    /// localhost, 127.0.0.1 and ::1 are always included.
+    #[arg(long, value_name = "NAME")]
+    pub san: Vec<SubjectAltName>,
+    /// Key type of the CAs made at first start.
+    #[arg(long, value_name = "TYPE", default_value = "ec-p256")]
+    pub key_type: KeyType,
+}
+
+pub fn run(args: ServerArgs) -> Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("EVERGREEN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    crate::runtime()?.block_on(async move {
+        let data_dir = args
+            .data_dir
+            .unwrap_or_else(crate::connection::default_data_dir);
+        let mut config =
+            evergreen_server::Config::new(data_dir.clone(), args.listen, Arc::new(SystemClock));
+        config.sans = args.san;
+        config.key_type = args.key_type;
+        let server = evergreen_server::start(config).await?;
+        let paths = &server.state.paths;
+        println!(
+            "Evergreen server listening on {} ({})",
+            server.url, server.addr
+        );
+        println!("Data dir: {}", data_dir.display());
+        if let Some(token) = &server.node_token {
+            println!(
+                "Join token for nodes (also in {}):\n  {token}",
+                paths.node_token().display()
+            );
+        }
+        println!(
+            "Admin credential for the CLI: {} and {} (trust bundle {})",
+            paths.admin_cert().display(),
+            paths.admin_key().display(),
+            paths.ca_bundle().display()
+        );
+        let stop = server.stop_handle();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            let _ = stop.send(true);
+        });
+        server.wait().await;
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

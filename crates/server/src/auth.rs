@@ -1,0 +1,168 @@
+//! Who is calling. The TLS layer only refuses revoked certificates; here a presented
+//! certificate is checked in full — issued by this cluster (in the inventory), not
+//! revoked, not expired, chaining to the client CA — and its role read from the
+//! inventory. Each route then says which roles it admits.
+use evergreen_api::Role;
+use evergreen_pki::certificate::{CertificateInfo, Usage};
+use evergreen_pki::chain;
+use evergreen_store::CertificateRecord;
+
+use crate::error::ApiError;
+use crate::state::{AppState, CLIENT_CA};
+use crate::tls::Peer;
+
+/// An authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub record: CertificateRecord,
+    pub role: Role,
+    pub info: CertificateInfo,
+}
+
+impl Caller {
+    /// How the audit log names the caller.
+    pub fn actor(&self) -> String {
+        format!(
+            "{} {} (serial {})",
+            self.role, self.record.subject, self.record.serial
+        )
+    }
+
+    pub fn require(&self, roles: &[Role]) -> Result<(), ApiError> {
+        if roles.contains(&self.role) {
+            return Ok(());
+        }
+        let wanted: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+        Err(ApiError::forbidden(format!(
+            "this endpoint is for {} certificates; {} is a {} certificate",
+            wanted.join(" or "),
+            self.record.subject,
+            self.role
+        )))
+    }
+}
+
+/// How an unauthenticated peer is named in the audit log.
+pub fn peer_actor(peer: &Peer) -> String {
+    match &peer.0 {
+        None => "anonymous".to_owned(),
+        Some(der) => match CertificateInfo::from_der(der) {
+            Ok(info) => format!(
+                "{} (serial {}, not authenticated)",
+                info.subject,
+                info.serial_hex()
+            ),
+            Err(_) => "unreadable client certificate".to_owned(),
+        },
+    }
+}
+
+/// The reason label for metrics, and the error, of a failed authentication.
+pub async fn authenticate(
+    state: &AppState,
+    peer: &Peer,
+) -> Result<Caller, (&'static str, ApiError)> {
+    let Some(der) = &peer.0 else {
+        return Err((
+            "no_client_certificate",
+            ApiError::unauthorized(
+                "this endpoint needs a client certificate issued by this cluster; present it with the TLS connection (curl --cert FILE --key FILE)",
+            ),
+        ));
+    };
+    let info = CertificateInfo::from_der(der).map_err(|e| {
+        (
+            "bad_client_certificate",
+            ApiError::unauthorized(format!("the client certificate cannot be read: {e}")),
+        )
+    })?;
+    let now = state.now();
+    let record = state
+        .store
+        .certificate_by_sha256(&info.fingerprint.to_string())
+        .await
+        .map_err(|e| ("internal", ApiError::from(e)))?
+        .ok_or_else(|| {
+            (
+                "foreign_certificate",
+                ApiError::unauthorized(format!(
+                    "the client certificate {} (issuer {}) was not issued by this cluster",
+                    info.subject, info.issuer
+                )),
+            )
+        })?;
+    if let Some(at) = record.revoked_at {
+        return Err((
+            "revoked",
+            ApiError::forbidden(format!(
+                "the client certificate {} (serial {}) was revoked at {}; it can no longer be used or renewed — enroll again with a join token",
+                record.subject,
+                record.serial,
+                rfc3339(at)
+            )),
+        ));
+    }
+    if info.not_after < now {
+        return Err((
+            "expired",
+            ApiError::forbidden(format!(
+                "the client certificate {} (serial {}) expired at {}; an expired certificate cannot be renewed — enroll again with a join token",
+                record.subject,
+                record.serial,
+                rfc3339(record.not_after)
+            )),
+        ));
+    }
+    if info.not_before > now {
+        return Err((
+            "not_yet_valid",
+            ApiError::forbidden(format!(
+                "the client certificate {} is not valid until {}",
+                record.subject,
+                rfc3339(record.not_before)
+            )),
+        ));
+    }
+    let cluster = state.cluster.load();
+    let issuer = cluster.ca(&record.issuer).unwrap_or(&cluster.client_ca);
+    if record.issuer != CLIENT_CA {
+        return Err((
+            "not_a_client_certificate",
+            ApiError::forbidden(format!(
+                "{} is a {} certificate issued by {}, not a client certificate",
+                record.subject, record.profile, record.issuer
+            )),
+        ));
+    }
+    chain::verify(
+        der,
+        issuer.chain(),
+        &[issuer.certificate().clone()],
+        Usage::ClientAuth,
+        &[],
+        now,
+    )
+    .map_err(|e| {
+        (
+            "chain",
+            ApiError::unauthorized(format!("the client certificate does not verify: {e}")),
+        )
+    })?;
+    let role = Role::parse(&record.role).ok_or_else(|| {
+        (
+            "internal",
+            ApiError::internal(format!("unknown role {:?}", record.role)),
+        )
+    })?;
+    Ok(Caller { role, info, record })
+}
+
+pub fn rfc3339(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| unix.to_string())
+}

@@ -1,0 +1,497 @@
+//! First start and restart.
+//!
+//! First start makes (or takes from `DIR/server/tls/`, as k3s does) the root and role
+//! CAs, seals their keys under the cluster secret, and writes everything to the datastore
+//! in one transaction. The server token file (`DIR/server/token`) holds that secret; it is
+//! written before the transaction, so a crash in between is recovered by the next start
+//! reusing the same secret.
+//!
+//! A restart opens the datastore, proves the token's secret opens it before writing
+//! anything, and loads the CAs.
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use evergreen_api::files::{self, KEY_MODE, PUBLIC_MODE};
+use evergreen_api::{Clock, Role};
+use evergreen_pki::certificate::{CertificateInfo, Fingerprint, SubjectAltName, hex};
+use evergreen_pki::chain::is_signed_by;
+use evergreen_pki::integrity::{IntegrityReport, StagedCa};
+use evergreen_pki::name::NameAttribute;
+use evergreen_pki::renewal::RenewalPolicy;
+use evergreen_pki::token::{JoinToken, random_string};
+use evergreen_pki::{
+    CertificateAuthority, CertificateDer, DistinguishedName, Duration, IssueRequest, KeyType,
+    OffsetDateTime, PrivateKey, PrivateKeyDer, Profile, pem,
+};
+use evergreen_store::envelope::SealingKey;
+use evergreen_store::{
+    AuditEvent, CaRecord, CertificateRecord, Initialization, Store, TokenRecord,
+};
+
+use crate::state::{CLIENT_CA, Cluster, PEER_CA, Paths, ROOT_CA, SERVER_CA, Settings};
+
+const SALT: &str = "sealing_salt";
+const SECRET_CHECK: &str = "secret_check";
+const SECRET_CHECK_AAD: &[u8] = b"evergreen:secret-check";
+const SERVER_TOKEN_ID: &str = "server";
+
+fn key_aad(ca: &str) -> Vec<u8> {
+    format!("evergreen:ca-key:{ca}").into_bytes()
+}
+
+/// Reads the server token file, if there is one.
+fn read_token(path: &Path) -> anyhow::Result<Option<JoinToken>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text.trim().parse().with_context(|| {
+            format!("the server token in {} is malformed", path.display())
+        })?)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// What start-up hands to the running server.
+#[derive(Debug)]
+pub struct Booted {
+    pub cluster: Cluster,
+    /// The node join token printed at start, when its file exists.
+    pub node_token: Option<String>,
+}
+
+pub async fn boot(
+    store: &dyn Store,
+    paths: &Paths,
+    clock: &dyn Clock,
+    key_type: KeyType,
+) -> anyhow::Result<Booted> {
+    if store.is_initialized().await? {
+        restart(store, paths).await
+    } else {
+        first_start(store, paths, clock.now(), key_type).await
+    }
+}
+
+async fn first_start(
+    store: &dyn Store,
+    paths: &Paths,
+    now: OffsetDateTime,
+    key_type: KeyType,
+) -> anyhow::Result<Booted> {
+    // A token left by an interrupted first start keeps its secret.
+    let secret = match read_token(&paths.token())? {
+        Some(token) => token.secret().to_owned(),
+        None => random_string(32)?,
+    };
+    let salt = random_string(24)?;
+    let sealing = SealingKey::derive(secret.as_bytes(), salt.as_bytes())?;
+
+    let (root, root_key, cas) = match staged_cas(&paths.tls(), now)? {
+        Some(staged) => staged,
+        None => generate_cas(now, key_type)?,
+    };
+    let mut records = vec![CaRecord {
+        name: ROOT_CA.into(),
+        bundle_pem: pem::encode("CERTIFICATE", &root),
+        sealed_key: root_key
+            .as_ref()
+            .map(|k| sealing.seal(k.to_pem().as_bytes(), &key_aad(ROOT_CA)))
+            .transpose()?,
+        updated_at: now.unix_timestamp(),
+    }];
+    for (name, ca) in [
+        (SERVER_CA, &cas[0]),
+        (CLIENT_CA, &cas[1]),
+        (PEER_CA, &cas[2]),
+    ] {
+        records.push(CaRecord {
+            name: name.into(),
+            bundle_pem: ca.bundle_pem(),
+            sealed_key: Some(sealing.seal(ca.key().to_pem().as_bytes(), &key_aad(name))?),
+            updated_at: now.unix_timestamp(),
+        });
+    }
+
+    let root_hash = Fingerprint::of(&root);
+    let node_token = JoinToken::new(root_hash, random_string(6)?, random_string(16)?)?;
+    let server_token = JoinToken::new(root_hash, SERVER_TOKEN_ID.into(), secret)?;
+    files::replace(
+        &paths.token(),
+        format!("{server_token}\n").as_bytes(),
+        KEY_MODE,
+    )?;
+
+    store
+        .initialize(Initialization {
+            meta: vec![
+                (SALT.into(), salt.into_bytes()),
+                (
+                    SECRET_CHECK.into(),
+                    sealing.seal(b"evergreen", SECRET_CHECK_AAD)?,
+                ),
+            ],
+            cas: records,
+            tokens: vec![TokenRecord {
+                id: node_token.id().to_owned(),
+                secret_sha256: Fingerprint::of(node_token.secret().as_bytes()).to_string(),
+                role: Role::Node.as_str().into(),
+                created_at: now.unix_timestamp(),
+                expires_at: None,
+                uses: 0,
+                description: "node join token made at first start".into(),
+            }],
+            certificates: Vec::new(),
+            audit: vec![AuditEvent {
+                at: now.unix_timestamp(),
+                actor: "server".into(),
+                action: "init".into(),
+                target: format!("root sha256:{root_hash}"),
+                outcome: "ok".into(),
+                detail: "cluster PKI created".into(),
+            }],
+        })
+        .await?;
+    files::replace(
+        &paths.node_token(),
+        format!("{node_token}\n").as_bytes(),
+        KEY_MODE,
+    )?;
+    let [server_ca, client_ca, peer_ca] = cas;
+    Ok(Booted {
+        cluster: Cluster {
+            root,
+            server_ca,
+            client_ca,
+            peer_ca,
+        },
+        node_token: Some(node_token.to_string()),
+    })
+}
+
+type Cas = (
+    CertificateDer<'static>,
+    Option<PrivateKey>,
+    [CertificateAuthority; 3],
+);
+
+fn generate_cas(now: OffsetDateTime, key_type: KeyType) -> anyhow::Result<Cas> {
+    let validity = Duration::days(3650);
+    let stamp = now.unix_timestamp();
+    let name = |role: &str| DistinguishedName::common_name(format!("evergreen-{role}@{stamp}"));
+    let root = CertificateAuthority::new_root(
+        name(ROOT_CA),
+        PrivateKey::generate(key_type)?,
+        validity,
+        now,
+    )?;
+    let role = |r: &str| -> anyhow::Result<CertificateAuthority> {
+        Ok(root.new_intermediate(name(r), PrivateKey::generate(key_type)?, 0, validity, now)?)
+    };
+    let cas = [role(SERVER_CA)?, role(CLIENT_CA)?, role(PEER_CA)?];
+    let root_key = PrivateKey::from_der("root-ca.key", root.key().der().clone_key())?;
+    Ok((root.certificate().clone(), Some(root_key), cas))
+}
+
+/// CA files staged in `DIR/server/tls/` before first start replace generation: the layout
+/// of `evergreen ca generate` (`root-ca.crt`, optional `root-ca.key`, and each role CA's
+/// `.crt` bundle and `.key`). Every check failure is reported together.
+fn staged_cas(dir: &Path, now: OffsetDateTime) -> anyhow::Result<Option<Cas>> {
+    let root_path = dir.join("root-ca.crt");
+    let any_staged = [ROOT_CA, SERVER_CA, CLIENT_CA, PEER_CA]
+        .iter()
+        .any(|n| dir.join(format!("{n}.crt")).exists());
+    if !any_staged {
+        return Ok(None);
+    }
+    let read = |p: &Path| files::read_input(p);
+    let root =
+        pem::parse_certificates(&root_path.display().to_string(), &read(&root_path)?)?.remove(0);
+    let root_info = CertificateInfo::from_der(&root)?;
+    if !root_info.self_signed || !root_info.is_ca {
+        bail!(
+            "{} is not a self-signed CA certificate",
+            root_path.display()
+        );
+    }
+    let root_key_path = dir.join("root-ca.key");
+    let root_key = if root_key_path.exists() {
+        let key = PrivateKey::from_pem("root-ca.key", &read(&root_key_path)?)?;
+        if !key.matches_certificate(&root)? {
+            bail!(
+                "{} does not match {}",
+                root_key_path.display(),
+                root_path.display()
+            );
+        }
+        Some(key)
+    } else {
+        None
+    };
+    let mut report = IntegrityReport::new();
+    let mut loaded = Vec::new();
+    for name in [SERVER_CA, CLIENT_CA, PEER_CA] {
+        let cert_file = format!("{name}.crt");
+        let key_file = format!("{name}.key");
+        let bundle = pem::parse_certificates(&cert_file, &read(&dir.join(&cert_file))?)?;
+        let key = if dir.join(&key_file).exists() {
+            Some(PrivateKey::from_pem(
+                &key_file,
+                &read(&dir.join(&key_file))?,
+            )?)
+        } else {
+            None
+        };
+        report.check_ca(
+            &StagedCa {
+                cert_file: &cert_file,
+                key_file: &key_file,
+                bundle: &bundle,
+                key: key.as_ref(),
+            },
+            std::slice::from_ref(&root),
+            now,
+        );
+        loaded.push((bundle, key));
+    }
+    report
+        .into_result()
+        .with_context(|| format!("the CA files staged in {} cannot be used", dir.display()))?;
+    let mut cas = Vec::new();
+    for (bundle, key) in loaded {
+        cas.push(CertificateAuthority::from_parts(
+            bundle,
+            key.context("checked above")?,
+        )?);
+    }
+    let cas: [CertificateAuthority; 3] = cas
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("three role CAs"))?;
+    Ok(Some((root, root_key, cas)))
+}
+
+async fn restart(store: &dyn Store, paths: &Paths) -> anyhow::Result<Booted> {
+    let token_path = paths.token();
+    let Some(token) = read_token(&token_path)? else {
+        bail!(
+            "the datastore {} is initialised but the server token {} is missing; restore it (it holds the secret the CA keys are encrypted with)",
+            paths.db().display(),
+            token_path.display()
+        );
+    };
+    let salt = store
+        .get_meta(SALT)
+        .await?
+        .context("the datastore has no sealing salt")?;
+    let check = store
+        .get_meta(SECRET_CHECK)
+        .await?
+        .context("the datastore has no secret check")?;
+    let sealing = SealingKey::derive(token.secret().as_bytes(), &salt)?;
+    if sealing.open(&check, SECRET_CHECK_AAD).is_err() {
+        bail!(
+            "the server token in {} does not match this datastore: its secret cannot open the CA keys. Restore the original token file; nothing was changed",
+            token_path.display()
+        );
+    }
+    let mut root = None;
+    let mut roles = std::collections::BTreeMap::new();
+    for record in store.cas().await? {
+        let bundle = pem::parse_certificates(&record.name, record.bundle_pem.as_bytes())?;
+        if record.name == ROOT_CA {
+            root = bundle.into_iter().next();
+            continue;
+        }
+        let sealed = record
+            .sealed_key
+            .with_context(|| format!("{} has no key", record.name))?;
+        let key_pem = sealing.open(&sealed, &key_aad(&record.name))?;
+        let key = PrivateKey::from_pem(&record.name, &key_pem)?;
+        roles.insert(
+            record.name.clone(),
+            CertificateAuthority::from_parts(bundle, key)?,
+        );
+    }
+    let root = root.context("the datastore has no root CA")?;
+    if Fingerprint::of(&root) != token.root_hash() {
+        bail!(
+            "the server token in {} pins root CA sha256:{}, but the datastore's root is sha256:{}",
+            token_path.display(),
+            token.root_hash(),
+            Fingerprint::of(&root)
+        );
+    }
+    let mut take = |name: &str| {
+        roles
+            .remove(name)
+            .with_context(|| format!("the datastore has no {name}"))
+    };
+    let cluster = Cluster {
+        server_ca: take(SERVER_CA)?,
+        client_ca: take(CLIENT_CA)?,
+        peer_ca: take(PEER_CA)?,
+        root,
+    };
+    let node_token = std::fs::read_to_string(paths.node_token())
+        .ok()
+        .map(|t| t.trim().to_owned());
+    Ok(Booted {
+        cluster,
+        node_token,
+    })
+}
+
+/// A certificate the server makes for itself (its serving certificate, the admin
+/// credential), kept as files and in the inventory.
+#[derive(Debug, Clone)]
+pub struct OwnCert {
+    pub cert_path: std::path::PathBuf,
+    pub key_path: std::path::PathBuf,
+    pub ca: &'static str,
+    pub role: Role,
+    pub profile: Profile,
+    pub subject: DistinguishedName,
+    pub sans: Vec<SubjectAltName>,
+}
+
+/// The serving certificate: the host name, localhost, loopback addresses and any `--san`.
+pub fn serving_cert(paths: &Paths, extra_sans: &[SubjectAltName]) -> OwnCert {
+    let mut sans: Vec<SubjectAltName> = Vec::new();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    if let Ok(san) = host.trim().parse::<SubjectAltName>() {
+        sans.push(san);
+    }
+    for san in ["localhost", "127.0.0.1", "::1"] {
+        sans.push(san.parse().unwrap_or(SubjectAltName::Dns(san.into())));
+    }
+    for san in extra_sans {
+        if !sans.contains(san) {
+            sans.push(san.clone());
+        }
+    }
+    OwnCert {
+        cert_path: paths.serving_cert(),
+        key_path: paths.serving_key(),
+        ca: SERVER_CA,
+        role: Role::Server,
+        profile: Profile::Server,
+        subject: DistinguishedName::common_name("evergreen-server"),
+        sans,
+    }
+}
+
+pub fn admin_cert(paths: &Paths) -> OwnCert {
+    OwnCert {
+        cert_path: paths.admin_cert(),
+        key_path: paths.admin_key(),
+        ca: CLIENT_CA,
+        role: Role::Admin,
+        profile: Profile::Client,
+        subject: DistinguishedName::common_name("evergreen-admin")
+            .with(NameAttribute::Organization, "evergreen:admin"),
+        sans: Vec::new(),
+    }
+}
+
+/// The current files of `own`, if they are a matching pair issued by `ca` for the wanted
+/// names and outside the renewal window.
+fn current(
+    own: &OwnCert,
+    ca: &CertificateAuthority,
+    policy: &RenewalPolicy,
+    now: OffsetDateTime,
+) -> Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
+    let chain = pem::parse_certificates("", &std::fs::read(&own.cert_path).ok()?).ok()?;
+    let key = PrivateKey::from_pem("", &std::fs::read(&own.key_path).ok()?).ok()?;
+    let leaf = chain.first()?;
+    let info = CertificateInfo::from_der(leaf).ok()?;
+    let fresh = key.matches_certificate(leaf).ok()?
+        && is_signed_by(leaf, ca.certificate()).ok()?
+        && info.subject == own.subject
+        && info.subject_alt_names == own.sans
+        && !policy
+            .state(info.not_before, info.not_after, now)
+            .needs_renewal();
+    fresh.then(|| (chain, key.der().clone_key()))
+}
+
+/// Makes sure `own` is fresh: reissues it (new key, inventory row, files replaced
+/// atomically, key first) when missing, broken, renamed, issued by another CA, or inside
+/// the renewal window. Returns the chain and key, and whether they are new.
+pub async fn ensure_own_cert(
+    store: &dyn Store,
+    cluster: &Cluster,
+    settings: &Settings,
+    own: &OwnCert,
+    now: OffsetDateTime,
+) -> anyhow::Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>, bool)> {
+    let ca = cluster.ca(own.ca).context("unknown CA")?;
+    if let Some((chain, key)) = current(own, ca, &settings.renewal, now) {
+        return Ok((chain, key, false));
+    }
+    let key = PrivateKey::generate(KeyType::EcP256)?;
+    let request = IssueRequest {
+        subject: own.subject.clone(),
+        subject_alt_names: own.sans.clone(),
+        public_key: key.public_key(),
+        profile: own.profile,
+        validity: settings.node_validity,
+    };
+    let issued = ca.issue(&request, now)?;
+    store
+        .insert_certificate(&CertificateRecord {
+            serial: hex(&issued.serial),
+            sha256: issued.fingerprint.to_string(),
+            subject: own.subject.to_string(),
+            sans: own.sans.iter().map(ToString::to_string).collect(),
+            profile: own.profile.name().into(),
+            role: own.role.as_str().into(),
+            issuer: own.ca.into(),
+            owner: "server".into(),
+            not_before: issued.not_before.unix_timestamp(),
+            not_after: issued.not_after.unix_timestamp(),
+            issued_at: now.unix_timestamp(),
+            renewed_from: None,
+            revoked_at: None,
+            revocation_reason: None,
+            der: issued.der.to_vec(),
+        })
+        .await?;
+    let mut chain = vec![issued.der.clone()];
+    chain.extend(ca.bundle());
+    files::replace(&own.key_path, key.to_pem().as_bytes(), KEY_MODE)?;
+    files::replace(
+        &own.cert_path,
+        pem::encode_certificates(&chain).as_bytes(),
+        PUBLIC_MODE,
+    )?;
+    store
+        .audit(&AuditEvent {
+            at: now.unix_timestamp(),
+            actor: "server".into(),
+            action: "issue".into(),
+            target: own.subject.to_string(),
+            outcome: "ok".into(),
+            detail: format!(
+                "{} certificate serial {} written to {}",
+                own.role,
+                hex(&issued.serial),
+                own.cert_path.display()
+            ),
+        })
+        .await?;
+    Ok((chain, key.der().clone_key(), true))
+}
+
+/// Files the CLI on this host reads: the trust bundle and the server URL.
+pub fn write_cli_files(paths: &Paths, cluster: &Cluster, url: &str) -> anyhow::Result<()> {
+    files::replace(
+        &paths.ca_bundle(),
+        pem::encode_certificates(&cluster.trust_bundle()).as_bytes(),
+        PUBLIC_MODE,
+    )?;
+    files::replace(
+        &paths.server_url(),
+        format!("{url}\n").as_bytes(),
+        PUBLIC_MODE,
+    )?;
+    Ok(())
+}

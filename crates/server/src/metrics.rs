@@ -1,0 +1,87 @@
+//! Counters for `/metrics`, in the Prometheus text format.
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub issued: AtomicU64,
+    pub renewed: AtomicU64,
+    pub enrolled: AtomicU64,
+    pub revoked: AtomicU64,
+    pub handshake_failures: AtomicU64,
+    refused: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl Metrics {
+    /// Counts a refusal by a short, stable reason label.
+    pub fn refuse(&self, reason: &'static str) {
+        *self
+            .refused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(reason)
+            .or_default() += 1;
+    }
+
+    pub fn render_counters(&self, out: &mut String) {
+        let counters = [
+            (
+                "evergreen_certificates_issued_total",
+                "Certificates issued, renewals included.",
+                &self.issued,
+            ),
+            (
+                "evergreen_certificates_renewed_total",
+                "Certificates issued by renewal.",
+                &self.renewed,
+            ),
+            (
+                "evergreen_enrollments_total",
+                "Certificates issued by enrollment with a join token.",
+                &self.enrolled,
+            ),
+            (
+                "evergreen_certificates_revoked_total",
+                "Certificates revoked.",
+                &self.revoked,
+            ),
+            (
+                "evergreen_tls_handshake_failures_total",
+                "TLS handshakes that failed or timed out.",
+                &self.handshake_failures,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                value.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP evergreen_requests_refused_total Requests refused, by reason.\n# TYPE evergreen_requests_refused_total counter"
+        );
+        for (reason, n) in self
+            .refused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "evergreen_requests_refused_total{{reason=\"{reason}\"}} {n}"
+            );
+        }
+    }
+}
+
+/// Escapes a Prometheus label value.
+pub fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}

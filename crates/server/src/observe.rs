@@ -1,0 +1,110 @@
+//! `/metrics` and `/v1/openapi.json`.
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use evergreen_store::InventoryQuery;
+use serde_json::{Value, json};
+
+use crate::error::ApiError;
+use crate::metrics::label;
+use crate::state::{AppState, ROLE_CAS};
+
+/// Prometheus text: counters, the expiry of every CA, and of every active certificate.
+pub async fn metrics(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let mut out = String::new();
+    state.metrics.render_counters(&mut out);
+    let cluster = state.cluster.load();
+    let _ = writeln!(
+        out,
+        "# HELP evergreen_ca_expiry_timestamp_seconds When each CA expires (seconds since 1970).\n# TYPE evergreen_ca_expiry_timestamp_seconds gauge"
+    );
+    for name in ROLE_CAS {
+        if let Some(ca) = cluster.ca(name) {
+            let info = ca.info();
+            let _ = writeln!(
+                out,
+                "evergreen_ca_expiry_timestamp_seconds{{ca=\"{name}\",subject=\"{}\"}} {}",
+                label(&info.subject.to_string()),
+                info.not_after.unix_timestamp()
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP evergreen_certificate_expiry_timestamp_seconds When each active certificate expires (seconds since 1970).\n# TYPE evergreen_certificate_expiry_timestamp_seconds gauge"
+    );
+    let now = state.now().unix_timestamp();
+    let mut query = InventoryQuery {
+        status: Some("active".into()),
+        now,
+        limit: 1000,
+        ..InventoryQuery::default()
+    };
+    loop {
+        let page = state.store.list_certificates(&query).await?;
+        for r in &page {
+            let _ = writeln!(
+                out,
+                "evergreen_certificate_expiry_timestamp_seconds{{serial=\"{}\",subject=\"{}\",role=\"{}\",issuer=\"{}\"}} {}",
+                r.serial,
+                label(&r.subject),
+                r.role,
+                r.issuer,
+                r.not_after
+            );
+        }
+        match page.last() {
+            Some(last) if page.len() == query.limit as usize => {
+                query.after = Some((last.not_after, last.serial.clone()));
+            }
+            _ => break,
+        }
+    }
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
+}
+
+fn op(summary: &str, auth: &str, ok: &str) -> Value {
+    json!({
+        "summary": summary,
+        "description": format!("Caller: {auth}."),
+        "responses": {
+            ok: { "description": "success" },
+            "default": { "description": "error", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } }
+        }
+    })
+}
+
+/// The API's description. Every route of the router is listed (a test checks it).
+pub fn document() -> Value {
+    json!({
+        "openapi": "3.0.3",
+        "info": { "title": "Evergreen", "version": env!("CARGO_PKG_VERSION"),
+                  "description": "Keeps a cluster's certificates from ever lapsing. Base64 fields carry PEM text." },
+        "paths": {
+            "/cacerts": { "get": op("The trust bundle: root CA and role CAs (PEM)", "anyone", "200") },
+            "/v1/enroll": { "post": op("Issue a client certificate for a CSR with a join token: {\"token\",\"csr\"} -> {\"crt\",\"clientCrt\",\"caCrt\"}", "anyone with a join token", "201") },
+            "/v1/applications/certificates/renewals": { "post": op("Renew the caller's certificate (Kyma compatible): {\"csr\"} -> {\"crt\",\"clientCrt\",\"caCrt\"}; same subject, at most the same SANs", "node, app or admin client certificate", "201") },
+            "/v1/applications/certificates/revocations": { "post": op("Revoke the caller's own certificate", "node, app or admin client certificate", "201") },
+            "/v1/certificates/revocations": { "post": op("Revoke a certificate: {\"hash\"} or {\"serial\"}, optional \"reason\"", "admin", "201") },
+            "/v1/certificates": { "get": op("Inventory of issued certificates; query: expiring_within (30d), status (active|expired|revoked), limit, cursor", "admin", "200") },
+            "/v1/crl/{ca}": { "get": op("DER CRL of server-ca, client-ca or peer-ca", "anyone", "200") },
+            "/v1/tokens": { "post": op("Create a join token: {\"role\": \"node\"|\"app\", \"ttl_seconds\", \"description\"}", "admin", "201") },
+            "/healthz": { "get": op("Liveness", "anyone", "200") },
+            "/readyz": { "get": op("Readiness: the datastore answers", "anyone", "200") },
+            "/metrics": { "get": op("Prometheus metrics", "anyone", "200") },
+            "/v1/openapi.json": { "get": op("This document", "anyone", "200") }
+        },
+        "components": { "schemas": { "Error": {
+            "type": "object", "required": ["code", "error"],
+            "properties": { "code": { "type": "integer" }, "error": { "type": "string" } }
+        } } }
+    })
+}
+
+pub async fn openapi() -> Json<Value> {
+    Json(document())
+}

@@ -1,0 +1,295 @@
+//! What every request shares: the datastore, the clock, the cluster's CAs, the published
+//! CRLs and the live TLS configuration.
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use evergreen_api::{Clock, Role};
+use evergreen_pki::certificate::{CertificateInfo, hex};
+use evergreen_pki::crl::{RevocationReason, RevokedCertificate};
+use evergreen_pki::renewal::RenewalPolicy;
+use evergreen_pki::{
+    CertificateAuthority, CertificateDer, CertificateRevocationListDer, Duration, IssueRequest,
+    IssuedCertificate, OffsetDateTime,
+};
+use evergreen_store::{AuditEvent, CertificateRecord, Store};
+use tokio::sync::Mutex;
+
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+
+/// The role CAs, by name: which kind of leaf each issues.
+pub const SERVER_CA: &str = "server-ca";
+pub const CLIENT_CA: &str = "client-ca";
+pub const PEER_CA: &str = "peer-ca";
+pub const ROOT_CA: &str = "root-ca";
+pub const ROLE_CAS: [&str; 3] = [SERVER_CA, CLIENT_CA, PEER_CA];
+
+/// How long a published CRL is valid; it is re-signed when half of that has passed, and
+/// at once on every revocation.
+pub const CRL_VALIDITY: Duration = Duration::days(7);
+
+/// The cluster's CAs with their keys.
+#[derive(Debug)]
+pub struct Cluster {
+    pub root: CertificateDer<'static>,
+    pub server_ca: CertificateAuthority,
+    pub client_ca: CertificateAuthority,
+    pub peer_ca: CertificateAuthority,
+}
+
+impl Cluster {
+    pub fn ca(&self, name: &str) -> Option<&CertificateAuthority> {
+        match name {
+            SERVER_CA => Some(&self.server_ca),
+            CLIENT_CA => Some(&self.client_ca),
+            PEER_CA => Some(&self.peer_ca),
+            _ => None,
+        }
+    }
+
+    /// The trust bundle: the root, then each role CA (what `GET /cacerts` serves).
+    pub fn trust_bundle(&self) -> Vec<CertificateDer<'static>> {
+        let mut bundle = vec![self.root.clone()];
+        for ca in [&self.server_ca, &self.client_ca, &self.peer_ca] {
+            for cert in std::iter::once(ca.certificate()).chain(ca.chain()) {
+                if !bundle.contains(cert) {
+                    bundle.push(cert.clone());
+                }
+            }
+        }
+        bundle
+    }
+}
+
+/// Server settings that policy reads.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Validity of application client certificates (Kyma: 92 days).
+    pub app_validity: Duration,
+    /// Validity of node, admin and serving certificates.
+    pub node_validity: Duration,
+    pub renewal: RenewalPolicy,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            app_validity: Duration::days(92),
+            node_validity: Duration::days(365),
+            renewal: RenewalPolicy::default(),
+        }
+    }
+}
+
+/// Where the server keeps its files.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub data_dir: PathBuf,
+}
+
+impl Paths {
+    pub fn server(&self) -> PathBuf {
+        self.data_dir.join("server")
+    }
+    pub fn token(&self) -> PathBuf {
+        self.server().join("token")
+    }
+    pub fn node_token(&self) -> PathBuf {
+        self.server().join("node-token")
+    }
+    pub fn db(&self) -> PathBuf {
+        self.server().join("db").join("state.db")
+    }
+    pub fn tls(&self) -> PathBuf {
+        self.server().join("tls")
+    }
+    pub fn serving_cert(&self) -> PathBuf {
+        self.tls().join("serving.crt")
+    }
+    pub fn serving_key(&self) -> PathBuf {
+        self.tls().join("serving.key")
+    }
+    pub fn admin_cert(&self) -> PathBuf {
+        self.data_dir.join("admin.crt")
+    }
+    pub fn admin_key(&self) -> PathBuf {
+        self.data_dir.join("admin.key")
+    }
+    pub fn ca_bundle(&self) -> PathBuf {
+        self.data_dir.join("ca.crt")
+    }
+    pub fn server_url(&self) -> PathBuf {
+        self.data_dir.join("server-url")
+    }
+}
+
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    pub cluster: ArcSwap<Cluster>,
+    pub crls: ArcSwap<BTreeMap<String, CertificateRevocationListDer<'static>>>,
+    pub tls: ArcSwap<rustls::ServerConfig>,
+    pub serving: Arc<crate::tls::ServingCert>,
+    pub settings: Settings,
+    pub paths: Paths,
+    pub metrics: Metrics,
+    /// Serialises CRL publication so CRL numbers and the TLS configuration move together.
+    pub crl_lock: Mutex<()>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("data_dir", &self.paths.data_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Who asked for an issuance, for the inventory.
+#[derive(Debug, Clone)]
+pub struct Issuance {
+    pub ca: &'static str,
+    pub role: Role,
+    pub owner: String,
+    pub renewed_from: Option<String>,
+}
+
+impl AppState {
+    pub fn now(&self) -> OffsetDateTime {
+        self.clock.now()
+    }
+
+    /// Issues a certificate and records it in the inventory before anyone sees it.
+    pub async fn issue(
+        &self,
+        request: &IssueRequest,
+        how: Issuance,
+    ) -> Result<(IssuedCertificate, CertificateRecord), ApiError> {
+        let now = self.now();
+        let cluster = self.cluster.load();
+        let ca = cluster
+            .ca(how.ca)
+            .ok_or_else(|| ApiError::internal(format!("no CA named {}", how.ca)))?;
+        let issued = ca.issue(request, now).map_err(|e| match e {
+            evergreen_pki::Error::Validity { .. } | evergreen_pki::Error::Name { .. } => {
+                ApiError::bad_request(e.to_string())
+            }
+            other => ApiError::internal(other),
+        })?;
+        let record = CertificateRecord {
+            serial: hex(&issued.serial),
+            sha256: issued.fingerprint.to_string(),
+            subject: request.subject.to_string(),
+            sans: request
+                .subject_alt_names
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            profile: request.profile.name().to_owned(),
+            role: how.role.as_str().to_owned(),
+            issuer: how.ca.to_owned(),
+            owner: how.owner,
+            not_before: issued.not_before.unix_timestamp(),
+            not_after: issued.not_after.unix_timestamp(),
+            issued_at: now.unix_timestamp(),
+            renewed_from: how.renewed_from,
+            revoked_at: None,
+            revocation_reason: None,
+            der: issued.der.to_vec(),
+        };
+        self.store.insert_certificate(&record).await?;
+        self.metrics
+            .issued
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok((issued, record))
+    }
+
+    /// Records an audit event; a failure to write the audit log fails the request.
+    pub async fn audit(
+        &self,
+        actor: &str,
+        action: &str,
+        target: &str,
+        outcome: Result<&str, &str>,
+    ) -> Result<(), ApiError> {
+        let (outcome, detail) = match outcome {
+            Ok(detail) => ("ok", detail),
+            Err(detail) => ("refused", detail),
+        };
+        self.store
+            .audit(&AuditEvent {
+                at: self.now().unix_timestamp(),
+                actor: actor.to_owned(),
+                action: action.to_owned(),
+                target: target.to_owned(),
+                outcome: outcome.to_owned(),
+                detail: detail.to_owned(),
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Signs a fresh CRL for every role CA and swaps it, with the TLS configuration that
+    /// checks client certificates against it, into place.
+    pub async fn publish_crls(&self) -> anyhow::Result<()> {
+        let _guard = self.crl_lock.lock().await;
+        let now = self.now();
+        let cluster = self.cluster.load_full();
+        let mut crls = BTreeMap::new();
+        for name in ROLE_CAS {
+            let Some(ca) = cluster.ca(name) else { continue };
+            let revoked = self
+                .store
+                .revoked(name)
+                .await?
+                .into_iter()
+                .map(|r| {
+                    Ok(RevokedCertificate {
+                        serial: parse_hex(&r.serial)?,
+                        revoked_at: OffsetDateTime::from_unix_timestamp(r.revoked_at)?,
+                        reason: r.reason.parse().unwrap_or(RevocationReason::Unspecified),
+                    })
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let number = self.store.next_crl_number(name).await?;
+            let next_update = (now + CRL_VALIDITY).min(ca.info().not_after);
+            crls.insert(
+                name.to_owned(),
+                ca.issue_crl(number, &revoked, now, next_update)?,
+            );
+        }
+        let config = crate::tls::server_config(self, &cluster, &crls)?;
+        self.crls.store(Arc::new(crls));
+        self.tls.store(Arc::new(config));
+        Ok(())
+    }
+
+    /// Whether a published CRL is past half its validity and should be re-signed.
+    pub fn crls_stale(&self) -> bool {
+        let now = self.now();
+        self.crls.load().values().any(|crl| {
+            evergreen_pki::crl::CrlInfo::from_der(crl).map_or(true, |info| {
+                info.next_update
+                    .is_none_or(|next| now >= info.this_update + (next - info.this_update) / 2)
+            })
+        })
+    }
+}
+
+/// Lowercase hex to bytes.
+pub fn parse_hex(s: &str) -> anyhow::Result<Vec<u8>> {
+    if !s.len().is_multiple_of(2) || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        anyhow::bail!("{s:?} is not hex");
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| Ok(u8::from_str_radix(&s[i..i + 2], 16)?))
+        .collect()
+}
+
+/// The subject and validity of a certificate in a form for messages.
+pub fn describe(info: &CertificateInfo) -> String {
+    format!("{} (serial {})", info.subject, info.serial_hex())
+}
