@@ -100,6 +100,16 @@ impl Client {
         roots: &[CertificateDer<'static>],
         identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
     ) -> Result<Self, ClientError> {
+        Self::with_clock(url, roots, identity, Arc::new(crate::SystemClock))
+    }
+
+    /// As [`Client::new`], judging the server certificate's validity at `clock`'s time.
+    pub fn with_clock(
+        url: &str,
+        roots: &[CertificateDer<'static>],
+        identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+        clock: Arc<dyn crate::Clock>,
+    ) -> Result<Self, ClientError> {
         let (host, port) = parse_url(url)?;
         let mut store = rustls::RootCertStore::empty();
         for root in roots {
@@ -108,10 +118,13 @@ impl Client {
             })?;
         }
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let builder = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| ClientError::Config(e.to_string()))?
-            .with_root_certificates(store);
+        let builder = rustls::ClientConfig::builder_with_details(
+            provider,
+            Arc::new(crate::clock::RustlsTime(clock)),
+        )
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ClientError::Config(e.to_string()))?
+        .with_root_certificates(store);
         let config = match identity {
             Some((chain, key)) => builder.with_client_auth_cert(chain, key).map_err(|e| {
                 ClientError::Config(format!("the client certificate cannot be used: {e}"))
@@ -138,6 +151,38 @@ impl Client {
         }
     }
 
+    /// Opens a TLS connection and returns the certificate chain the server presents: proof
+    /// of which certificate is being served now.
+    pub async fn peer_certificates(&self) -> Result<Vec<CertificateDer<'static>>, ClientError> {
+        let addr = self.addr();
+        let tls = self.connect().await?;
+        let chain = tls.get_ref().1.peer_certificates().unwrap_or_default();
+        if chain.is_empty() {
+            return Err(ClientError::Handshake {
+                addr,
+                reason: "the server presented no certificate".into(),
+            });
+        }
+        Ok(chain.iter().map(|c| c.clone().into_owned()).collect())
+    }
+
+    async fn connect(&self) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ClientError> {
+        let addr = self.addr();
+        let tcp = TcpStream::connect((self.host.as_str(), self.port))
+            .await
+            .map_err(|e| ClientError::Connect {
+                addr: addr.clone(),
+                reason: e.to_string(),
+            })?;
+        self.connector
+            .connect(self.server_name.clone(), tcp)
+            .await
+            .map_err(|e| ClientError::Handshake {
+                addr,
+                reason: e.to_string(),
+            })
+    }
+
     /// Sends one request; any status is returned as a [`Response`].
     pub async fn send(
         &self,
@@ -161,20 +206,7 @@ impl Client {
         body: Option<Vec<u8>>,
     ) -> Result<Response, ClientError> {
         let addr = self.addr();
-        let tcp = TcpStream::connect((self.host.as_str(), self.port))
-            .await
-            .map_err(|e| ClientError::Connect {
-                addr: addr.clone(),
-                reason: e.to_string(),
-            })?;
-        let tls = self
-            .connector
-            .connect(self.server_name.clone(), tcp)
-            .await
-            .map_err(|e| ClientError::Handshake {
-                addr: addr.clone(),
-                reason: e.to_string(),
-            })?;
+        let tls = self.connect().await?;
         let http = |e: hyper::Error| ClientError::Http {
             addr: addr.clone(),
             reason: match std::error::Error::source(&e) {

@@ -45,3 +45,25 @@ impl Clock for ManualClock {
         *self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
+
+/// rustls reading time from a [`Clock`], so certificate validity in TLS handshakes
+/// follows the injected time too.
+#[cfg(feature = "client")]
+pub struct RustlsTime(pub Arc<dyn Clock>);
+
+#[cfg(feature = "client")]
+impl std::fmt::Debug for RustlsTime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RustlsTime")
+    }
+}
+
+#[cfg(feature = "client")]
+impl rustls::time_provider::TimeProvider for RustlsTime {
+    fn current_time(&self) -> Option<rustls::pki_types::UnixTime> {
+        let secs = u64::try_from(self.0.now().unix_timestamp()).ok()?;
+        Some(rustls::pki_types::UnixTime::since_unix_epoch(
+            std::time::Duration::from_secs(secs),
+        ))
+    }
+}

@@ -147,6 +147,21 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         .await
         .with_context(|| format!("cannot open the datastore {}", paths.db().display()))?;
     let store: Arc<dyn Store> = Arc::new(store);
+    match start_with(&config, paths, store.clone()).await {
+        Ok(server) => Ok(server),
+        Err(error) => {
+            // A refused start leaves the datastore as it found it, connections closed.
+            store.close().await;
+            Err(error)
+        }
+    }
+}
+
+async fn start_with(
+    config: &Config,
+    paths: Paths,
+    store: Arc<dyn Store>,
+) -> anyhow::Result<RunningServer> {
     let booted = bootstrap::boot(
         store.as_ref(),
         &paths,
@@ -258,8 +273,7 @@ impl RunningServer {
     /// Stops accepting, lets requests in flight finish (up to a grace period), and stops.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
-        let _ = self.serve.await;
-        self.jobs.abort();
+        self.wait().await;
     }
 
     /// A handle that stops the server when sent `true` (signal handlers use it).
@@ -271,5 +285,7 @@ impl RunningServer {
     pub async fn wait(self) {
         let _ = self.serve.await;
         self.jobs.abort();
+        let _ = self.jobs.await;
+        self.state.store.close().await;
     }
 }

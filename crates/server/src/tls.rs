@@ -90,22 +90,6 @@ impl ResolvesServerCert for Resolver {
     }
 }
 
-/// rustls on the server's clock.
-struct ClockTime(Arc<dyn Clock>);
-
-impl std::fmt::Debug for ClockTime {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ClockTime")
-    }
-}
-
-impl rustls::time_provider::TimeProvider for ClockTime {
-    fn current_time(&self) -> Option<UnixTime> {
-        let secs = u64::try_from(self.0.now().unix_timestamp()).ok()?;
-        Some(UnixTime::since_unix_epoch(Duration::from_secs(secs)))
-    }
-}
-
 /// Client certificates are optional, and a presented one is refused at the handshake
 /// only when the client CA's CRL lists it as revoked. Any other fault (expired, foreign,
 /// wrong usage) passes the handshake so the handler can answer with a message that says
@@ -186,11 +170,13 @@ pub fn build_config(
         .allow_unknown_revocation_status()
         .allow_unauthenticated()
         .build()?;
-    let mut config =
-        rustls::ServerConfig::builder_with_details(provider(), Arc::new(ClockTime(clock)))
-            .with_safe_default_protocol_versions()?
-            .with_client_cert_verifier(Arc::new(ClientVerifier(inner)))
-            .with_cert_resolver(Arc::new(Resolver(serving)));
+    let mut config = rustls::ServerConfig::builder_with_details(
+        provider(),
+        Arc::new(evergreen_api::clock::RustlsTime(clock)),
+    )
+    .with_safe_default_protocol_versions()?
+    .with_client_cert_verifier(Arc::new(ClientVerifier(inner)))
+    .with_cert_resolver(Arc::new(Resolver(serving)));
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
 }

@@ -187,4 +187,8 @@ pub trait Store: Send + Sync + 'static {
     async fn audit(&self, event: &AuditEvent) -> Result<()>;
     /// The newest `limit` entries, newest first.
     async fn audit_log(&self, limit: u32) -> Result<Vec<AuditEvent>>;
+
+    /// Closes every connection, waiting for those in use; SQLite then folds its
+    /// write-ahead log into the database file.
+    async fn close(&self);
 }

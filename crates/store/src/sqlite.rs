@@ -94,11 +94,6 @@ impl SqliteStore {
         }
         Ok(())
     }
-
-    pub async fn close(&self) {
-        self.writer.close().await;
-        self.reader.close().await;
-    }
 }
 
 fn certificate(row: &SqliteRow) -> Result<CertificateRecord> {
@@ -463,6 +458,11 @@ impl Store for SqliteStore {
                 })
             })
             .collect()
+    }
+
+    async fn close(&self) {
+        self.reader.close().await;
+        self.writer.close().await;
     }
 }
 

@@ -2,6 +2,8 @@
 //! everything Evergreen produces, and test PKI generated at test time.
 #![forbid(unsafe_code)]
 
+pub mod server;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

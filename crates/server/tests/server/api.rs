@@ -1,0 +1,185 @@
+//! The rest of the API: validity by role, inventory, tokens, trust bundle, metrics,
+//! health and the OpenAPI document.
+use evergreen_api::{Clock, InventoryPage, Role};
+use evergreen_pki::certificate::{CertificateInfo, Fingerprint};
+use evergreen_pki::token::JoinToken;
+use evergreen_pki::{DistinguishedName, Duration, pem};
+use evergreen_test_util::server::TestServer;
+
+#[tokio::test]
+async fn applications_get_92_days_and_nodes_365() {
+    let t = TestServer::start().await;
+    for (role, days) in [(Role::App, 92), (Role::Node, 365)] {
+        let c = t
+            .enroll(role, &DistinguishedName::common_name(format!("{role}-1")))
+            .await;
+        crate::assert_client_chain(&t, &c.chain);
+        let info = CertificateInfo::from_der(c.leaf()).unwrap();
+        let lifetime = info.not_after - info.not_before - evergreen_pki::authority::BACKDATE;
+        assert_eq!(lifetime.whole_days(), days, "{role}");
+        let record = t
+            .server
+            .state
+            .store
+            .certificate_by_serial(&info.serial_hex())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(record.role, role.as_str());
+        assert!(record.owner.starts_with("token:"));
+    }
+}
+
+#[tokio::test]
+async fn the_trust_bundle_holds_the_root_the_tokens_pin() {
+    let t = TestServer::start().await;
+    let response = t.anonymous().send("GET", "/cacerts", None).await.unwrap();
+    let bundle = pem::parse_certificates("cacerts", &response.body).unwrap();
+    assert_eq!(bundle.len(), 4, "root and three role CAs");
+    let token: JoinToken = t.server.node_token.clone().unwrap().parse().unwrap();
+    token.verify_bundle(&bundle).unwrap();
+    assert_eq!(token.root_hash(), Fingerprint::of(&t.root()));
+}
+
+#[tokio::test]
+async fn the_inventory_pages_and_filters() {
+    let t = TestServer::start().await;
+    for i in 0..5 {
+        t.enroll(
+            Role::App,
+            &DistinguishedName::common_name(format!("app-{i}")),
+        )
+        .await;
+    }
+    let admin = t.admin();
+    let mut seen = Vec::new();
+    let mut path = "/v1/certificates?limit=3".to_owned();
+    loop {
+        let page: InventoryPage = admin.get_json(&path).await.unwrap();
+        seen.extend(page.certificates.iter().map(|c| c.serial.clone()));
+        match page.next_cursor {
+            Some(cursor) => path = format!("/v1/certificates?limit=3&cursor={cursor}"),
+            None => break,
+        }
+    }
+    // Five apps, the serving certificate and the admin credential.
+    assert_eq!(seen.len(), 7);
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 7, "no row twice across pages");
+
+    let soon: InventoryPage = admin
+        .get_json("/v1/certificates?expiring_within=100d")
+        .await
+        .unwrap();
+    assert_eq!(soon.certificates.len(), 5, "the 92-day certificates");
+    t.clock.advance(Duration::days(93));
+    t.server.check_now().await.unwrap();
+    let expired: InventoryPage = t
+        .admin()
+        .get_json("/v1/certificates?status=expired")
+        .await
+        .unwrap();
+    assert_eq!(expired.certificates.len(), 5);
+    let response = t
+        .admin()
+        .send("GET", "/v1/certificates?status=sleeping", None)
+        .await
+        .unwrap();
+    assert_eq!(response.status, 400);
+}
+
+#[tokio::test]
+async fn metrics_health_and_the_api_description() {
+    let t = TestServer::start().await;
+    let app = t
+        .enroll(Role::App, &DistinguishedName::common_name("app"))
+        .await;
+    let _ = t
+        .anonymous()
+        .send(
+            "POST",
+            "/v1/applications/certificates/renewals",
+            Some(b"{}".to_vec()),
+        )
+        .await;
+    let metrics = String::from_utf8(
+        t.anonymous()
+            .send("GET", "/metrics", None)
+            .await
+            .unwrap()
+            .body,
+    )
+    .unwrap();
+    assert!(
+        metrics.contains("evergreen_enrollments_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("evergreen_requests_refused_total{reason=\"no_client_certificate\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("evergreen_ca_expiry_timestamp_seconds{ca=\"client-ca\""),
+        "{metrics}"
+    );
+    let serial = CertificateInfo::from_der(app.leaf()).unwrap().serial_hex();
+    let not_after = CertificateInfo::from_der(app.leaf())
+        .unwrap()
+        .not_after
+        .unix_timestamp();
+    assert!(
+        metrics.contains(&format!(
+            "serial=\"{serial}\",subject=\"CN=app\",role=\"app\",issuer=\"client-ca\"}} {not_after}"
+        )),
+        "{metrics}"
+    );
+
+    assert_eq!(
+        t.anonymous()
+            .send("GET", "/healthz", None)
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    assert_eq!(
+        t.anonymous()
+            .send("GET", "/readyz", None)
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    let doc: serde_json::Value = t.anonymous().get_json("/v1/openapi.json").await.unwrap();
+    for path in [
+        "/cacerts",
+        "/v1/enroll",
+        "/v1/applications/certificates/renewals",
+        "/v1/applications/certificates/revocations",
+        "/v1/certificates/revocations",
+        "/v1/certificates",
+        "/v1/crl/{ca}",
+        "/v1/tokens",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/v1/openapi.json",
+    ] {
+        assert!(
+            doc["paths"].get(path).is_some(),
+            "{path} missing from the OpenAPI document"
+        );
+        // And the router really serves it (a 404 here would be the fallback's).
+        let probe = path.replace("{ca}", "client-ca");
+        let status = t
+            .anonymous()
+            .send("GET", &probe, None)
+            .await
+            .unwrap()
+            .status;
+        assert_ne!(status, 404, "{path}");
+    }
+    let _ = t.clock.now();
+}

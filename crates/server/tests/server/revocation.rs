@@ -1,0 +1,216 @@
+//! Revocation: by the holder (Kyma) and by an admin; CRLs follow at once, and a revoked
+//! certificate can neither renew nor open an mTLS session.
+use evergreen_api::client::ClientError;
+use evergreen_api::{CertificateSummary, Clock, RevocationRequest, Role};
+use evergreen_pki::certificate::{CertificateInfo, Usage};
+use evergreen_pki::crl::CrlInfo;
+use evergreen_pki::{CertificateRevocationListDer, DistinguishedName};
+use evergreen_test_util::Openssl;
+use evergreen_test_util::server::TestServer;
+
+use crate::{assert_audited_refusal, refusal};
+
+async fn crl(t: &TestServer, ca: &str) -> CertificateRevocationListDer<'static> {
+    let response = t
+        .anonymous()
+        .send("GET", &format!("/v1/crl/{ca}"), None)
+        .await
+        .unwrap();
+    assert_eq!(response.status, 200);
+    assert_eq!(
+        response.content_type.as_deref(),
+        Some("application/pkix-crl")
+    );
+    CertificateRevocationListDer::from(response.body)
+}
+
+fn is_handshake_refusal(result: &Result<evergreen_api::client::Response, ClientError>) -> bool {
+    matches!(
+        result,
+        Err(ClientError::Http { .. } | ClientError::Handshake { .. })
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_revokes_its_own_certificate_and_it_stops_working() {
+    let t = TestServer::start().await;
+    let app = t
+        .enroll(Role::App, &DistinguishedName::common_name("app"))
+        .await;
+    let serial = CertificateInfo::from_der(app.leaf()).unwrap().serial_hex();
+    let before = CrlInfo::from_der(&crl(&t, "client-ca").await).unwrap();
+    assert!(!before.is_revoked(&CertificateInfo::from_der(app.leaf()).unwrap().serial));
+
+    let response = t
+        .client(&app)
+        .send("POST", "/v1/applications/certificates/revocations", None)
+        .await
+        .unwrap();
+    assert_eq!(response.status, 201);
+
+    // The CRL lists it, is newer, and verifies in openssl and webpki.
+    let after_der = crl(&t, "client-ca").await;
+    let after = CrlInfo::from_der(&after_der).unwrap();
+    assert!(after.is_revoked(&CertificateInfo::from_der(app.leaf()).unwrap().serial));
+    assert!(after.crl_number > before.crl_number);
+    let cluster = t.server.state.cluster.load();
+    let dir = tempfile::tempdir().unwrap();
+    let openssl = Openssl::find();
+    assert!(openssl.crl_verifies(dir.path(), &after_der, &cluster.client_ca.bundle_pem()));
+    let err = evergreen_pki::chain::verify(
+        app.leaf(),
+        &app.chain[1..],
+        &[t.root()],
+        Usage::ClientAuth,
+        std::slice::from_ref(&after_der),
+        t.clock.now(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("is revoked"), "{err}");
+    let crl_file = evergreen_test_util::write(
+        dir.path(),
+        "client-ca.crl",
+        evergreen_pki::pem::encode("X509 CRL", &after_der),
+    );
+    let verdict = openssl
+        .verify(
+            dir.path(),
+            &[t.root()],
+            &app.chain[1..],
+            app.leaf(),
+            "sslclient",
+            t.clock.now(),
+            &["-crl_check", "-CRLfile", crl_file.to_str().unwrap()],
+        )
+        .unwrap_err();
+    assert!(verdict.contains("certificate revoked"), "{verdict}");
+
+    // The handshake with it now fails, for any route; without it the server answers.
+    let result = t.client(&app).send("GET", "/healthz", None).await;
+    assert!(is_handshake_refusal(&result), "{result:?}");
+    assert_eq!(
+        t.anonymous()
+            .send("GET", "/healthz", None)
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    let record = t
+        .server
+        .state
+        .store
+        .certificate_by_serial(&serial)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        record.revocation_reason.as_deref(),
+        Some("cessation-of-operation")
+    );
+}
+
+#[tokio::test]
+async fn an_admin_revokes_by_hash_or_serial() {
+    let t = TestServer::start().await;
+    let a = t
+        .enroll(Role::Node, &DistinguishedName::common_name("node-a"))
+        .await;
+    let b = t
+        .enroll(Role::Node, &DistinguishedName::common_name("node-b"))
+        .await;
+    let admin = t.admin();
+    let a_info = CertificateInfo::from_der(a.leaf()).unwrap();
+    let b_info = CertificateInfo::from_der(b.leaf()).unwrap();
+
+    let by_hash = RevocationRequest {
+        hash: Some(a_info.fingerprint.to_string()),
+        reason: Some("key-compromise".into()),
+        ..Default::default()
+    };
+    let revoked: CertificateSummary = admin
+        .json("POST", "/v1/certificates/revocations", Some(&by_hash))
+        .await
+        .unwrap();
+    assert_eq!(
+        (revoked.status.as_str(), revoked.serial.as_str()),
+        ("revoked", a_info.serial_hex().as_str())
+    );
+    let colon_serial = b_info
+        .serial
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":");
+    let by_serial = RevocationRequest {
+        serial: Some(colon_serial),
+        ..Default::default()
+    };
+    let revoked: CertificateSummary = admin
+        .json("POST", "/v1/certificates/revocations", Some(&by_serial))
+        .await
+        .unwrap();
+    assert_eq!(revoked.subject, "CN=node-b");
+
+    let info = CrlInfo::from_der(&crl(&t, "client-ca").await).unwrap();
+    assert!(info.is_revoked(&a_info.serial) && info.is_revoked(&b_info.serial));
+    assert_eq!(
+        info.revoked
+            .iter()
+            .find(|r| r.serial == a_info.serial)
+            .unwrap()
+            .reason
+            .name(),
+        "key-compromise"
+    );
+
+    let message = refusal(
+        admin
+            .json::<_, CertificateSummary>("POST", "/v1/certificates/revocations", Some(&by_hash))
+            .await,
+        409,
+    );
+    assert!(message.contains("already revoked"), "{message}");
+    let unknown = RevocationRequest {
+        serial: Some("abcdef".into()),
+        ..Default::default()
+    };
+    let message = refusal(
+        admin
+            .json::<_, CertificateSummary>("POST", "/v1/certificates/revocations", Some(&unknown))
+            .await,
+        404,
+    );
+    assert!(message.contains("no certificate abcdef"), "{message}");
+    let both = RevocationRequest {
+        serial: Some("ab".into()),
+        hash: Some("cd".into()),
+        ..Default::default()
+    };
+    let message = refusal(
+        admin
+            .json::<_, CertificateSummary>("POST", "/v1/certificates/revocations", Some(&both))
+            .await,
+        400,
+    );
+    assert!(message.contains("exactly one"), "{message}");
+    assert_audited_refusal(&t, "revoke", "already revoked").await;
+    // A node cannot revoke others.
+    let c = t
+        .enroll(Role::Node, &DistinguishedName::common_name("node-c"))
+        .await;
+    refusal(
+        t.client(&c)
+            .json::<_, CertificateSummary>("POST", "/v1/certificates/revocations", Some(&by_serial))
+            .await,
+        403,
+    );
+
+    let response = t
+        .anonymous()
+        .send("GET", "/v1/crl/nope-ca", None)
+        .await
+        .unwrap();
+    assert_eq!(response.status, 404);
+    assert!(String::from_utf8_lossy(&response.body).contains("server-ca, client-ca, peer-ca"));
+}

@@ -1,0 +1,190 @@
+//! The real server, started in-process on 127.0.0.1 port 0 with a manual clock, and
+//! clients that talk to it over real mTLS.
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use evergreen_api::client::Client;
+use evergreen_api::{
+    CertificateBundle, EnrollRequest, ManualClock, Role, TokenRequest, TokenResponse, decode_pem,
+    encode_pem,
+};
+use evergreen_pki::{CertificateDer, DistinguishedName, KeyType, PrivateKey, SubjectAltName, pem};
+use evergreen_server::{Config, RunningServer};
+
+/// A running server in a temporary data dir.
+pub struct TestServer {
+    pub server: RunningServer,
+    pub clock: ManualClock,
+    pub data_dir: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl std::fmt::Debug for TestServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestServer")
+            .field("url", &self.server.url)
+            .finish()
+    }
+}
+
+/// A client certificate the server issued, with its key.
+#[derive(Debug)]
+pub struct Credential {
+    pub key: PrivateKey,
+    /// Leaf first, then the CA chain (`crt`).
+    pub chain: Vec<CertificateDer<'static>>,
+    pub bundle: CertificateBundle,
+}
+
+impl Credential {
+    pub fn leaf(&self) -> &CertificateDer<'static> {
+        &self.chain[0]
+    }
+
+    /// Writes `crt` and the key as `NAME.crt` / `NAME.key` in `dir`.
+    pub fn write(&self, dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+        let crt = dir.join(format!("{name}.crt"));
+        let key = dir.join(format!("{name}.key"));
+        std::fs::write(&crt, decode_pem(&self.bundle.crt).expect("crt")).expect("write crt");
+        std::fs::write(&key, self.key.to_pem()).expect("write key");
+        (crt, key)
+    }
+}
+
+impl TestServer {
+    /// A fresh server whose clock starts at the wall clock's time, so external tools that
+    /// read the wall clock (curl, openssl) agree with it until a test moves it.
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data_dir = dir.path().join("data");
+        let mut server = Self::start_in(&data_dir, ManualClock::new(crate::wall_clock()))
+            .await
+            .expect("server starts");
+        server._dir = Some(dir);
+        server
+    }
+
+    /// A server on an existing data dir (restart), with `clock`.
+    pub async fn start_in(data_dir: &Path, clock: ManualClock) -> anyhow::Result<Self> {
+        let config = Config::new(
+            data_dir.to_owned(),
+            "127.0.0.1:0".parse().expect("addr"),
+            Arc::new(clock.clone()),
+        );
+        let server = evergreen_server::start(config).await?;
+        Ok(TestServer {
+            server,
+            clock,
+            data_dir: data_dir.to_owned(),
+            _dir: None,
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.server.url
+    }
+
+    /// The trust bundle the server wrote for the CLI.
+    pub fn roots(&self) -> Vec<CertificateDer<'static>> {
+        pem::parse_certificates(
+            "ca.crt",
+            &std::fs::read(self.data_dir.join("ca.crt")).expect("ca.crt"),
+        )
+        .expect("bundle")
+    }
+
+    pub fn root(&self) -> CertificateDer<'static> {
+        self.server.state.cluster.load().root.clone()
+    }
+
+    fn client_for(
+        &self,
+        identity: Option<(
+            Vec<CertificateDer<'static>>,
+            evergreen_pki::PrivateKeyDer<'static>,
+        )>,
+    ) -> Client {
+        Client::with_clock(
+            self.url(),
+            &self.roots(),
+            identity,
+            Arc::new(self.clock.clone()),
+        )
+        .expect("client")
+    }
+
+    pub fn anonymous(&self) -> Client {
+        self.client_for(None)
+    }
+
+    /// A client with the admin credential from the data dir.
+    pub fn admin(&self) -> Client {
+        let chain = pem::parse_certificates(
+            "admin.crt",
+            &std::fs::read(self.data_dir.join("admin.crt")).expect("admin.crt"),
+        )
+        .expect("admin chain");
+        let key = PrivateKey::from_pem(
+            "admin.key",
+            &std::fs::read(self.data_dir.join("admin.key")).expect("admin.key"),
+        )
+        .expect("admin key");
+        self.client_for(Some((chain, key.der().clone_key())))
+    }
+
+    pub fn client(&self, credential: &Credential) -> Client {
+        self.client_for(Some((
+            credential.chain.clone(),
+            credential.key.der().clone_key(),
+        )))
+    }
+
+    /// A join token of `role`, made through the API.
+    pub async fn token(&self, role: Role, ttl_seconds: Option<u64>) -> String {
+        let request = TokenRequest {
+            role,
+            ttl_seconds,
+            description: "test".into(),
+        };
+        let response: TokenResponse = self
+            .admin()
+            .json("POST", "/v1/tokens", Some(&request))
+            .await
+            .expect("token");
+        response.token
+    }
+
+    /// Enrolls a fresh key for `subject` with a new token of `role`.
+    pub async fn enroll(&self, role: Role, subject: &DistinguishedName) -> Credential {
+        let token = self.token(role, None).await;
+        self.enroll_with(&token, subject, &[])
+            .await
+            .expect("enroll")
+    }
+
+    pub async fn enroll_with(
+        &self,
+        token: &str,
+        subject: &DistinguishedName,
+        sans: &[SubjectAltName],
+    ) -> Result<Credential, evergreen_api::client::ClientError> {
+        let key = PrivateKey::generate(KeyType::EcP256).expect("key");
+        let csr = evergreen_pki::csr::build(&key, subject, sans).expect("csr");
+        let request = EnrollRequest {
+            token: token.to_owned(),
+            csr: encode_pem(&pem::encode("CERTIFICATE REQUEST", &csr)),
+        };
+        let bundle: CertificateBundle = self
+            .anonymous()
+            .json("POST", "/v1/enroll", Some(&request))
+            .await?;
+        let chain = pem::parse_certificates("crt", &decode_pem(&bundle.crt).expect("base64"))
+            .expect("chain");
+        Ok(Credential { key, chain, bundle })
+    }
+
+    pub async fn shutdown(self) -> Option<tempfile::TempDir> {
+        self.server.shutdown().await;
+        self._dir
+    }
+}
