@@ -59,6 +59,7 @@ pub fn run(args: RenewArgs, clock: &dyn Clock) -> Result<()> {
     }
     let policy = RenewalPolicy::default();
     let mut backoff = StdDuration::from_secs(30);
+    let mut just_renewed = false;
     loop {
         let chain = pem::parse_certificates(
             &args.cert.display().to_string(),
@@ -66,22 +67,37 @@ pub fn run(args: RenewArgs, clock: &dyn Clock) -> Result<()> {
         )?;
         let info = CertificateInfo::from_der(&chain[0])?;
         let at = policy.renew_at_with_jitter(info.not_before, info.not_after, &mut RandomJitter);
-        let wait = (at - clock.now()).max(evergreen_pki::Duration::ZERO);
+        let wait = at - clock.now();
         if wait > evergreen_pki::Duration::ZERO {
             eprintln!(
-                "{}: next renewal at {at} (in {})",
+                "{}: next renewal at {} (in {})",
                 args.cert.display(),
+                crate::commands::certificate::format_time(at),
                 crate::commands::certificate::format_duration(wait)
             );
             runtime.block_on(tokio::time::sleep(
                 wait.try_into().unwrap_or(StdDuration::MAX),
             ));
+        } else if just_renewed {
+            // A certificate that is due the moment it arrives means the clocks disagree;
+            // renewing again at once would only repeat that.
+            eprintln!(
+                "warning: the new certificate is already inside its renewal window (is this host's clock or the server's wrong?); retrying in {} s",
+                backoff.as_secs()
+            );
+            runtime.block_on(tokio::time::sleep(backoff));
+            backoff = (backoff * 2).min(StdDuration::from_secs(3600));
         }
         match runtime.block_on(renew_once(&args)) {
-            Ok(()) => backoff = StdDuration::from_secs(30),
+            Ok(()) => {
+                just_renewed = true;
+                if wait > evergreen_pki::Duration::ZERO {
+                    backoff = StdDuration::from_secs(30);
+                }
+            }
             Err(error) => {
-                let jitter = 1.0 + RandomJitter.fraction() * 0.3;
-                let delay = backoff.mul_f64(jitter);
+                just_renewed = false;
+                let delay = backoff.mul_f64(1.0 + RandomJitter.fraction() * 0.3);
                 eprintln!("error: {error:#}; retrying in {} s", delay.as_secs());
                 runtime.block_on(tokio::time::sleep(delay));
                 backoff = (backoff * 2).min(StdDuration::from_secs(3600));

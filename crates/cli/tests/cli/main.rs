@@ -7,6 +7,7 @@
 mod ca_generate;
 mod ca_sign;
 mod certificate_check;
+mod server;
 
 use std::path::Path;
 use std::process::{Command, Output};

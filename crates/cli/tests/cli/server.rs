@@ -1,0 +1,391 @@
+//! `evergreen server` as a process, and the CLI commands that talk to it: the README's
+//! flows end to end.
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// Polls `done` every 50 ms, at most `seconds` long.
+fn wait_for(seconds: u64, what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..seconds * 20 {
+        if done() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out after {seconds} s waiting for {what}");
+}
+
+use evergreen_pki::certificate::CertificateInfo;
+use evergreen_pki::pem::parse_certificates;
+use evergreen_test_util::Openssl;
+use serde_json::Value;
+
+use crate::{evergreen, stderr, stdout};
+
+/// A server process on 127.0.0.1 with a free port, stopped (SIGTERM) when dropped.
+struct ServerProcess {
+    child: Child,
+    data_dir: PathBuf,
+}
+
+impl ServerProcess {
+    fn start(data_dir: &Path) -> Self {
+        let _ = std::fs::remove_file(data_dir.join("server-url"));
+        let child = Command::new(env!("CARGO_BIN_EXE_evergreen"))
+            .args([
+                "server",
+                "--data-dir",
+                data_dir.to_str().unwrap(),
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut server = ServerProcess {
+            child,
+            data_dir: data_dir.to_owned(),
+        };
+        // The server writes its URL once it listens.
+        wait_for(60, "the server to listen", || {
+            if let Some(status) = server.child.try_wait().unwrap() {
+                panic!(
+                    "server exited with {status}: {}",
+                    server.child.wait_with_output_now()
+                );
+            }
+            data_dir.join("server-url").exists()
+        });
+        server
+    }
+
+    fn connection(&self) -> Vec<String> {
+        vec!["--data-dir".into(), self.data_dir.display().to_string()]
+    }
+
+    /// SIGTERM, then the exit status and everything the server printed.
+    fn stop(mut self) -> (std::process::ExitStatus, String) {
+        let pid = self.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let mut status = None;
+        wait_for(20, "the server to stop on SIGTERM", || {
+            status = self.child.try_wait().unwrap();
+            status.is_some()
+        });
+        let out = self.child.wait_with_output_now();
+        (status.unwrap(), out)
+    }
+}
+
+trait Drain {
+    fn wait_with_output_now(&mut self) -> String;
+}
+
+impl Drain for Child {
+    fn wait_with_output_now(&mut self) -> String {
+        use std::io::Read;
+        let mut text = String::new();
+        if let Some(mut out) = self.stdout.take() {
+            let _ = out.read_to_string(&mut text);
+        }
+        if let Some(mut err) = self.stderr.take() {
+            let _ = err.read_to_string(&mut text);
+        }
+        text
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn run(args: &[&str], connection: &[String]) -> std::process::Output {
+    let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    all.extend(connection.iter().cloned());
+    evergreen(all)
+}
+
+/// Enrolls a P-256 key made by openssl with curl, as the README shows.
+fn enroll_with_curl(dir: &Path, data_dir: &Path, token: &str, subject: &str) -> (PathBuf, PathBuf) {
+    let p256 = [
+        "genpkey",
+        "-algorithm",
+        "EC",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+    ];
+    let csr = Openssl::find().csr(dir, &p256, subject, &[]);
+    let url = std::fs::read_to_string(data_dir.join("server-url")).unwrap();
+    let b64 = evergreen_api::encode_pem(&std::fs::read_to_string(&csr).unwrap());
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--fail-with-body",
+            "--cacert",
+            data_dir.join("ca.crt").to_str().unwrap(),
+        ])
+        .args(["-X", "POST", &format!("{}/v1/enroll", url.trim())])
+        .args(["-d", &format!(r#"{{"token":"{token}","csr":"{b64}"}}"#)])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let crt = dir.join("app.crt");
+    std::fs::write(
+        &crt,
+        evergreen_api::decode_pem(json["crt"].as_str().unwrap()).unwrap(),
+    )
+    .unwrap();
+    (crt, dir.join("client.key"))
+}
+
+fn verify_with_openssl(dir: &Path, data_dir: &Path, crt: &Path) {
+    let bundle =
+        parse_certificates("ca.crt", &std::fs::read(data_dir.join("ca.crt")).unwrap()).unwrap();
+    let chain = parse_certificates("crt", &std::fs::read(crt).unwrap()).unwrap();
+    Openssl::find()
+        .verify(
+            dir,
+            &bundle[..1],
+            &chain[1..],
+            &chain[0],
+            "sslclient",
+            evergreen_test_util::wall_clock(),
+            &[],
+        )
+        .unwrap();
+    evergreen_pki::chain::verify(
+        &chain[0],
+        &chain[1..],
+        &bundle[..1],
+        evergreen_pki::certificate::Usage::ClientAuth,
+        &[],
+        evergreen_test_util::wall_clock(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn the_server_process_and_the_cli_that_drives_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("data");
+    let server = ServerProcess::start(&data_dir);
+    let connection = server.connection();
+
+    let out = run(
+        &["token", "create", "--role", "app", "--ttl", "1h"],
+        &connection,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let token = stdout(&out).trim().to_owned();
+    assert!(
+        token.starts_with("EVG10") && stderr(&out).contains("expires at"),
+        "{token}"
+    );
+
+    let (crt, key) = enroll_with_curl(tmp.path(), &data_dir, &token, "/CN=billing/O=team");
+    verify_with_openssl(tmp.path(), &data_dir, &crt);
+    let first = CertificateInfo::from_der(
+        &parse_certificates("crt", &std::fs::read(&crt).unwrap()).unwrap()[0],
+    )
+    .unwrap();
+
+    // evergreen renew: new certificate (and key), atomically, then the --exec hook.
+    let marker = tmp.path().join("reloaded");
+    let exec = format!("touch {}", marker.display());
+    let out = run(
+        &[
+            "renew",
+            "--cert",
+            crt.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+            "--rotate-key",
+            "--exec",
+            &exec,
+        ],
+        &connection,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(marker.exists(), "--exec ran");
+    verify_with_openssl(tmp.path(), &data_dir, &crt);
+    let second = CertificateInfo::from_der(
+        &parse_certificates("crt", &std::fs::read(&crt).unwrap()).unwrap()[0],
+    )
+    .unwrap();
+    assert_eq!(second.subject, first.subject);
+    assert_ne!(
+        second.public_key, first.public_key,
+        "--rotate-key made a new key"
+    );
+    assert!(
+        evergreen_pki::PrivateKey::from_pem("key", &std::fs::read(&key).unwrap())
+            .unwrap()
+            .matches_certificate(
+                &parse_certificates("crt", &std::fs::read(&crt).unwrap()).unwrap()[0]
+            )
+            .unwrap()
+    );
+
+    // The inventory shows both; revoke the current one by its file.
+    let out = run(&["certificate", "check", "-o", "json"], &connection);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        rows.iter()
+            .filter(|r| r["subject"] == "CN=billing, O=team")
+            .count(),
+        2
+    );
+    let out = run(
+        &[
+            "certificate",
+            "revoke",
+            "--cert",
+            crt.to_str().unwrap(),
+            "--reason",
+            "key-compromise",
+        ],
+        &connection,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains(&second.serial_hex()),
+        "{}",
+        stdout(&out)
+    );
+    let out = run(
+        &["certificate", "check", "--status", "revoked"],
+        &connection,
+    );
+    assert!(
+        stdout(&out).contains("REVOKED") && stdout(&out).contains(&second.serial_hex()),
+        "{}",
+        stdout(&out)
+    );
+
+    // A revoked certificate renews no more.
+    let before = std::fs::read(&crt).unwrap();
+    let out = run(
+        &[
+            "renew",
+            "--cert",
+            crt.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ],
+        &connection,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("renewal refused"), "{}", stderr(&out));
+    assert_eq!(std::fs::read(&crt).unwrap(), before, "nothing written");
+
+    // SIGTERM stops it cleanly; a restart keeps the same CAs.
+    let ca_before = std::fs::read(data_dir.join("ca.crt")).unwrap();
+    let (status, output) = server.stop();
+    assert!(status.success(), "{status}: {output}");
+    assert!(
+        output.contains("Join token for nodes") && output.contains("shutting down"),
+        "{output}"
+    );
+    let server = ServerProcess::start(&data_dir);
+    assert_eq!(std::fs::read(data_dir.join("ca.crt")).unwrap(), ca_before);
+    let out = run(&["certificate", "check"], &server.connection());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (status, _) = server.stop();
+    assert!(status.success());
+
+    // A wrong server token refuses to start and says why.
+    let token_path = data_dir.join("server/token");
+    let good = std::fs::read_to_string(&token_path).unwrap();
+    let (prefix, _) = good.trim().rsplit_once('.').unwrap();
+    std::fs::write(&token_path, format!("{prefix}.{}", "z".repeat(32))).unwrap();
+    let out = evergreen([
+        "server",
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("does not match this datastore"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn renew_daemon_renews_when_the_window_opens_and_runs_the_hook() {
+    // The server's clock runs 70 days behind, so what it issues is inside its renewal
+    // window for this host at once: the daemon renews immediately, runs --exec, then sees
+    // the clocks disagree and backs off instead of renewing in a loop.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let clock = evergreen_api::ManualClock::new(
+        evergreen_test_util::wall_clock() - evergreen_pki::Duration::days(70),
+    );
+    let t = runtime
+        .block_on(evergreen_test_util::server::TestServer::start_in(
+            &tmp.path().join("data"),
+            clock,
+        ))
+        .unwrap();
+    let app = runtime.block_on(t.enroll(
+        evergreen_api::Role::App,
+        &evergreen_pki::DistinguishedName::common_name("daemon-app"),
+    ));
+    let (crt, key) = app.write(tmp.path(), "app");
+    let marker = tmp.path().join("hook-runs");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_evergreen"))
+        .args([
+            "renew",
+            "--daemon",
+            "--cert",
+            crt.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ])
+        .args([
+            "--server",
+            t.url(),
+            "--ca",
+            tmp.path().join("data/ca.crt").to_str().unwrap(),
+        ])
+        .args(["--exec", &format!("echo run >> {}", marker.display())])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(60, "the daemon to renew", || {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the daemon exited: {}",
+            child.wait_with_output_now()
+        );
+        marker.exists()
+    });
+    // Give a runaway loop the chance to show itself, then stop the daemon.
+    std::thread::sleep(Duration::from_secs(2));
+    let _ = child.kill();
+    let _ = child.wait();
+    let runs = std::fs::read_to_string(&marker).unwrap();
+    assert_eq!(runs.lines().count(), 1, "renewed once, then backed off");
+    let renewed = parse_certificates("crt", &std::fs::read(&crt).unwrap()).unwrap();
+    assert_ne!(renewed[0], app.chain[0]);
+    let log = child.wait_with_output_now();
+    assert!(log.contains("already inside its renewal window"), "{log}");
+    runtime.block_on(t.shutdown());
+}
