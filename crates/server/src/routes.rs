@@ -607,12 +607,15 @@ async fn create_token(
     body: Result<JsonBody<TokenRequest>, ApiError>,
 ) -> Result<(StatusCode, Json<TokenResponse>), ApiError> {
     let caller = caller(&state, &peer, "token.create", &[Role::Admin]).await?;
-    let request = json_body(body)?;
+    let actor = caller.actor();
+    let request = match json_body(body) {
+        Ok(r) => r,
+        Err(e) => return Err(refuse(&state, &actor, "token.create", "-", "bad_request", e).await),
+    };
     if !matches!(request.role, Role::Node | Role::App) {
-        return Err(ApiError::bad_request(format!(
-            "join tokens are for node or app, not {}",
-            request.role
-        )));
+        let message = format!("join tokens are for node or app, not {}", request.role);
+        let e = ApiError::bad_request(message);
+        return Err(refuse(&state, &actor, "token.create", "-", "bad_request", e).await);
     }
     let now = state.now();
     let id = random_string(6).map_err(ApiError::internal)?;

@@ -180,7 +180,31 @@ impl TestServer {
             .await?;
         let chain = pem::parse_certificates("crt", &decode_pem(&bundle.crt).expect("base64"))
             .expect("chain");
+        self.assert_client_chain(&chain);
         Ok(Credential { key, chain, bundle })
+    }
+
+    /// Verifies a client certificate chain the server returned (leaf first) with webpki
+    /// and with `openssl verify`, against the server's root at the server's time.
+    pub fn assert_client_chain(&self, chain: &[CertificateDer<'static>]) {
+        use evergreen_api::Clock as _;
+        let now = self.clock.now();
+        let root = [self.root()];
+        let usage = evergreen_pki::certificate::Usage::ClientAuth;
+        evergreen_pki::chain::verify(&chain[0], &chain[1..], &root, usage, &[], now)
+            .expect("webpki verifies the returned chain");
+        let dir = tempfile::tempdir().expect("tempdir");
+        crate::Openssl::find()
+            .verify(
+                dir.path(),
+                &root,
+                &chain[1..],
+                &chain[0],
+                "sslclient",
+                now,
+                &[],
+            )
+            .expect("openssl verifies the returned chain");
     }
 
     pub async fn shutdown(self) -> Option<tempfile::TempDir> {

@@ -183,3 +183,34 @@ async fn metrics_health_and_the_api_description() {
     }
     let _ = t.clock.now();
 }
+
+#[tokio::test]
+async fn tokens_are_for_nodes_and_applications_only() {
+    let t = TestServer::start().await;
+    let request = evergreen_api::TokenRequest {
+        role: Role::Admin,
+        ttl_seconds: None,
+        description: String::new(),
+    };
+    let result = t
+        .admin()
+        .json::<_, evergreen_api::TokenResponse>("POST", "/v1/tokens", Some(&request))
+        .await;
+    let message = crate::refusal(result, 400);
+    assert!(message.contains("for node or app, not admin"), "{message}");
+    crate::assert_audited_refusal(&t, "token.create", "for node or app").await;
+    let app = t
+        .enroll(Role::App, &DistinguishedName::common_name("app"))
+        .await;
+    let request = evergreen_api::TokenRequest {
+        role: Role::Node,
+        ttl_seconds: None,
+        description: String::new(),
+    };
+    let result = t
+        .client(&app)
+        .json::<_, evergreen_api::TokenResponse>("POST", "/v1/tokens", Some(&request))
+        .await;
+    crate::refusal(result, 403);
+    crate::assert_audited_refusal(&t, "token.create", "for admin certificates").await;
+}
