@@ -27,6 +27,15 @@ pub fn fixed_now() -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp(1_790_000_000).expect("valid timestamp")
 }
 
+/// `openssl` arguments that make a P-256 key (`-out FILE` follows).
+pub const OPENSSL_P256: [&str; 5] = [
+    "genpkey",
+    "-algorithm",
+    "EC",
+    "-pkeyopt",
+    "ec_paramgen_curve:P-256",
+];
+
 /// The `openssl` command: `EVERGREEN_OPENSSL` if set, else `openssl` on `PATH`. Interop
 /// tests are never skipped: a machine without OpenSSL fails them, saying how to fix it.
 #[derive(Debug, Clone)]

@@ -8,14 +8,7 @@ use crate::{evergreen, generate, snapshot, stderr};
 
 /// A P-256 key and CSR made by openssl as the Kyma procedure does.
 fn kyma_csr(dir: &Path, subj: &str) -> std::path::PathBuf {
-    let p256 = [
-        "genpkey",
-        "-algorithm",
-        "EC",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-    ];
-    Openssl::find().csr(dir, &p256, subj, &[])
+    Openssl::find().csr(dir, &evergreen_test_util::OPENSSL_P256, subj, &[])
 }
 
 fn sign(

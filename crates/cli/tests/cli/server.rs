@@ -118,14 +118,7 @@ fn run(args: &[&str], connection: &[String]) -> std::process::Output {
 
 /// Enrolls a P-256 key made by openssl with curl, as the README shows.
 fn enroll_with_curl(dir: &Path, data_dir: &Path, token: &str, subject: &str) -> (PathBuf, PathBuf) {
-    let p256 = [
-        "genpkey",
-        "-algorithm",
-        "EC",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-    ];
-    let csr = Openssl::find().csr(dir, &p256, subject, &[]);
+    let csr = Openssl::find().csr(dir, &evergreen_test_util::OPENSSL_P256, subject, &[]);
     let url = std::fs::read_to_string(data_dir.join("server-url")).unwrap();
     let b64 = evergreen_api::encode_pem(&std::fs::read_to_string(&csr).unwrap());
     let out = Command::new("curl")

@@ -30,13 +30,7 @@ fn openssl_csrs_of_every_key_type_are_signed_with_exactly_their_public_key() {
     let h = Hierarchy::new(KeyType::EcP256, now);
     let dir = tempfile::tempdir().unwrap();
     let keygens: [&[&str]; 4] = [
-        &[
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-        ],
+        &evergreen_test_util::OPENSSL_P256,
         &[
             "genpkey",
             "-algorithm",
@@ -87,13 +81,7 @@ fn unknown_and_unwanted_csr_extensions_are_never_copied() {
     let dir = tempfile::tempdir().unwrap();
     let pem = openssl_csr(
         dir.path(),
-        &[
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-        ],
+        &evergreen_test_util::OPENSSL_P256,
         "/CN=web",
         &[
             "-addext",
@@ -164,14 +152,12 @@ fn a_csr_with_a_broken_signature_is_refused() {
 #[test]
 fn truncated_weak_and_unsupported_csrs_are_refused_clearly() {
     let dir = tempfile::tempdir().unwrap();
-    let p256 = [
-        "genpkey",
-        "-algorithm",
-        "EC",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-    ];
-    let pem = openssl_csr(dir.path(), &p256, "/CN=app", &[]);
+    let pem = openssl_csr(
+        dir.path(),
+        &evergreen_test_util::OPENSSL_P256,
+        "/CN=app",
+        &[],
+    );
     let cut = &pem[..pem.len() / 2];
     let err = CertificateRequest::from_pem("app.csr", cut)
         .unwrap_err()

@@ -47,13 +47,7 @@ async fn the_kyma_procedure_works_with_openssl_and_curl() {
     ];
     Openssl::find().csr(
         dir.path(),
-        &[
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-        ],
+        &evergreen_test_util::OPENSSL_P256,
         "/CN=kyma-app/O=Organization/OU=OrgUnit/L=Waldorf/ST=Waldorf/C=DE",
         &[],
     );
