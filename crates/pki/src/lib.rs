@@ -10,6 +10,7 @@
 //! - [`key`]: key pairs of the supported types, PEM/DER in and out, key-to-certificate match.
 //! - [`profile`]: what a root CA, role CA, server, client and peer certificate must carry.
 //! - [`authority`]: a CA that issues certificates and CRLs.
+//! - [`hierarchy`]: the cluster's root CA and its role CAs.
 //! - [`csr`] and [`policy`]: what is read from a CSR, and what is decided about it.
 //! - [`chain`]: building and verifying chains with rustls-webpki.
 //! - [`integrity`]: the checks a staged CA must pass before it may replace the current one.
@@ -26,6 +27,7 @@ pub mod crl;
 pub mod cross_sign;
 pub mod csr;
 mod error;
+pub mod hierarchy;
 pub mod integrity;
 pub mod key;
 pub mod name;

@@ -15,6 +15,7 @@ use evergreen_api::files::{self, KEY_MODE, PUBLIC_MODE};
 use evergreen_api::{Clock, Role};
 use evergreen_pki::certificate::{CertificateInfo, Fingerprint, SubjectAltName, hex};
 use evergreen_pki::chain::is_signed_by;
+use evergreen_pki::hierarchy::Hierarchy;
 use evergreen_pki::integrity::{IntegrityReport, StagedCa};
 use evergreen_pki::name::NameAttribute;
 use evergreen_pki::renewal::RenewalPolicy;
@@ -174,21 +175,18 @@ type Cas = (
 );
 
 fn generate_cas(now: OffsetDateTime, key_type: KeyType) -> anyhow::Result<Cas> {
-    let validity = Duration::days(3650);
-    let stamp = now.unix_timestamp();
-    let name = |role: &str| DistinguishedName::common_name(format!("evergreen-{role}@{stamp}"));
-    let root = CertificateAuthority::new_root(
-        name(ROOT_CA),
-        PrivateKey::generate(key_type)?,
-        validity,
-        now,
-    )?;
-    let role = |r: &str| -> anyhow::Result<CertificateAuthority> {
-        Ok(root.new_intermediate(name(r), PrivateKey::generate(key_type)?, 0, validity, now)?)
-    };
-    let cas = [role(SERVER_CA)?, role(CLIENT_CA)?, role(PEER_CA)?];
+    let Hierarchy {
+        root,
+        server,
+        client,
+        peer,
+    } = Hierarchy::generate("evergreen", key_type, Duration::days(3650), now)?;
     let root_key = PrivateKey::from_der("root-ca.key", root.key().der().clone_key())?;
-    Ok((root.certificate().clone(), Some(root_key), cas))
+    Ok((
+        root.certificate().clone(),
+        Some(root_key),
+        [server, client, peer],
+    ))
 }
 
 /// CA files staged in `DIR/server/tls/` before first start replace generation: the layout

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use evergreen_api::{Clock, Role};
-use evergreen_pki::certificate::{CertificateInfo, hex};
+use evergreen_pki::certificate::hex;
 use evergreen_pki::crl::{RevocationReason, RevokedCertificate};
 use evergreen_pki::renewal::RenewalPolicy;
 use evergreen_pki::{
@@ -24,7 +24,7 @@ pub const SERVER_CA: &str = "server-ca";
 pub const CLIENT_CA: &str = "client-ca";
 pub const PEER_CA: &str = "peer-ca";
 pub const ROOT_CA: &str = "root-ca";
-pub const ROLE_CAS: [&str; 3] = [SERVER_CA, CLIENT_CA, PEER_CA];
+pub use evergreen_pki::hierarchy::ROLE_CAS;
 
 /// How long a published CRL is valid; it is re-signed when half of that has passed, and
 /// at once on every revocation.
@@ -287,9 +287,4 @@ pub fn parse_hex(s: &str) -> anyhow::Result<Vec<u8>> {
         .step_by(2)
         .map(|i| Ok(u8::from_str_radix(&s[i..i + 2], 16)?))
         .collect()
-}
-
-/// The subject and validity of a certificate in a form for messages.
-pub fn describe(info: &CertificateInfo) -> String {
-    format!("{} (serial {})", info.subject, info.serial_hex())
 }

@@ -7,10 +7,7 @@ pub mod server;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use evergreen_pki::{
-    CertificateAuthority, CertificateDer, DistinguishedName, Duration, KeyType, OffsetDateTime,
-    PrivateKey, pem,
-};
+use evergreen_pki::{CertificateDer, Duration, KeyType, OffsetDateTime, pem};
 
 /// The wall clock, for tests that hand certificates to programs which use it (`openssl
 /// x509 -checkend`). Everything else takes a fixed time.
@@ -180,47 +177,17 @@ pub fn write(dir: &Path, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
     path
 }
 
-/// A root CA with the three role CAs under it, as `evergreen ca generate` makes.
-#[derive(Debug)]
-pub struct Hierarchy {
-    pub root: CertificateAuthority,
-    pub server: CertificateAuthority,
-    pub client: CertificateAuthority,
-    pub peer: CertificateAuthority,
+pub use evergreen_pki::hierarchy::Hierarchy;
+
+/// A test hierarchy (CAs valid for ten years from `now`).
+pub fn hierarchy(key_type: KeyType, now: OffsetDateTime) -> Hierarchy {
+    hierarchy_valid_for(key_type, now, Duration::days(3650))
 }
 
-impl Hierarchy {
-    pub fn new(key_type: KeyType, now: OffsetDateTime) -> Self {
-        Self::with_validity(key_type, now, Duration::days(3650))
-    }
-
-    pub fn with_validity(key_type: KeyType, now: OffsetDateTime, validity: Duration) -> Self {
-        let root = CertificateAuthority::new_root(
-            DistinguishedName::common_name("test-root-ca"),
-            PrivateKey::generate(key_type).expect("root key"),
-            validity,
-            now,
-        )
-        .expect("root CA");
-        let role = |name: &str| {
-            root.new_intermediate(
-                DistinguishedName::common_name(name),
-                PrivateKey::generate(key_type).expect("role key"),
-                0,
-                validity,
-                now,
-            )
-            .expect("role CA")
-        };
-        Hierarchy {
-            server: role("test-server-ca"),
-            client: role("test-client-ca"),
-            peer: role("test-peer-ca"),
-            root,
-        }
-    }
-
-    pub fn root_der(&self) -> Vec<CertificateDer<'static>> {
-        vec![self.root.certificate().clone()]
-    }
+pub fn hierarchy_valid_for(
+    key_type: KeyType,
+    now: OffsetDateTime,
+    validity: Duration,
+) -> Hierarchy {
+    Hierarchy::generate("test", key_type, validity, now).expect("test hierarchy")
 }

@@ -4,17 +4,15 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use evergreen_pki::certificate::CertificateInfo;
+use evergreen_pki::hierarchy::Hierarchy;
 use evergreen_pki::policy::{CsrPolicy, SanRule};
 use evergreen_pki::{
-    CertificateAuthority, CertificateRequest, DistinguishedName, Duration, KeyType, PrivateKey,
-    Profile, SubjectAltName, pem,
+    CertificateAuthority, CertificateRequest, Duration, KeyType, PrivateKey, Profile,
+    SubjectAltName, pem,
 };
 
 use evergreen_api::Clock;
 use evergreen_api::files::{self, KEY_MODE, PUBLIC_MODE};
-
-/// The role CAs under the root, by file name stem, each for one kind of leaf.
-pub const ROLE_CAS: [&str; 3] = ["server-ca", "client-ca", "peer-ca"];
 
 #[derive(Debug, Subcommand)]
 pub enum CaCommand {
@@ -109,16 +107,9 @@ pub fn run(command: CaCommand, clock: &dyn Clock) -> Result<()> {
 fn generate(args: &GenerateArgs, clock: &dyn Clock) -> Result<()> {
     let now = clock.now();
     let validity = Duration::days(i64::from(args.days));
-    let stamp = now.unix_timestamp();
-    let name = |role: &str| DistinguishedName::common_name(format!("{}-{role}@{stamp}", args.name));
-
-    let root = CertificateAuthority::new_root(
-        name("root-ca"),
-        PrivateKey::generate(args.key_type)?,
-        validity,
-        now,
-    )
-    .context("cannot create the root CA")?;
+    let hierarchy = Hierarchy::generate(&args.name, args.key_type, validity, now)
+        .context("cannot create the CA hierarchy")?;
+    let root = &hierarchy.root;
     let mut files: Vec<(PathBuf, Vec<u8>, u32)> = vec![
         (
             args.out.join("root-ca.crt"),
@@ -132,16 +123,7 @@ fn generate(args: &GenerateArgs, clock: &dyn Clock) -> Result<()> {
         ),
     ];
     let mut summary = vec![("root-ca.crt".to_owned(), root.info().clone())];
-    for role in ROLE_CAS {
-        let ca = root
-            .new_intermediate(
-                name(role),
-                PrivateKey::generate(args.key_type)?,
-                0,
-                validity,
-                now,
-            )
-            .with_context(|| format!("cannot create {role}"))?;
+    for (role, ca) in hierarchy.roles() {
         files.push((
             args.out.join(format!("{role}.crt")),
             ca.bundle_pem().into_bytes(),

@@ -2,13 +2,14 @@ use std::path::Path;
 
 use evergreen_pki::pem::encode;
 use evergreen_pki::{Duration, KeyType, OffsetDateTime, Profile};
-use evergreen_test_util::{Hierarchy, Openssl, wall_clock};
+use evergreen_test_util::{Openssl, wall_clock};
 use serde_json::Value;
 
 use crate::{evergreen, generate, stderr, stdout};
 
 fn write_leaf(dir: &Path, name: &str, issued_at: OffsetDateTime, days: i64) {
-    let h = Hierarchy::with_validity(KeyType::EcP256, issued_at, Duration::days(3650));
+    let h =
+        evergreen_test_util::hierarchy_valid_for(KeyType::EcP256, issued_at, Duration::days(3650));
     let key = evergreen_pki::PrivateKey::generate(KeyType::EcP256).unwrap();
     let request = evergreen_pki::IssueRequest {
         subject: evergreen_pki::DistinguishedName::common_name(name),

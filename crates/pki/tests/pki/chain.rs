@@ -1,14 +1,14 @@
 use evergreen_pki::certificate::Usage;
 use evergreen_pki::chain::verify;
 use evergreen_pki::{Duration, KeyType, Profile};
-use evergreen_test_util::{Hierarchy, fixed_now};
+use evergreen_test_util::fixed_now;
 
 use crate::issue_leaf;
 
 #[test]
 fn the_path_is_built_from_an_unordered_pool_of_intermediates() {
     let now = fixed_now();
-    let h = Hierarchy::new(KeyType::EcP256, now);
+    let h = evergreen_test_util::hierarchy(KeyType::EcP256, now);
     let (_, leaf) = issue_leaf(&h.server, Profile::Server, "web", &["web"], now);
     let pool = [
         h.client.certificate().clone(),
@@ -29,8 +29,8 @@ fn the_path_is_built_from_an_unordered_pool_of_intermediates() {
 #[test]
 fn failures_say_what_is_wrong() {
     let now = fixed_now();
-    let h = Hierarchy::new(KeyType::EcP256, now);
-    let other = Hierarchy::new(KeyType::EcP256, now);
+    let h = evergreen_test_util::hierarchy(KeyType::EcP256, now);
+    let other = evergreen_test_util::hierarchy(KeyType::EcP256, now);
     let (_, leaf) = issue_leaf(&h.client, Profile::Client, "app", &[], now);
     let inter = [h.client.certificate().clone()];
 

@@ -2,14 +2,14 @@ use evergreen_pki::certificate::Usage;
 use evergreen_pki::chain::verify;
 use evergreen_pki::crl::{CrlInfo, RevocationReason, RevokedCertificate, is_signed_by};
 use evergreen_pki::{Duration, KeyType, Profile, pem};
-use evergreen_test_util::{Hierarchy, Openssl, fixed_now, write};
+use evergreen_test_util::{Openssl, fixed_now, write};
 
 use crate::issue_leaf;
 
 #[test]
 fn a_crl_lists_revoked_serials_with_reasons_and_is_enforced_by_webpki_and_openssl() {
     let now = fixed_now();
-    let h = Hierarchy::new(KeyType::EcP256, now);
+    let h = evergreen_test_util::hierarchy(KeyType::EcP256, now);
     let (_, revoked) = issue_leaf(&h.client, Profile::Client, "gone", &[], now);
     let (_, kept) = issue_leaf(&h.client, Profile::Client, "kept", &[], now);
     let (_, other) = issue_leaf(&h.client, Profile::Client, "other", &[], now);
@@ -117,7 +117,7 @@ fn a_crl_lists_revoked_serials_with_reasons_and_is_enforced_by_webpki_and_openss
 #[test]
 fn an_empty_crl_is_valid() {
     let now = fixed_now();
-    let h = Hierarchy::new(KeyType::Ed25519, now);
+    let h = evergreen_test_util::hierarchy(KeyType::Ed25519, now);
     let crl = h
         .server
         .issue_crl(1, &[], now, now + Duration::days(1))

@@ -2,15 +2,15 @@ use evergreen_pki::certificate::{CertificateInfo, Usage};
 use evergreen_pki::chain::{is_signed_by, verify};
 use evergreen_pki::cross_sign::cross_sign;
 use evergreen_pki::{KeyType, Profile};
-use evergreen_test_util::{Hierarchy, Openssl, fixed_now};
+use evergreen_test_util::{Openssl, fixed_now};
 
 use crate::issue_leaf;
 
 #[test]
 fn a_new_root_cross_signed_by_the_old_one_is_trusted_by_old_clients() {
     let now = fixed_now();
-    let old = Hierarchy::new(KeyType::EcP256, now);
-    let new = Hierarchy::new(KeyType::EcP384, now);
+    let old = evergreen_test_util::hierarchy(KeyType::EcP256, now);
+    let new = evergreen_test_util::hierarchy(KeyType::EcP384, now);
     let cross = cross_sign(new.root.certificate(), &old.root, now).unwrap();
 
     let c = CertificateInfo::from_der(&cross).unwrap();
@@ -71,7 +71,7 @@ fn a_new_root_cross_signed_by_the_old_one_is_trusted_by_old_clients() {
 #[test]
 fn only_cas_are_cross_signed() {
     let now = fixed_now();
-    let h = Hierarchy::new(KeyType::EcP256, now);
+    let h = evergreen_test_util::hierarchy(KeyType::EcP256, now);
     let (_, leaf) = issue_leaf(&h.client, Profile::Client, "app", &[], now);
     let err = cross_sign(&leaf.der, &h.root, now).unwrap_err();
     assert!(err.to_string().contains("not a CA"), "{err}");

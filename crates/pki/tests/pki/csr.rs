@@ -1,7 +1,7 @@
 use evergreen_pki::certificate::{CertificateInfo, Usage};
 use evergreen_pki::policy::CsrPolicy;
 use evergreen_pki::{CertificateRequest, CsrError, Error, KeyType, Profile};
-use evergreen_test_util::{Hierarchy, Openssl, fixed_now, write};
+use evergreen_test_util::{Openssl, fixed_now, write};
 
 use crate::assert_verifies;
 
@@ -27,7 +27,7 @@ fn spki_of_cert(dir: &std::path::Path, der: &[u8]) -> String {
 #[test]
 fn openssl_csrs_of_every_key_type_are_signed_with_exactly_their_public_key() {
     let now = fixed_now();
-    let h = Hierarchy::new(KeyType::EcP256, now);
+    let h = evergreen_test_util::hierarchy(KeyType::EcP256, now);
     let dir = tempfile::tempdir().unwrap();
     let keygens: [&[&str]; 4] = [
         &evergreen_test_util::OPENSSL_P256,
@@ -77,7 +77,7 @@ fn openssl_csrs_of_every_key_type_are_signed_with_exactly_their_public_key() {
 #[test]
 fn unknown_and_unwanted_csr_extensions_are_never_copied() {
     let now = fixed_now();
-    let h = Hierarchy::new(KeyType::EcP256, now);
+    let h = evergreen_test_util::hierarchy(KeyType::EcP256, now);
     let dir = tempfile::tempdir().unwrap();
     let pem = openssl_csr(
         dir.path(),

@@ -1,7 +1,7 @@
 use evergreen_pki::cross_sign::cross_sign;
 use evergreen_pki::integrity::{IntegrityReport, StagedCa};
 use evergreen_pki::{CertificateDer, DistinguishedName, Duration, KeyType, PrivateKey};
-use evergreen_test_util::{Hierarchy, fixed_now};
+use evergreen_test_util::fixed_now;
 
 fn check(
     bundle: &[CertificateDer<'static>],
@@ -25,8 +25,8 @@ fn check(
 #[test]
 fn a_cross_signed_bundle_passes() {
     let now = fixed_now();
-    let old = Hierarchy::new(KeyType::EcP256, now);
-    let new = Hierarchy::new(KeyType::EcP256, now);
+    let old = evergreen_test_util::hierarchy(KeyType::EcP256, now);
+    let new = evergreen_test_util::hierarchy(KeyType::EcP256, now);
     let cross = cross_sign(new.root.certificate(), &old.root, now).unwrap();
     let bundle = vec![
         new.server.certificate().clone(),
@@ -57,8 +57,8 @@ fn a_cross_signed_bundle_passes() {
 #[test]
 fn each_failure_is_named_and_all_are_reported_together() {
     let now = fixed_now();
-    let old = Hierarchy::new(KeyType::EcP256, now);
-    let unrelated = Hierarchy::new(KeyType::EcP256, now);
+    let old = evergreen_test_util::hierarchy(KeyType::EcP256, now);
+    let unrelated = evergreen_test_util::hierarchy(KeyType::EcP256, now);
 
     let single = check(
         &[unrelated.server.certificate().clone()],
@@ -121,7 +121,7 @@ fn each_failure_is_named_and_all_are_reported_together() {
 #[test]
 fn expired_and_non_ca_certificates_fail() {
     let now = fixed_now();
-    let old = Hierarchy::new(KeyType::EcP256, now - Duration::days(10));
+    let old = evergreen_test_util::hierarchy(KeyType::EcP256, now - Duration::days(10));
     let short = old
         .root
         .new_intermediate(

@@ -5,7 +5,7 @@ use evergreen_pki::{
     CertificateAuthority, DistinguishedName, Duration, Error, IssueRequest, KeyType, PrivateKey,
     Profile,
 };
-use evergreen_test_util::{Hierarchy, Openssl, fixed_now, wall_clock, write};
+use evergreen_test_util::{Openssl, fixed_now, wall_clock, write};
 
 use crate::{assert_verifies, issue_leaf};
 
@@ -13,7 +13,7 @@ use crate::{assert_verifies, issue_leaf};
 fn every_ca_key_type_issues_server_client_and_peer_certificates() {
     let now = fixed_now();
     for key_type in KeyType::ALL {
-        let h = Hierarchy::new(key_type, now);
+        let h = evergreen_test_util::hierarchy(key_type, now);
         let (_, server) = issue_leaf(
             &h.server,
             Profile::Server,
@@ -46,7 +46,7 @@ fn every_ca_key_type_issues_server_client_and_peer_certificates() {
 #[test]
 fn certificates_carry_key_identifiers_random_serials_and_backdated_validity() {
     let now = fixed_now();
-    let h = Hierarchy::new(KeyType::EcP256, now);
+    let h = evergreen_test_util::hierarchy(KeyType::EcP256, now);
     let (_, leaf) = issue_leaf(&h.server, Profile::Server, "web", &["web"], now);
     let info = CertificateInfo::from_der(&leaf.der).unwrap();
     let ca = h.server.info();
@@ -74,7 +74,7 @@ fn certificates_carry_key_identifiers_random_serials_and_backdated_validity() {
 #[test]
 fn a_leaf_never_outlives_its_issuer() {
     let now = fixed_now();
-    let h = Hierarchy::with_validity(KeyType::EcP256, now, Duration::days(10));
+    let h = evergreen_test_util::hierarchy_valid_for(KeyType::EcP256, now, Duration::days(10));
     let (_, leaf) = issue_leaf(&h.client, Profile::Client, "app", &[], now);
     assert!(leaf.shortened);
     assert_eq!(leaf.not_after, h.client.info().not_after);
@@ -90,7 +90,7 @@ fn a_leaf_never_outlives_its_issuer() {
 #[test]
 fn a_ca_outside_its_validity_refuses_to_issue() {
     let now = fixed_now();
-    let h = Hierarchy::with_validity(KeyType::EcP256, now, Duration::days(10));
+    let h = evergreen_test_util::hierarchy_valid_for(KeyType::EcP256, now, Duration::days(10));
     let key = PrivateKey::generate(KeyType::EcP256).unwrap();
     let request = IssueRequest {
         subject: DistinguishedName::common_name("late"),
@@ -115,7 +115,7 @@ fn a_ca_outside_its_validity_refuses_to_issue() {
 #[test]
 fn a_role_ca_issues_leaves_only() {
     let now = fixed_now();
-    let h = Hierarchy::new(KeyType::EcP256, now);
+    let h = evergreen_test_util::hierarchy(KeyType::EcP256, now);
     let err = h
         .server
         .new_intermediate(
@@ -132,7 +132,7 @@ fn a_role_ca_issues_leaves_only() {
 #[test]
 fn a_ca_is_refused_with_the_wrong_key_or_a_leaf_certificate() {
     let now = fixed_now();
-    let h = Hierarchy::new(KeyType::EcP256, now);
+    let h = evergreen_test_util::hierarchy(KeyType::EcP256, now);
     let wrong = PrivateKey::from_pem("k", h.client.key().to_pem().as_bytes()).unwrap();
     let err = CertificateAuthority::from_parts(h.server.bundle(), wrong).unwrap_err();
     assert!(matches!(err, Error::KeyMismatch { .. }), "{err}");
@@ -146,7 +146,7 @@ fn a_ca_is_refused_with_the_wrong_key_or_a_leaf_certificate() {
 #[test]
 fn openssl_checkend_agrees_with_the_issued_validity() {
     let now = wall_clock();
-    let h = Hierarchy::new(KeyType::EcP256, now);
+    let h = evergreen_test_util::hierarchy(KeyType::EcP256, now);
     let key = PrivateKey::generate(KeyType::EcP256).unwrap();
     let mut policy = CsrPolicy::new(Profile::Client);
     let csr =

@@ -1,5 +1,5 @@
 use evergreen_pki::{Error, KeyType, PrivateKey};
-use evergreen_test_util::{Hierarchy, Openssl, fixed_now, write};
+use evergreen_test_util::{Openssl, fixed_now, write};
 
 #[test]
 fn generated_keys_round_trip_through_pem_and_match_openssl() {
@@ -117,7 +117,7 @@ fn unsupported_and_broken_keys_are_refused() {
 
 #[test]
 fn a_key_matches_its_own_certificate_only() {
-    let h = Hierarchy::new(KeyType::EcP256, fixed_now());
+    let h = evergreen_test_util::hierarchy(KeyType::EcP256, fixed_now());
     assert!(
         h.server
             .key()

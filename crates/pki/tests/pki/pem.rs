@@ -1,10 +1,10 @@
 use evergreen_pki::pem::{encode, encode_certificates, parse_certificates};
 use evergreen_pki::{KeyType, PrivateKey};
-use evergreen_test_util::{Hierarchy, fixed_now};
+use evergreen_test_util::fixed_now;
 
 #[test]
 fn bundles_parse_in_order_and_skip_keys() {
-    let h = Hierarchy::new(KeyType::EcP256, fixed_now());
+    let h = evergreen_test_util::hierarchy(KeyType::EcP256, fixed_now());
     let mut text = h.server.key().to_pem();
     text.push_str(&h.server.bundle_pem());
     let certs = parse_certificates("bundle.pem", text.as_bytes()).unwrap();
@@ -14,7 +14,7 @@ fn bundles_parse_in_order_and_skip_keys() {
 
 #[test]
 fn truncated_corrupt_and_empty_pem_name_the_file_and_the_fault() {
-    let h = Hierarchy::new(KeyType::EcP256, fixed_now());
+    let h = evergreen_test_util::hierarchy(KeyType::EcP256, fixed_now());
     let pem = h.server.bundle_pem();
     let cut = &pem[..pem.len() - 40];
     let err = parse_certificates("ca.crt", cut.as_bytes())

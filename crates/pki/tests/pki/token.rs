@@ -1,11 +1,11 @@
 use evergreen_pki::certificate::Fingerprint;
 use evergreen_pki::token::JoinToken;
 use evergreen_pki::{KeyType, TokenError};
-use evergreen_test_util::{Hierarchy, fixed_now};
+use evergreen_test_util::fixed_now;
 
 #[test]
 fn tokens_round_trip_and_pin_the_root() {
-    let h = Hierarchy::new(KeyType::EcP256, fixed_now());
+    let h = evergreen_test_util::hierarchy(KeyType::EcP256, fixed_now());
     let token = JoinToken::generate(h.root.certificate()).unwrap();
     let text = token.to_string();
     assert!(text.starts_with("EVG10"));
@@ -18,7 +18,7 @@ fn tokens_round_trip_and_pin_the_root() {
     // Any role CA bundle (role CA + root) is accepted; role CAs can rotate freely.
     token.verify_bundle(&h.server.bundle()).unwrap();
     token.verify_bundle(&h.root_der()).unwrap();
-    let other = Hierarchy::new(KeyType::EcP256, fixed_now());
+    let other = evergreen_test_util::hierarchy(KeyType::EcP256, fixed_now());
     let err = token.verify_bundle(&other.server.bundle()).unwrap_err();
     let TokenError::RootMismatch { expected, found } = &err else {
         panic!("{err}")

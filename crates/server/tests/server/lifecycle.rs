@@ -5,8 +5,8 @@ use evergreen_api::{Clock, ManualClock, Role};
 use evergreen_pki::certificate::{CertificateInfo, Fingerprint, Usage};
 use evergreen_pki::token::JoinToken;
 use evergreen_pki::{DistinguishedName, Duration, KeyType, pem};
+use evergreen_test_util::Openssl;
 use evergreen_test_util::server::TestServer;
-use evergreen_test_util::{Hierarchy, Openssl};
 
 #[tokio::test]
 async fn a_restart_keeps_every_ca_token_and_inventory_row() {
@@ -147,7 +147,7 @@ async fn ca_files_staged_before_first_start_are_used() {
     let tls = data_dir.join("server/tls");
     std::fs::create_dir_all(&tls).unwrap();
     let clock = ManualClock::new(evergreen_test_util::wall_clock());
-    let staged = Hierarchy::new(KeyType::EcP384, clock.now());
+    let staged = evergreen_test_util::hierarchy(KeyType::EcP384, clock.now());
     std::fs::write(
         tls.join("root-ca.crt"),
         pem::encode("CERTIFICATE", staged.root.certificate()),
@@ -177,7 +177,7 @@ async fn ca_files_staged_before_first_start_are_used() {
     let dir2 = tempfile::tempdir().unwrap();
     let tls2 = dir2.path().join("data/server/tls");
     std::fs::create_dir_all(&tls2).unwrap();
-    let other = Hierarchy::new(KeyType::EcP256, evergreen_test_util::wall_clock());
+    let other = evergreen_test_util::hierarchy(KeyType::EcP256, evergreen_test_util::wall_clock());
     for entry in std::fs::read_dir(&tls).unwrap().flatten() {
         std::fs::copy(entry.path(), tls2.join(entry.file_name())).unwrap();
     }

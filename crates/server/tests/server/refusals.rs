@@ -87,7 +87,7 @@ async fn renewal_of_an_expired_certificate() {
 #[tokio::test]
 async fn renewal_with_a_foreign_certificate() {
     let t = TestServer::start().await;
-    let other = evergreen_test_util::Hierarchy::new(KeyType::EcP256, t.clock.now());
+    let other = evergreen_test_util::hierarchy(KeyType::EcP256, t.clock.now());
     let key = PrivateKey::generate(KeyType::EcP256).unwrap();
     let request = evergreen_pki::IssueRequest {
         subject: app_subject(),
