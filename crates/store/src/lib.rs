@@ -148,6 +148,74 @@ pub struct AuditEvent {
     pub detail: String,
 }
 
+/// A named certificate's definition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedRecord {
+    pub name: String,
+    /// `cluster` or `node`.
+    pub scope: String,
+    /// `selfsigned`, `provided` or `secret`.
+    pub kind: String,
+    pub label: String,
+    pub internal: bool,
+    /// `server`, `client` or `peer`.
+    pub usage: String,
+    pub sans: Vec<String>,
+    /// Node names; empty means every node.
+    pub nodes: Vec<String>,
+    pub secret_path: Option<String>,
+    /// File names in the secret directory: certificate, key, CA.
+    pub secret_keys: [String; 3],
+    /// The current version; 0 before the first.
+    pub version: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// One version of a named certificate.
+#[derive(Clone, PartialEq, Eq)]
+pub struct NamedVersion {
+    pub name: String,
+    pub version: i64,
+    /// Cluster scope: the chain (leaf first) and its sealed key; node scope: `None`.
+    pub chain_pem: Option<String>,
+    pub sealed_key: Option<Vec<u8>>,
+    pub ca_pem: Option<String>,
+    pub fingerprint: Option<String>,
+    pub not_after: Option<i64>,
+    /// Why this version exists: `created`, `set`, `label`, `rotate`, `secret changed`.
+    pub reason: String,
+    pub created_at: i64,
+}
+
+impl std::fmt::Debug for NamedVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NamedVersion")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .field("fingerprint", &self.fingerprint)
+            .field("sealed_key", &self.sealed_key.as_ref().map(|_| "[elided]"))
+            .finish_non_exhaustive()
+    }
+}
+
+/// A change to one named certificate: its definition, and a new version if any.
+#[derive(Debug, Clone)]
+pub struct NamedChange {
+    pub record: NamedRecord,
+    pub new_version: Option<NamedVersion>,
+}
+
+/// What a node reported it installed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Acknowledgement {
+    pub node: String,
+    pub name: String,
+    pub version: i64,
+    pub fingerprint: String,
+    pub at: i64,
+}
+
 /// Everything first start writes, written in one transaction: a crash during
 /// initialisation leaves nothing half-made.
 #[derive(Debug, Clone, Default)]
@@ -187,6 +255,17 @@ pub trait Store: Send + Sync + 'static {
     async fn audit(&self, event: &AuditEvent) -> Result<()>;
     /// The newest `limit` entries, newest first.
     async fn audit_log(&self, limit: u32) -> Result<Vec<AuditEvent>>;
+
+    async fn named(&self) -> Result<Vec<NamedRecord>>;
+    async fn named_by_name(&self, name: &str) -> Result<Option<NamedRecord>>;
+    /// Writes every change in one transaction and advances the cluster revision; returns
+    /// the new revision.
+    async fn save_named(&self, changes: &[NamedChange]) -> Result<i64>;
+    async fn named_version(&self, name: &str, version: i64) -> Result<Option<NamedVersion>>;
+    async fn acknowledge(&self, ack: &Acknowledgement) -> Result<()>;
+    async fn acknowledgements(&self) -> Result<Vec<Acknowledgement>>;
+    /// The cluster revision: advances with every change agents watch for.
+    async fn revision(&self) -> Result<i64>;
 
     /// Closes every connection, waiting for those in use; SQLite then folds its
     /// write-ahead log into the database file.

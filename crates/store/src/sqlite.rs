@@ -12,14 +12,49 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row, Sqlite};
 
 use crate::{
-    AuditEvent, CaRecord, CertificateRecord, Initialization, InventoryQuery, Result, RevokeOutcome,
-    RevokedSerial, Store, StoreError, TokenRecord, TokenUse,
+    Acknowledgement, AuditEvent, CaRecord, CertificateRecord, Initialization, InventoryQuery,
+    NamedChange, NamedRecord, NamedVersion, Result, RevokeOutcome, RevokedSerial, Store,
+    StoreError, TokenRecord, TokenUse,
 };
 
 /// Schema versions, applied in order, each in its own transaction.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_initial.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/sqlite/0001_initial.sql")),
+    (
+        2,
+        include_str!("../migrations/sqlite/0002_named_certificates.sql"),
+    ),
+];
 
 const INITIALIZED: &str = "initialized";
+const REVISION: &str = "revision";
+
+fn split(list: &str) -> Vec<String> {
+    list.split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn named(row: &SqliteRow) -> Result<NamedRecord> {
+    let keys = split(&row.try_get::<String, _>("secret_keys")?);
+    let key = |i: usize, default: &str| keys.get(i).cloned().unwrap_or_else(|| default.to_owned());
+    Ok(NamedRecord {
+        name: row.try_get("name")?,
+        scope: row.try_get("scope")?,
+        kind: row.try_get("kind")?,
+        label: row.try_get("label")?,
+        internal: row.try_get("internal")?,
+        usage: row.try_get("usage")?,
+        sans: split(&row.try_get::<String, _>("sans")?),
+        nodes: split(&row.try_get::<String, _>("nodes")?),
+        secret_path: row.try_get("secret_path")?,
+        secret_keys: [key(0, "cert"), key(1, "key"), key(2, "cacert")],
+        version: row.try_get("version")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -458,6 +493,146 @@ impl Store for SqliteStore {
                 })
             })
             .collect()
+    }
+
+    async fn named(&self) -> Result<Vec<NamedRecord>> {
+        let rows = sqlx::query("SELECT * FROM named_certificates ORDER BY name")
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(named).collect()
+    }
+
+    async fn named_by_name(&self, name: &str) -> Result<Option<NamedRecord>> {
+        sqlx::query("SELECT * FROM named_certificates WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.reader)
+            .await?
+            .as_ref()
+            .map(named)
+            .transpose()
+    }
+
+    async fn save_named(&self, changes: &[NamedChange]) -> Result<i64> {
+        let mut tx = self.writer.begin().await?;
+        for change in changes {
+            let r = &change.record;
+            sqlx::query(
+                "INSERT INTO named_certificates (name, scope, kind, label, internal, usage, sans, nodes, \
+                 secret_path, secret_keys, version, created_at, updated_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                 ON CONFLICT (name) DO UPDATE SET scope = excluded.scope, kind = excluded.kind, \
+                 label = excluded.label, internal = excluded.internal, usage = excluded.usage, \
+                 sans = excluded.sans, nodes = excluded.nodes, secret_path = excluded.secret_path, \
+                 secret_keys = excluded.secret_keys, version = excluded.version, \
+                 updated_at = excluded.updated_at",
+            )
+            .bind(&r.name)
+            .bind(&r.scope)
+            .bind(&r.kind)
+            .bind(&r.label)
+            .bind(r.internal)
+            .bind(&r.usage)
+            .bind(r.sans.join(","))
+            .bind(r.nodes.join(","))
+            .bind(&r.secret_path)
+            .bind(r.secret_keys.join(","))
+            .bind(r.version)
+            .bind(r.created_at)
+            .bind(r.updated_at)
+            .execute(&mut *tx)
+            .await?;
+            if let Some(v) = &change.new_version {
+                sqlx::query(
+                    "INSERT INTO named_versions (name, version, chain_pem, sealed_key, ca_pem, fingerprint, \
+                     not_after, reason, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                )
+                .bind(&v.name)
+                .bind(v.version)
+                .bind(&v.chain_pem)
+                .bind(&v.sealed_key)
+                .bind(&v.ca_pem)
+                .bind(&v.fingerprint)
+                .bind(v.not_after)
+                .bind(&v.reason)
+                .bind(v.created_at)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        let revision: i64 = sqlx::query_scalar(
+            "INSERT INTO meta (key, value) VALUES (?, CAST(1 AS TEXT)) \
+             ON CONFLICT (key) DO UPDATE SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT) \
+             RETURNING CAST(value AS INTEGER)",
+        )
+        .bind(REVISION)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(revision)
+    }
+
+    async fn named_version(&self, name: &str, version: i64) -> Result<Option<NamedVersion>> {
+        let Some(r) = sqlx::query("SELECT * FROM named_versions WHERE name = ? AND version = ?")
+            .bind(name)
+            .bind(version)
+            .fetch_optional(&self.reader)
+            .await?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(NamedVersion {
+            name: r.try_get("name")?,
+            version: r.try_get("version")?,
+            chain_pem: r.try_get("chain_pem")?,
+            sealed_key: r.try_get("sealed_key")?,
+            ca_pem: r.try_get("ca_pem")?,
+            fingerprint: r.try_get("fingerprint")?,
+            not_after: r.try_get("not_after")?,
+            reason: r.try_get("reason")?,
+            created_at: r.try_get("created_at")?,
+        }))
+    }
+
+    async fn acknowledge(&self, ack: &Acknowledgement) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO acknowledgements (node, name, version, fingerprint, at) VALUES (?, ?, ?, ?, ?) \
+             ON CONFLICT (node, name) DO UPDATE SET version = excluded.version, \
+             fingerprint = excluded.fingerprint, at = excluded.at",
+        )
+        .bind(&ack.node)
+        .bind(&ack.name)
+        .bind(ack.version)
+        .bind(&ack.fingerprint)
+        .bind(ack.at)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn acknowledgements(&self) -> Result<Vec<Acknowledgement>> {
+        let rows = sqlx::query("SELECT * FROM acknowledgements ORDER BY name, node")
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Acknowledgement {
+                    node: r.try_get("node")?,
+                    name: r.try_get("name")?,
+                    version: r.try_get("version")?,
+                    fingerprint: r.try_get("fingerprint")?,
+                    at: r.try_get("at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn revision(&self) -> Result<i64> {
+        let value: Option<String> =
+            sqlx::query_scalar("SELECT CAST(value AS TEXT) FROM meta WHERE key = ?")
+                .bind(REVISION)
+                .fetch_optional(&self.reader)
+                .await?;
+        Ok(value.and_then(|v| v.parse().ok()).unwrap_or(0))
     }
 
     async fn close(&self) {

@@ -6,8 +6,9 @@
 )]
 
 use evergreen_store::{
-    AuditEvent, CaRecord, CertificateRecord, Initialization, InventoryQuery, RevokeOutcome,
-    SqliteStore, Store, StoreError, TokenRecord, TokenUse,
+    Acknowledgement, AuditEvent, CaRecord, CertificateRecord, Initialization, InventoryQuery,
+    NamedChange, NamedRecord, NamedVersion, RevokeOutcome, SqliteStore, Store, StoreError,
+    TokenRecord, TokenUse,
 };
 
 fn cert(serial: &str, not_after: i64, issuer: &str) -> CertificateRecord {
@@ -228,6 +229,126 @@ async fn suite(store: &dyn Store) {
     let log = store.audit_log(10).await.unwrap();
     assert_eq!(log.len(), 2);
     assert_eq!(log[0].outcome, "refused");
+
+    named_certificates(store).await;
+}
+
+async fn named_certificates(store: &dyn Store) {
+    assert_eq!(store.revision().await.unwrap(), 0);
+    let proxy = NamedRecord {
+        name: "proxy".into(),
+        scope: "cluster".into(),
+        kind: "selfsigned".into(),
+        label: String::new(),
+        internal: false,
+        usage: "server".into(),
+        sans: vec!["DNS:proxy.example".into()],
+        nodes: vec![],
+        secret_path: None,
+        secret_keys: ["cert".into(), "key".into(), "cacert".into()],
+        version: 1,
+        created_at: 1,
+        updated_at: 1,
+    };
+    let version = |name: &str, v: i64| NamedVersion {
+        name: name.into(),
+        version: v,
+        chain_pem: Some(format!("chain {v}")),
+        sealed_key: Some(vec![v as u8]),
+        ca_pem: Some("ca".into()),
+        fingerprint: Some(format!("fp{v}")),
+        not_after: Some(100),
+        reason: "created".into(),
+        created_at: 1,
+    };
+    let kubelet = NamedRecord {
+        name: "kubelet".into(),
+        scope: "node".into(),
+        sans: vec!["DNS:{node}".into(), "IP:{ip}".into()],
+        nodes: vec!["a".into(), "b".into()],
+        version: 0,
+        ..proxy.clone()
+    };
+    let revision = store
+        .save_named(&[
+            NamedChange {
+                record: proxy.clone(),
+                new_version: Some(version("proxy", 1)),
+            },
+            NamedChange {
+                record: kubelet.clone(),
+                new_version: None,
+            },
+        ])
+        .await
+        .unwrap();
+    assert_eq!(revision, 1);
+    assert_eq!(store.revision().await.unwrap(), 1);
+    assert_eq!(
+        store.named().await.unwrap(),
+        vec![kubelet.clone(), proxy.clone()]
+    );
+    assert_eq!(
+        store.named_by_name("kubelet").await.unwrap().unwrap().sans,
+        ["DNS:{node}", "IP:{ip}"]
+    );
+    assert_eq!(
+        store.named_version("proxy", 1).await.unwrap().unwrap(),
+        version("proxy", 1)
+    );
+    assert!(!format!("{:?}", version("proxy", 1)).contains("sealed_key: Some([1"));
+
+    // A change and its version land together; a failing batch changes nothing.
+    let labelled = NamedRecord {
+        label: "v2".into(),
+        version: 2,
+        updated_at: 2,
+        ..proxy.clone()
+    };
+    assert_eq!(
+        store
+            .save_named(&[NamedChange {
+                record: labelled.clone(),
+                new_version: Some(version("proxy", 2))
+            }])
+            .await
+            .unwrap(),
+        2
+    );
+    let duplicate = NamedChange {
+        record: labelled.clone(),
+        new_version: Some(version("proxy", 2)),
+    };
+    let other = NamedChange {
+        record: NamedRecord {
+            label: "never".into(),
+            ..kubelet.clone()
+        },
+        new_version: None,
+    };
+    assert!(store.save_named(&[other, duplicate]).await.is_err());
+    assert_eq!(
+        store.named_by_name("kubelet").await.unwrap().unwrap().label,
+        "",
+        "rolled back"
+    );
+    assert_eq!(store.revision().await.unwrap(), 2);
+
+    for (node, v) in [("a", 1), ("b", 2), ("a", 2)] {
+        store
+            .acknowledge(&Acknowledgement {
+                node: node.into(),
+                name: "proxy".into(),
+                version: v,
+                fingerprint: format!("fp{v}"),
+                at: v,
+            })
+            .await
+            .unwrap();
+    }
+    let acks = store.acknowledgements().await.unwrap();
+    assert_eq!(acks.len(), 2, "one row per node and name");
+    assert!(acks.iter().all(|a| a.version == 2));
 }
 
 #[tokio::test]
