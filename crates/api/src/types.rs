@@ -63,6 +63,8 @@ pub enum Role {
     App,
     /// The server's own serving certificate.
     Server,
+    /// A named certificate for a service (proxy, syncer, …): never an API credential.
+    Service,
 }
 
 impl Role {
@@ -72,13 +74,20 @@ impl Role {
             Role::Node => "node",
             Role::App => "app",
             Role::Server => "server",
+            Role::Service => "service",
         }
     }
 
     pub fn parse(s: &str) -> Option<Role> {
-        [Role::Admin, Role::Node, Role::App, Role::Server]
-            .into_iter()
-            .find(|r| r.as_str() == s)
+        [
+            Role::Admin,
+            Role::Node,
+            Role::App,
+            Role::Server,
+            Role::Service,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
     }
 }
 
@@ -186,4 +195,151 @@ mod tests {
             r#"{"crt":"a","clientCrt":"b","caCrt":"c"}"#
         );
     }
+}
+
+/// A named certificate's declaration (`POST /v1/cluster/certificates`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamedCertificateSpec {
+    pub name: String,
+    /// `cluster` (one certificate and key for every node) or `node` (one per node, key
+    /// made on the node).
+    #[serde(default = "default_scope")]
+    pub scope: String,
+    /// `selfsigned` (issued by the cluster CA), `provided` (uploaded) or `secret` (read
+    /// from a directory the server watches).
+    #[serde(rename = "type", default = "default_kind")]
+    pub kind: String,
+    #[serde(default)]
+    pub label: String,
+    /// Internal certificates may only be selfsigned.
+    #[serde(default)]
+    pub internal: bool,
+    /// `server`, `client` or `peer`.
+    #[serde(default = "default_usage")]
+    pub usage: String,
+    /// DNS names or IPs; node scope may use `{node}` and `{ip}`.
+    #[serde(default)]
+    pub sans: Vec<String>,
+    /// Nodes that install it; empty: every node.
+    #[serde(default)]
+    pub nodes: Vec<String>,
+    /// For `secret`: the directory and the file names in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<SecretRef>,
+}
+
+fn default_scope() -> String {
+    "cluster".into()
+}
+fn default_kind() -> String {
+    "selfsigned".into()
+}
+fn default_usage() -> String {
+    "server".into()
+}
+
+/// Where a `secret` certificate is read from: `path/cert`, `path/key`, `path/cacert`
+/// unless other file names are given (as Event Streams' `tls.cert`, `tls.key`, `tls.cacert`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretRef {
+    pub path: String,
+    #[serde(default = "default_cert_key")]
+    pub cert: String,
+    #[serde(default = "default_key_key")]
+    pub key: String,
+    #[serde(default = "default_cacert_key")]
+    pub cacert: String,
+}
+
+fn default_cert_key() -> String {
+    "cert".into()
+}
+fn default_key_key() -> String {
+    "key".into()
+}
+fn default_cacert_key() -> String {
+    "cacert".into()
+}
+
+/// `PUT /v1/cluster/update_cert`, as Redis Enterprise: PEM text, not base64.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateCert {
+    pub name: String,
+    pub key: String,
+    pub certificate: String,
+}
+
+/// `PUT /v1/cluster/certificates`: all validated before any is changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateCerts {
+    pub certificates: Vec<UpdateCert>,
+}
+
+/// What a replacement did, and whether clients must change what they trust.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replacement {
+    pub name: String,
+    pub version: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<String>,
+    /// True when the new certificate is not issued by the CA that issued the one it
+    /// replaces (clients must trust the new CA).
+    pub clients_must_update_trust: bool,
+    pub trust: String,
+}
+
+/// `POST /v1/cluster/certificates/rotate`: the names to regenerate; empty: every
+/// selfsigned one.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RotateRequest {
+    #[serde(default)]
+    pub names: Vec<String>,
+}
+
+/// `PUT /v1/cluster/certificates/{name}/label`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabelRequest {
+    pub label: String,
+}
+
+/// A node's acknowledgement of what it installed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeAck {
+    pub node: String,
+    pub version: i64,
+    pub fingerprint: String,
+    /// RFC 3339.
+    pub at: String,
+}
+
+/// One named certificate with its rollout (`GET /v1/cluster/certificates`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamedCertificateStatus {
+    pub name: String,
+    pub scope: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub label: String,
+    pub internal: bool,
+    pub usage: String,
+    pub sans: Vec<String>,
+    pub nodes: Vec<String>,
+    pub version: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<String>,
+    pub acknowledged: Vec<NodeAck>,
+}
+
+/// `POST /v1/nodes/{node}/bundle`: a node credential made by the server, for a runtime
+/// that runs no agent. Every field is base64 of PEM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeBundle {
+    pub crt: String,
+    pub key: String,
+    #[serde(rename = "caCrt")]
+    pub ca_crt: String,
 }

@@ -55,6 +55,8 @@ fn read_token(path: &Path) -> anyhow::Result<Option<JoinToken>> {
 #[derive(Debug)]
 pub struct Booted {
     pub cluster: Cluster,
+    /// Seals and opens keys kept in the datastore.
+    pub sealing: SealingKey,
     /// The node join token printed at start, when its file exists.
     pub node_token: Option<String>,
 }
@@ -165,6 +167,7 @@ async fn first_start(
             peer_ca,
         },
         node_token: Some(node_token.to_string()),
+        sealing,
     })
 }
 
@@ -334,6 +337,7 @@ async fn restart(store: &dyn Store, paths: &Paths) -> anyhow::Result<Booted> {
     Ok(Booted {
         cluster,
         node_token,
+        sealing,
     })
 }
 

@@ -10,6 +10,7 @@ mod auth;
 mod bootstrap;
 pub mod error;
 mod metrics;
+mod named;
 mod observe;
 pub mod routes;
 pub mod state;
@@ -104,6 +105,9 @@ impl Checker {
         if state.crls_stale() {
             state.publish_crls().await?;
         }
+        named::refresh_secrets(state)
+            .await
+            .map_err(|e| anyhow::anyhow!(e.message))?;
         Ok(())
     }
 }
@@ -207,6 +211,8 @@ async fn start_with(
         settings: config.settings.clone(),
         paths: paths.clone(),
         metrics: Default::default(),
+        sealing: booted.sealing,
+        named_lock: Mutex::new(()),
         crl_lock: Mutex::new(()),
     });
     state.publish_crls().await.context("cannot publish CRLs")?;

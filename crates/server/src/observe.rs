@@ -93,6 +93,15 @@ pub fn document() -> Value {
             "/v1/certificates": { "get": op("Inventory of issued certificates; query: expiring_within (30d), status (active|expired|revoked), limit, cursor", "admin", "200") },
             "/v1/crl/{ca}": { "get": op("DER CRL of server-ca, client-ca or peer-ca", "anyone", "200") },
             "/v1/tokens": { "post": op("Create a join token: {\"role\": \"node\"|\"app\", \"ttl_seconds\", \"description\"}", "admin", "201") },
+            "/v1/cluster/certificates": {
+                "get": op("Named certificates: type, label, version, fingerprint, expiry and which nodes acknowledged which version", "admin", "200"),
+                "post": op("Declare a named certificate: {\"name\",\"scope\",\"type\",\"label\",\"internal\",\"usage\",\"sans\",\"nodes\",\"secret\"}", "admin", "201"),
+                "put": op("Replace several: {\"certificates\":[{\"name\",\"key\",\"certificate\"}]}; all validated before any changes", "admin", "200")
+            },
+            "/v1/cluster/update_cert": { "put": op("Replace one (Redis Enterprise): {\"name\",\"key\",\"certificate\"} as PEM; 403 unknown name, 400 malformed or mismatched, 406 expired", "admin", "200") },
+            "/v1/cluster/certificates/rotate": { "post": op("Regenerate selfsigned certificates: {\"names\":[…]}, empty for all", "admin", "200") },
+            "/v1/cluster/certificates/{name}/label": { "put": op("Set a label; a new label regenerates a selfsigned certificate", "admin", "200") },
+            "/v1/nodes/{node}/bundle": { "post": op("A node certificate and key made by the server, for a runtime without an agent", "admin", "201") },
             "/healthz": { "get": op("Liveness", "anyone", "200") },
             "/readyz": { "get": op("Readiness: the datastore answers", "anyone", "200") },
             "/metrics": { "get": op("Prometheus metrics", "anyone", "200") },

@@ -44,6 +44,25 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/certificates", get(inventory))
         .route("/v1/crl/{ca}", get(crl))
         .route("/v1/tokens", post(create_token))
+        .route(
+            "/v1/cluster/certificates",
+            get(crate::named::list)
+                .post(crate::named::create)
+                .put(crate::named::update_certs),
+        )
+        .route(
+            "/v1/cluster/update_cert",
+            axum::routing::put(crate::named::update_cert),
+        )
+        .route(
+            "/v1/cluster/certificates/rotate",
+            post(crate::named::rotate),
+        )
+        .route(
+            "/v1/cluster/certificates/{name}/label",
+            axum::routing::put(crate::named::label),
+        )
+        .route("/v1/nodes/{node}/bundle", post(crate::named::node_bundle))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(crate::observe::metrics))
@@ -54,7 +73,7 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 /// Counts and audits a refusal, and returns the error to answer with.
-async fn refuse(
+pub(crate) async fn refuse(
     state: &AppState,
     actor: &str,
     action: &str,
@@ -74,7 +93,7 @@ async fn refuse(
 }
 
 /// Authenticates the peer and checks its role; a failure is refused and audited.
-async fn caller(
+pub(crate) async fn caller(
     state: &AppState,
     peer: &Peer,
     action: &str,
@@ -92,7 +111,7 @@ async fn caller(
     Ok(caller)
 }
 
-fn json_body<T>(body: Result<JsonBody<T>, ApiError>) -> Result<T, ApiError> {
+pub(crate) fn json_body<T>(body: Result<JsonBody<T>, ApiError>) -> Result<T, ApiError> {
     body.map(|JsonBody(v)| v)
 }
 

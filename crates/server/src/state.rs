@@ -135,6 +135,10 @@ pub struct AppState {
     pub settings: Settings,
     pub paths: Paths,
     pub metrics: Metrics,
+    /// Seals the keys of cluster-scope named certificates.
+    pub sealing: evergreen_store::envelope::SealingKey,
+    /// Serialises named-certificate changes so versions are assigned in order.
+    pub named_lock: Mutex<()>,
     /// Serialises CRL publication so CRL numbers and the TLS configuration move together.
     pub crl_lock: Mutex<()>,
 }

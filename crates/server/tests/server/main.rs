@@ -9,6 +9,7 @@
 mod api;
 mod kyma;
 mod lifecycle;
+mod named;
 mod refusals;
 mod revocation;
 

@@ -1,0 +1,1011 @@
+//! Named certificates: one model for Redis-style cluster certificates set once for every
+//! node, Event Streams' labels and types, and node-scope certificates each node issues
+//! for itself.
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use evergreen_api::{
+    LabelRequest, NamedCertificateSpec, NamedCertificateStatus, NodeAck, NodeBundle, Replacement,
+    Role, RotateRequest, UpdateCert, UpdateCerts, encode_pem,
+};
+use evergreen_pki::certificate::{CertificateInfo, SubjectAltName};
+use evergreen_pki::{
+    CertificateDer, DistinguishedName, IssueRequest, KeyType, PrivateKey, Profile, pem,
+};
+use evergreen_store::{NamedChange, NamedRecord, NamedVersion};
+
+use crate::auth::rfc3339;
+use crate::error::{ApiError, JsonBody};
+use crate::routes::{caller, json_body, refuse};
+use crate::state::{AppState, CLIENT_CA, Issuance, PEER_CA, SERVER_CA};
+use crate::tls::Peer;
+
+/// Names the server keeps for itself.
+const BUILT_IN: [&str; 2] = ["server", "admin"];
+const KINDS: [&str; 3] = ["selfsigned", "provided", "secret"];
+
+type AppStateRef = State<Arc<AppState>>;
+
+fn valid_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if !ok {
+        return Err(format!(
+            "certificate name {name:?} must be 1-63 lowercase letters, digits and '-'"
+        ));
+    }
+    if BUILT_IN.contains(&name) {
+        return Err(format!("{name:?} is built in; choose another name"));
+    }
+    Ok(())
+}
+
+/// Labels as Event Streams allows them in Kubernetes labels: letters, digits, `-`, `_`,
+/// `.`, at most 63.
+fn valid_label(label: &str) -> Result<(), String> {
+    if label.len() > 63
+        || !label
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(format!(
+            "label {label:?} may hold only letters, digits, '-', '_' and '.', at most 63 characters"
+        ));
+    }
+    Ok(())
+}
+
+/// The profile and issuing CA of a usage.
+fn usage(usage: &str) -> Result<(Profile, &'static str), String> {
+    match usage {
+        "server" => Ok((Profile::Server, SERVER_CA)),
+        "client" => Ok((Profile::Client, CLIENT_CA)),
+        "peer" => Ok((Profile::Peer, PEER_CA)),
+        other => Err(format!(
+            "unknown usage {other:?}; use server, client or peer"
+        )),
+    }
+}
+
+/// SANs of a node-scope certificate for one node: `{node}` and `{ip}` filled in.
+pub fn node_sans(
+    templates: &[String],
+    node: &str,
+    ip: &str,
+) -> Result<Vec<SubjectAltName>, String> {
+    templates
+        .iter()
+        .map(|t| t.replace("{node}", node).replace("{ip}", ip).parse())
+        .collect()
+}
+
+fn known_names(records: &[NamedRecord]) -> String {
+    if records.is_empty() {
+        "none declared yet".into()
+    } else {
+        records
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+fn key_aad(name: &str, version: i64) -> Vec<u8> {
+    format!("evergreen:named-key:{name}:{version}").into_bytes()
+}
+
+/// A certificate with its key and the CA chain clients should trust.
+struct Material {
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKey,
+    ca: Vec<CertificateDer<'static>>,
+}
+
+impl Material {
+    fn version(
+        &self,
+        state: &AppState,
+        name: &str,
+        version: i64,
+        reason: &str,
+    ) -> Result<NamedVersion, ApiError> {
+        let info = CertificateInfo::from_der(&self.chain[0]).map_err(ApiError::internal)?;
+        let sealed = state
+            .sealing
+            .seal(self.key.to_pem().as_bytes(), &key_aad(name, version))
+            .map_err(ApiError::internal)?;
+        Ok(NamedVersion {
+            name: name.to_owned(),
+            version,
+            chain_pem: Some(pem::encode_certificates(&self.chain)),
+            sealed_key: Some(sealed),
+            ca_pem: Some(pem::encode_certificates(&self.ca)),
+            fingerprint: Some(info.fingerprint.to_string()),
+            not_after: Some(info.not_after.unix_timestamp()),
+            reason: reason.to_owned(),
+            created_at: state.now().unix_timestamp(),
+        })
+    }
+}
+
+/// Issues a cluster-scope selfsigned certificate from the CA its usage names.
+async fn issue_cluster(state: &AppState, record: &NamedRecord) -> Result<Material, ApiError> {
+    let (profile, ca) = usage(&record.usage).map_err(ApiError::bad_request)?;
+    let sans = record
+        .sans
+        .iter()
+        .map(|s| s.parse())
+        .collect::<Result<Vec<SubjectAltName>, _>>()
+        .map_err(ApiError::bad_request)?;
+    let key = PrivateKey::generate(KeyType::EcP256).map_err(ApiError::internal)?;
+    let request = IssueRequest {
+        subject: DistinguishedName::common_name(&record.name),
+        subject_alt_names: sans,
+        public_key: key.public_key(),
+        profile,
+        validity: state.settings.node_validity,
+    };
+    let how = Issuance {
+        ca,
+        role: Role::Service,
+        owner: format!("named:{}", record.name),
+        renewed_from: None,
+    };
+    let (issued, _) = state.issue(&request, how).await?;
+    let ca_bundle = state
+        .cluster
+        .load()
+        .ca(ca)
+        .map(|c| c.bundle())
+        .unwrap_or_default();
+    let mut chain = vec![issued.der];
+    chain.extend(ca_bundle.iter().cloned());
+    Ok(Material {
+        chain,
+        key,
+        ca: ca_bundle,
+    })
+}
+
+/// A version for a node-scope certificate: no material, it tells nodes to re-issue.
+fn node_version(state: &AppState, name: &str, version: i64, reason: &str) -> NamedVersion {
+    NamedVersion {
+        name: name.to_owned(),
+        version,
+        chain_pem: None,
+        sealed_key: None,
+        ca_pem: None,
+        fingerprint: None,
+        not_after: None,
+        reason: reason.to_owned(),
+        created_at: state.now().unix_timestamp(),
+    }
+}
+
+/// A new version of a selfsigned certificate, whatever its scope.
+async fn regenerate(
+    state: &AppState,
+    record: &NamedRecord,
+    reason: &str,
+) -> Result<(NamedVersion, Option<Material>), ApiError> {
+    let version = record.version + 1;
+    if record.scope == "node" {
+        return Ok((node_version(state, &record.name, version, reason), None));
+    }
+    let material = issue_cluster(state, record).await?;
+    Ok((
+        material.version(state, &record.name, version, reason)?,
+        Some(material),
+    ))
+}
+
+/// Checks an uploaded certificate and key (as `update_cert` receives them), with Redis
+/// Enterprise's answers: 403 unknown name, 400 malformed or mismatched, 406 expired.
+fn check_upload(
+    state: &AppState,
+    records: &[NamedRecord],
+    name: &str,
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<Material, ApiError> {
+    let Some(record) = records.iter().find(|r| r.name == name) else {
+        return Err(ApiError::forbidden(format!(
+            "no named certificate {name:?}; known: {}",
+            known_names(records)
+        )));
+    };
+    if record.internal {
+        return Err(ApiError::bad_request(format!(
+            "{name} is internal, and internal certificates may only be selfsigned; rotate it instead"
+        )));
+    }
+    if record.scope == "node" {
+        return Err(ApiError::bad_request(format!(
+            "{name} has node scope: each node makes its own key, so one certificate cannot be set for all"
+        )));
+    }
+    let chain = pem::parse_certificates(&format!("the certificate of {name}"), cert_pem.as_bytes())
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let key = PrivateKey::from_pem(&format!("the key of {name}"), key_pem.as_bytes())
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let info =
+        CertificateInfo::from_der(&chain[0]).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if !key
+        .matches_certificate(&chain[0])
+        .map_err(|e| ApiError::bad_request(e.to_string()))?
+    {
+        return Err(ApiError::bad_request(format!(
+            "the key of {name} does not match its certificate {}",
+            info.subject
+        )));
+    }
+    let now = state.now();
+    if info.not_after < now {
+        return Err(ApiError::new(
+            StatusCode::NOT_ACCEPTABLE,
+            format!(
+                "the certificate of {name} ({}) expired at {}",
+                info.subject,
+                rfc3339(info.not_after.unix_timestamp())
+            ),
+        ));
+    }
+    if info.not_before > now {
+        return Err(ApiError::new(
+            StatusCode::NOT_ACCEPTABLE,
+            format!(
+                "the certificate of {name} is not valid until {}",
+                rfc3339(info.not_before.unix_timestamp())
+            ),
+        ));
+    }
+    let ca = chain[1..].to_vec();
+    Ok(Material { chain, key, ca })
+}
+
+/// Event Streams' rule: clients keep working when the new certificate is issued by the
+/// same CA as the one it replaces.
+fn trust(previous: Option<&NamedVersion>, new: &[CertificateDer<'_>]) -> (bool, String) {
+    let new_leaf = new.first().and_then(|c| CertificateInfo::from_der(c).ok());
+    let old_leaf = previous
+        .and_then(|v| v.chain_pem.as_ref())
+        .and_then(|p| pem::parse_certificates("", p.as_bytes()).ok())
+        .and_then(|c| c.first().and_then(|c| CertificateInfo::from_der(c).ok()));
+    match (old_leaf, new_leaf) {
+        (_, None) => (
+            false,
+            "node scope: each node re-issues from the same cluster CA; clients keep their trust"
+                .into(),
+        ),
+        (None, Some(new)) => (
+            true,
+            format!(
+                "first certificate of this name: clients must trust its issuer {}",
+                new.issuer
+            ),
+        ),
+        (Some(old), Some(new))
+            if old.issuer == new.issuer && old.authority_key_id == new.authority_key_id =>
+        {
+            (
+                false,
+                format!(
+                    "clients keep working: the new certificate is issued by the same CA ({})",
+                    new.issuer
+                ),
+            )
+        }
+        (Some(old), Some(new)) => (
+            true,
+            format!(
+                "clients must update their trust: the issuing CA changed from {} to {}",
+                old.issuer, new.issuer
+            ),
+        ),
+    }
+}
+
+async fn replacement(
+    state: &AppState,
+    record: &NamedRecord,
+    version: &NamedVersion,
+) -> Result<Replacement, ApiError> {
+    let previous = match record.version - 1 {
+        v if v >= 1 => state.store.named_version(&record.name, v).await?,
+        _ => None,
+    };
+    let chain = version
+        .chain_pem
+        .as_ref()
+        .and_then(|p| pem::parse_certificates("", p.as_bytes()).ok())
+        .unwrap_or_default();
+    let (must, why) = trust(previous.as_ref(), &chain);
+    Ok(Replacement {
+        name: record.name.clone(),
+        version: record.version,
+        fingerprint: version.fingerprint.clone(),
+        not_after: version.not_after.map(rfc3339),
+        clients_must_update_trust: must,
+        trust: why,
+    })
+}
+
+pub async fn list(
+    State(state): AppStateRef,
+    Extension(peer): Extension<Peer>,
+) -> Result<Json<Vec<NamedCertificateStatus>>, ApiError> {
+    caller(&state, &peer, "certificates.list", &[Role::Admin]).await?;
+    let acks = state.store.acknowledgements().await?;
+    let mut out = Vec::new();
+    for r in state.store.named().await? {
+        let current = match r.version {
+            0 => None,
+            v => state.store.named_version(&r.name, v).await?,
+        };
+        out.push(NamedCertificateStatus {
+            acknowledged: acks
+                .iter()
+                .filter(|a| a.name == r.name)
+                .map(|a| NodeAck {
+                    node: a.node.clone(),
+                    version: a.version,
+                    fingerprint: a.fingerprint.clone(),
+                    at: rfc3339(a.at),
+                })
+                .collect(),
+            fingerprint: current.as_ref().and_then(|v| v.fingerprint.clone()),
+            not_after: current.as_ref().and_then(|v| v.not_after).map(rfc3339),
+            name: r.name,
+            scope: r.scope,
+            kind: r.kind,
+            label: r.label,
+            internal: r.internal,
+            usage: r.usage,
+            sans: r.sans,
+            nodes: r.nodes,
+            version: r.version,
+        });
+    }
+    Ok(Json(out))
+}
+
+fn check_spec(spec: &NamedCertificateSpec) -> Result<(), String> {
+    valid_name(&spec.name)?;
+    valid_label(&spec.label)?;
+    if !KINDS.contains(&spec.kind.as_str()) {
+        return Err(format!(
+            "unknown type {:?}; use selfsigned, provided or secret",
+            spec.kind
+        ));
+    }
+    if !["cluster", "node"].contains(&spec.scope.as_str()) {
+        return Err(format!(
+            "unknown scope {:?}; use cluster or node",
+            spec.scope
+        ));
+    }
+    if spec.internal && spec.kind != "selfsigned" {
+        return Err(format!(
+            "{} is internal, and internal certificates may only be selfsigned",
+            spec.name
+        ));
+    }
+    if spec.scope == "node" && spec.kind != "selfsigned" {
+        return Err(format!(
+            "{} has node scope: each node makes its own key, so it can only be selfsigned",
+            spec.name
+        ));
+    }
+    if spec.kind == "secret" && spec.secret.is_none() {
+        return Err(format!(
+            "{} is of type secret: give the directory to read (secret.path)",
+            spec.name
+        ));
+    }
+    let (profile, _) = usage(&spec.usage)?;
+    if spec.scope == "node" {
+        node_sans(&spec.sans, "node-1", "10.0.0.1")?;
+    } else {
+        for san in &spec.sans {
+            san.parse::<SubjectAltName>()?;
+        }
+    }
+    if profile.needs_subject_alt_names() && spec.sans.is_empty() && spec.kind == "selfsigned" {
+        return Err(format!(
+            "a {} certificate needs at least one name: give sans",
+            spec.usage
+        ));
+    }
+    for node in &spec.nodes {
+        valid_name(node)
+            .map_err(|_| format!("node name {node:?} must be lowercase letters, digits and '-'"))?;
+    }
+    Ok(())
+}
+
+/// Reads a secret directory: `cert`, `key` and `cacert` (or the configured file names).
+fn read_secret(record: &NamedRecord) -> Result<(String, String), ApiError> {
+    let dir = std::path::Path::new(record.secret_path.as_deref().unwrap_or_default());
+    let read = |name: &str| {
+        std::fs::read_to_string(dir.join(name)).map_err(|e| {
+            ApiError::bad_request(format!(
+                "cannot read {} for {}: {e}",
+                dir.join(name).display(),
+                record.name
+            ))
+        })
+    };
+    let mut cert = read(&record.secret_keys[0])?;
+    let key = read(&record.secret_keys[1])?;
+    if let Ok(ca) = std::fs::read_to_string(dir.join(&record.secret_keys[2])) {
+        cert.push_str(&ca);
+    }
+    Ok((cert, key))
+}
+
+pub async fn create(
+    State(state): AppStateRef,
+    Extension(peer): Extension<Peer>,
+    body: Result<JsonBody<NamedCertificateSpec>, ApiError>,
+) -> Result<(StatusCode, Json<Replacement>), ApiError> {
+    let caller = caller(&state, &peer, "certificate.create", &[Role::Admin]).await?;
+    let actor = caller.actor();
+    let spec = match json_body(body) {
+        Ok(s) => s,
+        Err(e) => {
+            return Err(refuse(&state, &actor, "certificate.create", "-", "bad_request", e).await);
+        }
+    };
+    if let Err(message) = check_spec(&spec) {
+        return Err(refuse(
+            &state,
+            &actor,
+            "certificate.create",
+            &spec.name,
+            "bad_request",
+            ApiError::bad_request(message),
+        )
+        .await);
+    }
+    let _guard = state.named_lock.lock().await;
+    if state.store.named_by_name(&spec.name).await?.is_some() {
+        let e = ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "{} already exists; use set, label or rotate to change it",
+                spec.name
+            ),
+        );
+        return Err(refuse(
+            &state,
+            &actor,
+            "certificate.create",
+            &spec.name,
+            "exists",
+            e,
+        )
+        .await);
+    }
+    let now = state.now().unix_timestamp();
+    let secret = spec.secret.clone();
+    let mut record = NamedRecord {
+        name: spec.name.clone(),
+        scope: spec.scope.clone(),
+        kind: spec.kind.clone(),
+        label: spec.label.clone(),
+        internal: spec.internal,
+        usage: spec.usage.clone(),
+        sans: spec.sans.clone(),
+        nodes: spec.nodes.clone(),
+        secret_path: secret.as_ref().map(|s| s.path.clone()),
+        secret_keys: match &secret {
+            Some(s) => [s.cert.clone(), s.key.clone(), s.cacert.clone()],
+            None => ["cert".into(), "key".into(), "cacert".into()],
+        },
+        version: 0,
+        created_at: now,
+        updated_at: now,
+    };
+    let version = match record.kind.as_str() {
+        "selfsigned" => Some(regenerate(&state, &record, "created").await?.0),
+        "secret" => {
+            let (cert, key) = read_secret(&record)?;
+            let records = vec![record.clone()];
+            let material = match check_upload(&state, &records, &record.name, &cert, &key) {
+                Ok(m) => m,
+                Err(e) => {
+                    return Err(refuse(
+                        &state,
+                        &actor,
+                        "certificate.create",
+                        &record.name,
+                        "bad_secret",
+                        e,
+                    )
+                    .await);
+                }
+            };
+            Some(material.version(&state, &record.name, 1, "created from secret")?)
+        }
+        _ => None,
+    };
+    if version.is_some() {
+        record.version = 1;
+    }
+    state
+        .store
+        .save_named(&[NamedChange {
+            record: record.clone(),
+            new_version: version.clone(),
+        }])
+        .await?;
+    let detail = format!(
+        "{} {} certificate, {} scope, version {}",
+        record.kind, record.usage, record.scope, record.version
+    );
+    state
+        .audit(&actor, "certificate.create", &record.name, Ok(&detail))
+        .await?;
+    let answer = match &version {
+        Some(v) => replacement(&state, &record, v).await?,
+        None => Replacement {
+            name: record.name.clone(),
+            version: 0,
+            fingerprint: None,
+            not_after: None,
+            clients_must_update_trust: false,
+            trust: "no certificate yet: upload one with 'evergreen certificate set'".into(),
+        },
+    };
+    Ok((StatusCode::CREATED, Json(answer)))
+}
+
+/// Validates every upload, then writes all of them in one transaction.
+async fn set_all(
+    state: &AppState,
+    actor: &str,
+    uploads: &[UpdateCert],
+) -> Result<Vec<Replacement>, ApiError> {
+    let _guard = state.named_lock.lock().await;
+    let records = state.store.named().await?;
+    let mut failures: Vec<ApiError> = Vec::new();
+    let mut checked = Vec::new();
+    for upload in uploads {
+        match check_upload(
+            state,
+            &records,
+            &upload.name,
+            &upload.certificate,
+            &upload.key,
+        ) {
+            Ok(material) => checked.push((upload.name.clone(), material)),
+            Err(e) => failures.push(e),
+        }
+    }
+    if uploads
+        .iter()
+        .enumerate()
+        .any(|(i, u)| uploads[..i].iter().any(|p| p.name == u.name))
+    {
+        failures.push(ApiError::bad_request(
+            "a certificate name appears twice in one request",
+        ));
+    }
+    if let Some(first) = failures.first() {
+        let message = if failures.len() == 1 {
+            first.message.clone()
+        } else {
+            let all: Vec<&str> = failures.iter().map(|f| f.message.as_str()).collect();
+            format!(
+                "{} certificates refused, none changed: {}",
+                failures.len(),
+                all.join("; ")
+            )
+        };
+        let target: Vec<&str> = uploads.iter().map(|u| u.name.as_str()).collect();
+        let reason = match first.status {
+            StatusCode::FORBIDDEN => "unknown_certificate",
+            StatusCode::NOT_ACCEPTABLE => "expired",
+            _ => "bad_certificate",
+        };
+        return Err(refuse(
+            state,
+            actor,
+            "certificate.set",
+            &target.join(","),
+            reason,
+            ApiError::new(first.status, message),
+        )
+        .await);
+    }
+    let now = state.now().unix_timestamp();
+    let mut changes = Vec::new();
+    for (name, material) in &checked {
+        let Some(record) = records.iter().find(|r| &r.name == name) else {
+            continue;
+        };
+        let mut record = record.clone();
+        record.version += 1;
+        record.kind = "provided".into();
+        record.updated_at = now;
+        let version = material.version(state, name, record.version, "set")?;
+        changes.push(NamedChange {
+            record,
+            new_version: Some(version),
+        });
+    }
+    state.store.save_named(&changes).await?;
+    let mut answers = Vec::new();
+    for change in &changes {
+        let Some(version) = &change.new_version else {
+            continue;
+        };
+        let answer = replacement(state, &change.record, version).await?;
+        let detail = format!(
+            "version {} ({}); {}",
+            answer.version,
+            answer.fingerprint.clone().unwrap_or_default(),
+            answer.trust
+        );
+        state
+            .audit(actor, "certificate.set", &change.record.name, Ok(&detail))
+            .await?;
+        answers.push(answer);
+    }
+    Ok(answers)
+}
+
+/// Redis Enterprise's `PUT /v1/cluster/update_cert`.
+pub async fn update_cert(
+    State(state): AppStateRef,
+    Extension(peer): Extension<Peer>,
+    body: Result<JsonBody<UpdateCert>, ApiError>,
+) -> Result<Json<Replacement>, ApiError> {
+    let caller = caller(&state, &peer, "certificate.set", &[Role::Admin]).await?;
+    let upload = match json_body(body) {
+        Ok(u) => u,
+        Err(e) => {
+            return Err(refuse(
+                &state,
+                &caller.actor(),
+                "certificate.set",
+                "-",
+                "bad_request",
+                e,
+            )
+            .await);
+        }
+    };
+    let mut answers = set_all(&state, &caller.actor(), std::slice::from_ref(&upload)).await?;
+    answers
+        .pop()
+        .map(Json)
+        .ok_or_else(|| ApiError::internal("no answer"))
+}
+
+pub async fn update_certs(
+    State(state): AppStateRef,
+    Extension(peer): Extension<Peer>,
+    body: Result<JsonBody<UpdateCerts>, ApiError>,
+) -> Result<Json<Vec<Replacement>>, ApiError> {
+    let caller = caller(&state, &peer, "certificate.set", &[Role::Admin]).await?;
+    let uploads = match json_body(body) {
+        Ok(u) => u,
+        Err(e) => {
+            return Err(refuse(
+                &state,
+                &caller.actor(),
+                "certificate.set",
+                "-",
+                "bad_request",
+                e,
+            )
+            .await);
+        }
+    };
+    Ok(Json(
+        set_all(&state, &caller.actor(), &uploads.certificates).await?,
+    ))
+}
+
+/// Regenerates selfsigned certificates: the names given, or every selfsigned one.
+pub async fn rotate(
+    State(state): AppStateRef,
+    Extension(peer): Extension<Peer>,
+    body: Result<JsonBody<RotateRequest>, ApiError>,
+) -> Result<Json<Vec<Replacement>>, ApiError> {
+    let caller = caller(&state, &peer, "certificate.rotate", &[Role::Admin]).await?;
+    let actor = caller.actor();
+    let request = match json_body(body) {
+        Ok(r) => r,
+        Err(e) => {
+            return Err(refuse(&state, &actor, "certificate.rotate", "-", "bad_request", e).await);
+        }
+    };
+    let _guard = state.named_lock.lock().await;
+    let records = state.store.named().await?;
+    let selected: Vec<&NamedRecord> = if request.names.is_empty() {
+        records.iter().filter(|r| r.kind == "selfsigned").collect()
+    } else {
+        let mut selected = Vec::new();
+        for name in &request.names {
+            match records.iter().find(|r| &r.name == name) {
+                None => {
+                    let e = ApiError::bad_request(format!(
+                        "no named certificate {name:?}; valid names: {}",
+                        known_names(&records)
+                    ));
+                    return Err(refuse(
+                        &state,
+                        &actor,
+                        "certificate.rotate",
+                        name,
+                        "unknown_certificate",
+                        e,
+                    )
+                    .await);
+                }
+                Some(r) if r.kind != "selfsigned" => {
+                    let e = ApiError::bad_request(format!(
+                        "{name} is {}: replace it with 'evergreen certificate set' instead",
+                        r.kind
+                    ));
+                    return Err(refuse(
+                        &state,
+                        &actor,
+                        "certificate.rotate",
+                        name,
+                        "not_selfsigned",
+                        e,
+                    )
+                    .await);
+                }
+                Some(r) => selected.push(r),
+            }
+        }
+        selected
+    };
+    let now = state.now().unix_timestamp();
+    let mut changes = Vec::new();
+    for record in selected {
+        let (version, _) = regenerate(&state, record, "rotate").await?;
+        let mut record = record.clone();
+        record.version = version.version;
+        record.updated_at = now;
+        changes.push(NamedChange {
+            record,
+            new_version: Some(version),
+        });
+    }
+    state.store.save_named(&changes).await?;
+    let mut answers = Vec::new();
+    for change in &changes {
+        let Some(version) = &change.new_version else {
+            continue;
+        };
+        let answer = replacement(&state, &change.record, version).await?;
+        state
+            .audit(
+                &actor,
+                "certificate.rotate",
+                &change.record.name,
+                Ok(&format!("version {}", answer.version)),
+            )
+            .await?;
+        answers.push(answer);
+    }
+    Ok(Json(answers))
+}
+
+/// Sets a label; a new, different label regenerates a selfsigned certificate (Event
+/// Streams' way to ask for a new certificate).
+pub async fn label(
+    State(state): AppStateRef,
+    Extension(peer): Extension<Peer>,
+    Path(name): Path<String>,
+    body: Result<JsonBody<LabelRequest>, ApiError>,
+) -> Result<Json<Replacement>, ApiError> {
+    let caller = caller(&state, &peer, "certificate.label", &[Role::Admin]).await?;
+    let actor = caller.actor();
+    let request = match json_body(body) {
+        Ok(r) => r,
+        Err(e) => {
+            return Err(refuse(&state, &actor, "certificate.label", &name, "bad_request", e).await);
+        }
+    };
+    if let Err(message) = valid_label(&request.label) {
+        return Err(refuse(
+            &state,
+            &actor,
+            "certificate.label",
+            &name,
+            "bad_request",
+            ApiError::bad_request(message),
+        )
+        .await);
+    }
+    let _guard = state.named_lock.lock().await;
+    let records = state.store.named().await?;
+    let Some(record) = records.iter().find(|r| r.name == name) else {
+        let e = ApiError::not_found(format!(
+            "no named certificate {name:?}; known: {}",
+            known_names(&records)
+        ));
+        return Err(refuse(
+            &state,
+            &actor,
+            "certificate.label",
+            &name,
+            "unknown_certificate",
+            e,
+        )
+        .await);
+    };
+    let current = match record.version {
+        0 => None,
+        v => state.store.named_version(&name, v).await?,
+    };
+    if record.label == request.label {
+        return Ok(Json(Replacement {
+            name,
+            version: record.version,
+            fingerprint: current.as_ref().and_then(|v| v.fingerprint.clone()),
+            not_after: current.as_ref().and_then(|v| v.not_after).map(rfc3339),
+            clients_must_update_trust: false,
+            trust: "the label is unchanged, so nothing was regenerated".into(),
+        }));
+    }
+    let mut updated = record.clone();
+    updated.label = request.label.clone();
+    updated.updated_at = state.now().unix_timestamp();
+    let version = if record.kind == "selfsigned" {
+        let (version, _) = regenerate(&state, record, &format!("label {}", request.label)).await?;
+        updated.version = version.version;
+        Some(version)
+    } else {
+        None
+    };
+    state
+        .store
+        .save_named(&[NamedChange {
+            record: updated.clone(),
+            new_version: version.clone(),
+        }])
+        .await?;
+    let detail = format!("label {:?} -> {:?}", record.label, request.label);
+    state
+        .audit(&actor, "certificate.label", &name, Ok(&detail))
+        .await?;
+    match version {
+        Some(v) => Ok(Json(replacement(&state, &updated, &v).await?)),
+        None => Ok(Json(Replacement {
+            name,
+            version: updated.version,
+            fingerprint: current.as_ref().and_then(|v| v.fingerprint.clone()),
+            not_after: current.as_ref().and_then(|v| v.not_after).map(rfc3339),
+            clients_must_update_trust: false,
+            trust: format!(
+                "label recorded; a {} certificate is not regenerated, set a new one to replace it",
+                record.kind
+            ),
+        })),
+    }
+}
+
+/// A node credential (certificate, key, CA) made by the server, for a runtime that runs no
+/// agent: Konnect's "Generate certificate".
+pub async fn node_bundle(
+    State(state): AppStateRef,
+    Extension(peer): Extension<Peer>,
+    Path(node): Path<String>,
+) -> Result<(StatusCode, Json<NodeBundle>), ApiError> {
+    let caller = caller(&state, &peer, "node.bundle", &[Role::Admin]).await?;
+    if let Err(message) = valid_name(&node) {
+        return Err(refuse(
+            &state,
+            &caller.actor(),
+            "node.bundle",
+            &node,
+            "bad_request",
+            ApiError::bad_request(message),
+        )
+        .await);
+    }
+    let key = PrivateKey::generate(KeyType::EcP256).map_err(ApiError::internal)?;
+    let request = IssueRequest {
+        subject: DistinguishedName::common_name(&node),
+        subject_alt_names: vec![],
+        public_key: key.public_key(),
+        profile: Profile::Client,
+        validity: state.settings.node_validity,
+    };
+    let how = Issuance {
+        ca: CLIENT_CA,
+        role: Role::Node,
+        owner: format!("bundle by {}", caller.record.subject),
+        renewed_from: None,
+    };
+    let (issued, record) = state.issue(&request, how).await?;
+    let ca = state.cluster.load().client_ca.bundle_pem();
+    let leaf = pem::encode("CERTIFICATE", &issued.der);
+    state
+        .audit(
+            &caller.actor(),
+            "node.bundle",
+            &node,
+            Ok(&format!(
+                "node certificate serial {} with a server-made key",
+                record.serial
+            )),
+        )
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(NodeBundle {
+            crt: encode_pem(&format!("{leaf}{ca}")),
+            key: encode_pem(&key.to_pem()),
+            ca_crt: encode_pem(&ca),
+        }),
+    ))
+}
+
+/// Re-reads every `secret` certificate and makes a new version when its files changed.
+pub async fn refresh_secrets(state: &AppState) -> Result<(), ApiError> {
+    let _guard = state.named_lock.lock().await;
+    let records = state.store.named().await?;
+    let mut changes = Vec::new();
+    for record in records.iter().filter(|r| r.kind == "secret") {
+        let current = state
+            .store
+            .named_version(&record.name, record.version)
+            .await?;
+        let Ok((cert, key)) = read_secret(record) else {
+            tracing::warn!(name = %record.name, "cannot read the secret directory; keeping the current version");
+            continue;
+        };
+        let material = match check_upload(state, &records, &record.name, &cert, &key) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(name = %record.name, error = %e.message, "the secret holds an unusable certificate; keeping the current version");
+                continue;
+            }
+        };
+        let fingerprint = CertificateInfo::from_der(&material.chain[0])
+            .map_err(ApiError::internal)?
+            .fingerprint
+            .to_string();
+        if current.as_ref().and_then(|v| v.fingerprint.as_deref()) == Some(fingerprint.as_str()) {
+            continue;
+        }
+        let mut updated = record.clone();
+        updated.version += 1;
+        updated.updated_at = state.now().unix_timestamp();
+        let version = material.version(state, &record.name, updated.version, "secret changed")?;
+        changes.push(NamedChange {
+            record: updated,
+            new_version: Some(version),
+        });
+    }
+    if !changes.is_empty() {
+        state.store.save_named(&changes).await?;
+        for change in &changes {
+            state
+                .audit(
+                    "server",
+                    "certificate.secret",
+                    &change.record.name,
+                    Ok("new version from the secret directory"),
+                )
+                .await?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,582 @@
+//! Named certificates: Redis Enterprise's update_cert answers, Event Streams' labels and
+//! types, rotation, secrets, trust decisions and node bundles.
+use evergreen_api::client::ClientError;
+use evergreen_api::{
+    Clock, LabelRequest, NamedCertificateSpec, NamedCertificateStatus, NodeBundle, Replacement,
+    RotateRequest, SecretRef, UpdateCert, UpdateCerts, decode_pem,
+};
+use evergreen_pki::certificate::{CertificateInfo, Usage};
+use evergreen_pki::{DistinguishedName, Duration, IssueRequest, KeyType, PrivateKey, Profile, pem};
+use evergreen_test_util::Openssl;
+use evergreen_test_util::server::TestServer;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::{assert_audited_refusal, refusal};
+
+fn spec(name: &str) -> NamedCertificateSpec {
+    NamedCertificateSpec {
+        name: name.into(),
+        scope: "cluster".into(),
+        kind: "selfsigned".into(),
+        label: String::new(),
+        internal: false,
+        usage: "server".into(),
+        sans: vec![format!("{name}.example"), "10.0.0.9".into()],
+        nodes: vec![],
+        secret: None,
+    }
+}
+
+async fn admin<B: Serialize, T: DeserializeOwned>(
+    t: &TestServer,
+    method: &str,
+    path: &str,
+    body: &B,
+) -> Result<T, ClientError> {
+    t.admin().json(method, path, Some(body)).await
+}
+
+async fn status(t: &TestServer, name: &str) -> NamedCertificateStatus {
+    let all: Vec<NamedCertificateStatus> = t
+        .admin()
+        .get_json("/v1/cluster/certificates")
+        .await
+        .unwrap();
+    all.into_iter().find(|s| s.name == name).unwrap()
+}
+
+/// A server certificate for `names` from `ca`, valid `days` from `at`, as PEM chain and key.
+fn upload(
+    ca: &evergreen_pki::CertificateAuthority,
+    names: &[&str],
+    at: evergreen_pki::OffsetDateTime,
+    days: i64,
+) -> (String, String) {
+    let key = PrivateKey::generate(KeyType::EcP256).unwrap();
+    let request = IssueRequest {
+        subject: DistinguishedName::common_name(names[0]),
+        subject_alt_names: names.iter().map(|n| n.parse().unwrap()).collect(),
+        public_key: key.public_key(),
+        profile: Profile::Server,
+        validity: Duration::days(days),
+    };
+    let issued = ca.issue(&request, at).unwrap();
+    let mut chain = pem::encode("CERTIFICATE", &issued.der);
+    chain.push_str(&ca.bundle_pem());
+    (chain, key.to_pem())
+}
+
+/// Checks the stored version of `name` with webpki and openssl (server usage).
+async fn assert_version_verifies(t: &TestServer, name: &str) {
+    let record = t
+        .server
+        .state
+        .store
+        .named_by_name(name)
+        .await
+        .unwrap()
+        .unwrap();
+    let version = t
+        .server
+        .state
+        .store
+        .named_version(name, record.version)
+        .await
+        .unwrap()
+        .unwrap();
+    let chain = pem::parse_certificates("chain", version.chain_pem.unwrap().as_bytes()).unwrap();
+    let root = [t.root()];
+    evergreen_pki::chain::verify(
+        &chain[0],
+        &chain[1..],
+        &root,
+        Usage::ServerAuth,
+        &[],
+        t.clock.now(),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    Openssl::find()
+        .verify(
+            dir.path(),
+            &root,
+            &chain[1..],
+            &chain[0],
+            "sslserver",
+            t.clock.now(),
+            &[],
+        )
+        .unwrap();
+    let sealed = version.sealed_key.unwrap();
+    assert!(
+        !sealed.windows(10).any(|w| w == b"PRIVATE KE"),
+        "the key is sealed in the datastore"
+    );
+}
+
+#[tokio::test]
+async fn a_selfsigned_certificate_is_issued_on_declaration() {
+    let t = TestServer::start().await;
+    let answer: Replacement = admin(&t, "POST", "/v1/cluster/certificates", &spec("proxy"))
+        .await
+        .unwrap();
+    assert_eq!(answer.version, 1);
+    assert!(
+        answer.clients_must_update_trust,
+        "first version: {}",
+        answer.trust
+    );
+    assert_version_verifies(&t, "proxy").await;
+    let s = status(&t, "proxy").await;
+    assert_eq!(
+        (s.kind.as_str(), s.version, s.fingerprint.as_deref()),
+        ("selfsigned", 1, answer.fingerprint.as_deref())
+    );
+    assert!(s.not_after.is_some());
+    let message = refusal(
+        admin::<_, Replacement>(&t, "POST", "/v1/cluster/certificates", &spec("proxy")).await,
+        409,
+    );
+    assert!(message.contains("already exists"), "{message}");
+    let message = refusal(
+        admin::<_, Replacement>(&t, "POST", "/v1/cluster/certificates", &spec("server")).await,
+        400,
+    );
+    assert!(message.contains("built in"), "{message}");
+    // A named certificate is no API credential.
+    let record = t
+        .server
+        .state
+        .store
+        .named_by_name("proxy")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.version, 1);
+}
+
+#[tokio::test]
+async fn update_cert_answers_as_redis_enterprise_does() {
+    let t = TestServer::start().await;
+    let _: Replacement = admin(&t, "POST", "/v1/cluster/certificates", &spec("proxy"))
+        .await
+        .unwrap();
+    let cluster = t.server.state.cluster.load();
+    let now = t.clock.now();
+    let (good_cert, good_key) = upload(&cluster.server_ca, &["proxy.example"], now, 90);
+    let set = |name: &str, cert: &str, key: &str| UpdateCert {
+        name: name.into(),
+        certificate: cert.into(),
+        key: key.into(),
+    };
+
+    let message = refusal(
+        admin::<_, Replacement>(
+            &t,
+            "PUT",
+            "/v1/cluster/update_cert",
+            &set("syncer", &good_cert, &good_key),
+        )
+        .await,
+        403,
+    );
+    assert!(
+        message.contains("no named certificate \"syncer\"; known: proxy"),
+        "{message}"
+    );
+    assert_audited_refusal(&t, "certificate.set", "no named certificate").await;
+
+    let message = refusal(
+        admin::<_, Replacement>(
+            &t,
+            "PUT",
+            "/v1/cluster/update_cert",
+            &set("proxy", "not pem", &good_key),
+        )
+        .await,
+        400,
+    );
+    assert!(message.contains("certificate of proxy"), "{message}");
+    let message = refusal(
+        admin::<_, Replacement>(
+            &t,
+            "PUT",
+            "/v1/cluster/update_cert",
+            &set("proxy", &good_cert, &good_key[..40]),
+        )
+        .await,
+        400,
+    );
+    assert!(message.contains("key of proxy"), "{message}");
+    let other_key = PrivateKey::generate(KeyType::EcP256).unwrap().to_pem();
+    let message = refusal(
+        admin::<_, Replacement>(
+            &t,
+            "PUT",
+            "/v1/cluster/update_cert",
+            &set("proxy", &good_cert, &other_key),
+        )
+        .await,
+        400,
+    );
+    assert!(
+        message.contains("does not match its certificate"),
+        "{message}"
+    );
+
+    let past = evergreen_test_util::hierarchy(KeyType::EcP256, now - Duration::days(400));
+    let (old_cert, old_key) = upload(
+        &past.server,
+        &["proxy.example"],
+        now - Duration::days(40),
+        30,
+    );
+    let message = refusal(
+        admin::<_, Replacement>(
+            &t,
+            "PUT",
+            "/v1/cluster/update_cert",
+            &set("proxy", &old_cert, &old_key),
+        )
+        .await,
+        406,
+    );
+    assert!(message.contains("expired at"), "{message}");
+    assert_audited_refusal(&t, "certificate.set", "expired at").await;
+    assert_eq!(
+        status(&t, "proxy").await.version,
+        1,
+        "refusals change nothing"
+    );
+
+    // Same CA as the version it replaces: clients keep working.
+    let answer: Replacement = admin(
+        &t,
+        "PUT",
+        "/v1/cluster/update_cert",
+        &set("proxy", &good_cert, &good_key),
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer.version, 2);
+    assert!(!answer.clients_must_update_trust, "{}", answer.trust);
+    assert!(answer.trust.contains("same CA"), "{}", answer.trust);
+    assert_eq!(status(&t, "proxy").await.kind, "provided");
+    assert_version_verifies(&t, "proxy").await;
+
+    // Another CA: clients must update their trust, and the answer says which CA changed.
+    let foreign = evergreen_test_util::hierarchy(KeyType::EcP256, now);
+    let (cert, key) = upload(&foreign.server, &["proxy.example"], now, 90);
+    let answer: Replacement = admin(
+        &t,
+        "PUT",
+        "/v1/cluster/update_cert",
+        &set("proxy", &cert, &key),
+    )
+    .await
+    .unwrap();
+    assert!(answer.clients_must_update_trust);
+    assert!(
+        answer.trust.contains("changed from") && answer.trust.contains("test-server-ca"),
+        "{}",
+        answer.trust
+    );
+}
+
+#[tokio::test]
+async fn a_bulk_replacement_is_all_or_nothing() {
+    let t = TestServer::start().await;
+    for name in ["proxy", "syncer"] {
+        let _: Replacement = admin(&t, "POST", "/v1/cluster/certificates", &spec(name))
+            .await
+            .unwrap();
+    }
+    let now = t.clock.now();
+    let cluster = t.server.state.cluster.load();
+    let (proxy_cert, proxy_key) = upload(&cluster.server_ca, &["proxy.example"], now, 90);
+    let (syncer_cert, syncer_key) = upload(&cluster.server_ca, &["syncer.example"], now, 90);
+    let past = evergreen_test_util::hierarchy(KeyType::EcP256, now - Duration::days(400));
+    let (expired_cert, expired_key) = upload(
+        &past.server,
+        &["syncer.example"],
+        now - Duration::days(40),
+        30,
+    );
+    let body = |certs: Vec<(&str, &str, &str)>| UpdateCerts {
+        certificates: certs
+            .into_iter()
+            .map(|(n, c, k)| UpdateCert {
+                name: n.into(),
+                certificate: c.into(),
+                key: k.into(),
+            })
+            .collect(),
+    };
+    let bad = body(vec![
+        ("proxy", &proxy_cert, &proxy_key),
+        ("syncer", &expired_cert, &expired_key),
+        ("nope", &proxy_cert, &proxy_key),
+    ]);
+    let result: Result<Vec<Replacement>, _> =
+        admin(&t, "PUT", "/v1/cluster/certificates", &bad).await;
+    let message = refusal(result, 406);
+    assert!(
+        message.contains("2 certificates refused, none changed") && message.contains("nope"),
+        "{message}"
+    );
+    assert_eq!(
+        status(&t, "proxy").await.version,
+        1,
+        "the valid one was not applied either"
+    );
+    let good = body(vec![
+        ("proxy", &proxy_cert, &proxy_key),
+        ("syncer", &syncer_cert, &syncer_key),
+    ]);
+    let answers: Vec<Replacement> = admin(&t, "PUT", "/v1/cluster/certificates", &good)
+        .await
+        .unwrap();
+    assert_eq!(
+        answers.iter().map(|a| a.version).collect::<Vec<_>>(),
+        [2, 2]
+    );
+}
+
+#[tokio::test]
+async fn labels_and_types_follow_event_streams_rules() {
+    let t = TestServer::start().await;
+    let _: Replacement = admin(&t, "POST", "/v1/cluster/certificates", &spec("external"))
+        .await
+        .unwrap();
+    let label = |l: &str| LabelRequest { label: l.into() };
+    for bad in ["has space", &"x".repeat(64), "semi;colon"] {
+        let message = refusal(
+            admin::<_, Replacement>(
+                &t,
+                "PUT",
+                "/v1/cluster/certificates/external/label",
+                &label(bad),
+            )
+            .await,
+            400,
+        );
+        assert!(message.contains("letters, digits"), "{message}");
+    }
+    let first: Replacement = admin(
+        &t,
+        "PUT",
+        "/v1/cluster/certificates/external/label",
+        &label("upgraded-1"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(first.version, 2, "a new label regenerates");
+    assert!(
+        !first.clients_must_update_trust,
+        "same cluster CA: {}",
+        first.trust
+    );
+    let same: Replacement = admin(
+        &t,
+        "PUT",
+        "/v1/cluster/certificates/external/label",
+        &label("upgraded-1"),
+    )
+    .await
+    .unwrap();
+    assert_eq!((same.version, same.fingerprint), (2, first.fingerprint));
+    let message = refusal(
+        admin::<_, Replacement>(
+            &t,
+            "PUT",
+            "/v1/cluster/certificates/nope/label",
+            &label("x"),
+        )
+        .await,
+        404,
+    );
+    assert!(message.contains("known: external"), "{message}");
+
+    // Internal certificates are selfsigned only, at declaration and when set.
+    let mut internal = spec("internal");
+    internal.internal = true;
+    internal.kind = "provided".into();
+    let message = refusal(
+        admin::<_, Replacement>(&t, "POST", "/v1/cluster/certificates", &internal).await,
+        400,
+    );
+    assert!(
+        message.contains("internal certificates may only be selfsigned"),
+        "{message}"
+    );
+    internal.kind = "selfsigned".into();
+    let _: Replacement = admin(&t, "POST", "/v1/cluster/certificates", &internal)
+        .await
+        .unwrap();
+    let (cert, key) = upload(
+        &t.server.state.cluster.load().server_ca,
+        &["internal.example"],
+        t.clock.now(),
+        30,
+    );
+    let set = UpdateCert {
+        name: "internal".into(),
+        certificate: cert,
+        key,
+    };
+    let message = refusal(
+        admin::<_, Replacement>(&t, "PUT", "/v1/cluster/update_cert", &set).await,
+        400,
+    );
+    assert!(message.contains("may only be selfsigned"), "{message}");
+
+    // Node scope: per node, selfsigned, templated names.
+    let mut kubelet = spec("kubelet");
+    kubelet.scope = "node".into();
+    kubelet.sans = vec!["{node}".into(), "{ip}".into()];
+    kubelet.kind = "provided".into();
+    let message = refusal(
+        admin::<_, Replacement>(&t, "POST", "/v1/cluster/certificates", &kubelet).await,
+        400,
+    );
+    assert!(message.contains("node scope"), "{message}");
+    kubelet.kind = "selfsigned".into();
+    let answer: Replacement = admin(&t, "POST", "/v1/cluster/certificates", &kubelet)
+        .await
+        .unwrap();
+    assert_eq!((answer.version, answer.fingerprint), (1, None));
+    kubelet.name = "kubelet-2".into();
+    kubelet.sans = vec!["{nodes}".into()];
+    let message = refusal(
+        admin::<_, Replacement>(&t, "POST", "/v1/cluster/certificates", &kubelet).await,
+        400,
+    );
+    assert!(message.contains("not a valid DNS name"), "{message}");
+
+    // Rotation: unknown names list the valid ones; provided ones are set, not rotated.
+    let mut provided = spec("cm");
+    provided.kind = "provided".into();
+    let _: Replacement = admin(&t, "POST", "/v1/cluster/certificates", &provided)
+        .await
+        .unwrap();
+    let rotate = |names: &[&str]| RotateRequest {
+        names: names.iter().map(|s| s.to_string()).collect(),
+    };
+    let message = refusal(
+        admin::<_, Vec<Replacement>>(
+            &t,
+            "POST",
+            "/v1/cluster/certificates/rotate",
+            &rotate(&["nope"]),
+        )
+        .await,
+        400,
+    );
+    assert!(
+        message.contains("valid names: cm, external, internal, kubelet"),
+        "{message}"
+    );
+    let message = refusal(
+        admin::<_, Vec<Replacement>>(
+            &t,
+            "POST",
+            "/v1/cluster/certificates/rotate",
+            &rotate(&["cm"]),
+        )
+        .await,
+        400,
+    );
+    assert!(message.contains("certificate set"), "{message}");
+    assert_audited_refusal(&t, "certificate.rotate", "valid names").await;
+    let rotated: Vec<Replacement> =
+        admin(&t, "POST", "/v1/cluster/certificates/rotate", &rotate(&[]))
+            .await
+            .unwrap();
+    let names: Vec<&str> = rotated.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["external", "internal", "kubelet"],
+        "every selfsigned one"
+    );
+    assert_eq!(status(&t, "external").await.version, 3);
+}
+
+#[tokio::test]
+async fn a_secret_directory_is_read_and_watched() {
+    let t = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = t.server.state.cluster.load();
+    let write = |names: &[&str]| {
+        let (cert, key) = upload(&cluster.server_ca, names, t.clock.now(), 90);
+        let chain = pem::parse_certificates("", cert.as_bytes()).unwrap();
+        std::fs::write(
+            dir.path().join("tls.crt"),
+            pem::encode("CERTIFICATE", &chain[0]),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("tls.key"), key).unwrap();
+        std::fs::write(
+            dir.path().join("ca.crt"),
+            pem::encode_certificates(&chain[1..]),
+        )
+        .unwrap();
+    };
+    write(&["ui.example"]);
+    let mut ui = spec("ui");
+    ui.kind = "secret".into();
+    ui.secret = Some(SecretRef {
+        path: dir.path().display().to_string(),
+        cert: "tls.crt".into(),
+        key: "tls.key".into(),
+        cacert: "ca.crt".into(),
+    });
+    let first: Replacement = admin(&t, "POST", "/v1/cluster/certificates", &ui)
+        .await
+        .unwrap();
+    assert_eq!(first.version, 1);
+    assert_version_verifies(&t, "ui").await;
+    t.server.check_now().await.unwrap();
+    assert_eq!(
+        status(&t, "ui").await.version,
+        1,
+        "unchanged files, no new version"
+    );
+    write(&["ui.example", "ui2.example"]);
+    t.server.check_now().await.unwrap();
+    let s = status(&t, "ui").await;
+    assert_eq!(s.version, 2);
+    assert_ne!(s.fingerprint, first.fingerprint);
+}
+
+#[tokio::test]
+async fn a_node_bundle_for_a_runtime_without_an_agent() {
+    let t = TestServer::start().await;
+    let bundle: NodeBundle = t
+        .admin()
+        .json::<(), _>("POST", "/v1/nodes/dp-1/bundle", None)
+        .await
+        .unwrap();
+    let chain = pem::parse_certificates("crt", &decode_pem(&bundle.crt).unwrap()).unwrap();
+    let key = PrivateKey::from_pem("key", &decode_pem(&bundle.key).unwrap()).unwrap();
+    assert!(key.matches_certificate(&chain[0]).unwrap());
+    t.assert_client_chain(&chain);
+    let info = CertificateInfo::from_der(&chain[0]).unwrap();
+    assert_eq!(info.subject.to_string(), "CN=dp-1");
+    let record = t
+        .server
+        .state
+        .store
+        .certificate_by_serial(&info.serial_hex())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.role, "node");
+    let message = refusal(
+        t.admin()
+            .json::<(), NodeBundle>("POST", "/v1/nodes/Bad_Name/bundle", None)
+            .await,
+        400,
+    );
+    assert!(message.contains("lowercase"), "{message}");
+}
