@@ -113,3 +113,38 @@ impl Connection {
         )?)
     }
 }
+
+/// The connection options of commands whose own `--cert`/`--key` name something else
+/// (`certificate set`, `certificate revoke`): the admin credential is `--admin-cert` and
+/// `--admin-key`.
+#[derive(Debug, Clone, Args)]
+pub struct AdminConnection {
+    /// Server URL (https://HOST:PORT). Default: the URL the server wrote to its data dir.
+    #[arg(long, value_name = "URL", env = "EVERGREEN_SERVER")]
+    pub server: Option<String>,
+    /// Admin certificate. Default: admin.crt in the data dir.
+    #[arg(long, value_name = "FILE")]
+    pub admin_cert: Option<PathBuf>,
+    /// Key of the admin certificate. Default: admin.key in the data dir.
+    #[arg(long, value_name = "FILE")]
+    pub admin_key: Option<PathBuf>,
+    /// CA bundle to trust for the server. Default: ca.crt in the data dir.
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// The server's data dir, where the defaults above are found.
+    #[arg(long, value_name = "DIR", env = "EVERGREEN_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl AdminConnection {
+    pub fn client(&self) -> Result<Client> {
+        Connection {
+            server: self.server.clone(),
+            cert: self.admin_cert.clone(),
+            key: self.admin_key.clone(),
+            ca: self.ca.clone(),
+            data_dir: self.data_dir.clone(),
+        }
+        .client()
+    }
+}

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::commands::{ca, certificate, renew, server, token};
+use crate::commands::{ca, certificate, node, renew, server, token};
 use evergreen_api::SystemClock;
 
 /// Keeps a cluster's certificates from ever lapsing.
@@ -44,10 +44,13 @@ enum Command {
     Token(token::TokenCommand),
     /// Renew a client certificate over mTLS, keeping its subject (Kyma style).
     Renew(renew::RenewArgs),
+    /// Credentials for nodes that run no agent.
+    #[command(subcommand)]
+    Node(node::NodeCommand),
     /// Create a CA hierarchy and sign CSRs offline.
     #[command(subcommand)]
     Ca(ca::CaCommand),
-    /// Inspect and revoke certificates.
+    /// Inspect, revoke, and manage named certificates (create, set, label, rotate, list).
     #[command(subcommand)]
     Certificate(certificate::CertificateCommand),
 }
@@ -66,6 +69,7 @@ fn main() -> ExitCode {
         Command::Server(args) => server::run(args),
         Command::Token(command) => token::run(command),
         Command::Renew(args) => renew::run(args, &clock),
+        Command::Node(command) => node::run(command),
         Command::Ca(command) => ca::run(command, &clock),
         Command::Certificate(command) => certificate::run(command, &clock),
     };

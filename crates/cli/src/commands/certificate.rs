@@ -10,7 +10,7 @@ use evergreen_pki::renewal::{RenewalPolicy, RenewalState};
 use evergreen_pki::{CertificateDer, Duration, OffsetDateTime, pem};
 use serde_json::{Value, json};
 
-use crate::connection::Connection;
+use crate::connection::{AdminConnection, Connection};
 use crate::output::{self, Format};
 use evergreen_api::Clock;
 use evergreen_api::files;
@@ -19,6 +19,11 @@ use evergreen_api::files;
 pub enum CertificateCommand {
     Check(CheckArgs),
     Revoke(RevokeArgs),
+    Create(crate::commands::named::CreateArgs),
+    Set(crate::commands::named::SetArgs),
+    Label(crate::commands::named::LabelArgs),
+    Rotate(crate::commands::named::RotateArgs),
+    List(crate::commands::named::ListArgs),
 }
 
 /// Show certificates with their expiry and status: from files and directories (--path),
@@ -82,22 +87,8 @@ pub struct RevokeArgs {
     /// cessation-of-operation, certificate-hold, privilege-withdrawn or unspecified.
     #[arg(long, value_name = "REASON", default_value = "unspecified", value_parser = parse_reason)]
     pub reason: RevocationReason,
-    /// Server URL. Default: the URL the server wrote to its data dir.
-    #[arg(long, value_name = "URL", env = "EVERGREEN_SERVER")]
-    pub server: Option<String>,
-    /// Admin certificate (here --cert names the certificate to revoke). Default: admin.crt
-    /// in the data dir.
-    #[arg(long, value_name = "FILE")]
-    pub admin_cert: Option<PathBuf>,
-    /// Key of the admin certificate. Default: admin.key in the data dir.
-    #[arg(long, value_name = "FILE")]
-    pub admin_key: Option<PathBuf>,
-    /// CA bundle to trust for the server. Default: ca.crt in the data dir.
-    #[arg(long, value_name = "FILE")]
-    pub ca: Option<PathBuf>,
-    /// The server's data dir, where the defaults above are found.
-    #[arg(long, value_name = "DIR", env = "EVERGREEN_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub connection: AdminConnection,
 }
 
 fn parse_reason(s: &str) -> Result<RevocationReason, String> {
@@ -109,6 +100,11 @@ pub fn run(command: CertificateCommand, clock: &dyn Clock) -> Result<()> {
         CertificateCommand::Check(args) if args.path.is_empty() => check_inventory(&args, clock),
         CertificateCommand::Check(args) => check(&args, clock),
         CertificateCommand::Revoke(args) => revoke(&args),
+        CertificateCommand::Create(args) => crate::commands::named::create(args),
+        CertificateCommand::Set(args) => crate::commands::named::set(args),
+        CertificateCommand::Label(args) => crate::commands::named::label(args),
+        CertificateCommand::Rotate(args) => crate::commands::named::rotate(args),
+        CertificateCommand::List(args) => crate::commands::named::list(args),
     }
 }
 
@@ -201,14 +197,7 @@ fn revoke(args: &RevokeArgs) -> Result<()> {
                 .to_string(),
         );
     }
-    let connection = Connection {
-        server: args.server.clone(),
-        cert: args.admin_cert.clone(),
-        key: args.admin_key.clone(),
-        ca: args.ca.clone(),
-        data_dir: args.data_dir.clone(),
-    };
-    let client = connection.client()?;
+    let client = args.connection.client()?;
     let revoked: CertificateSummary = crate::runtime()?.block_on(client.json(
         "POST",
         "/v1/certificates/revocations",

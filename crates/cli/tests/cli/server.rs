@@ -382,3 +382,186 @@ fn renew_daemon_renews_when_the_window_opens_and_runs_the_hook() {
     assert!(log.contains("already inside its renewal window"), "{log}");
     runtime.block_on(t.shutdown());
 }
+
+#[test]
+fn named_certificates_and_node_bundles_from_the_cli() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("data");
+    let server = ServerProcess::start(&data_dir);
+    let c = server.connection();
+
+    let out = run(
+        &[
+            "certificate",
+            "create",
+            "proxy",
+            "--san",
+            "proxy.example",
+            "--san",
+            "10.0.0.10",
+        ],
+        &c,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("proxy: version 1") && stdout(&out).contains("first certificate"),
+        "{}",
+        stdout(&out)
+    );
+    let out = run(
+        &[
+            "certificate",
+            "create",
+            "kubelet",
+            "--scope",
+            "node",
+            "--san",
+            "{node}",
+            "--san",
+            "{ip}",
+        ],
+        &c,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // set: certificate and key in one file, signed by the cluster's server CA via ca sign.
+    let csr = Openssl::find().csr(
+        tmp.path(),
+        &evergreen_test_util::OPENSSL_P256,
+        "/CN=proxy",
+        &[],
+    );
+    let signed = tmp.path().join("proxy.pem");
+    // Signed by a CA made offline: another issuer, so clients must update their trust.
+    let offline = tmp.path().join("offline");
+    assert!(
+        evergreen(["ca", "generate", "--out", offline.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let out = evergreen([
+        "ca",
+        "sign",
+        "--ca-dir",
+        offline.to_str().unwrap(),
+        "--ca",
+        "server-ca",
+        "--csr",
+        csr.to_str().unwrap(),
+        "--profile",
+        "server",
+        "--san",
+        "proxy.example",
+        "--out",
+        signed.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut combined = std::fs::read_to_string(&signed).unwrap();
+    combined.push_str(&std::fs::read_to_string(tmp.path().join("client.key")).unwrap());
+    std::fs::write(&signed, combined).unwrap();
+    let out = run(
+        &[
+            "certificate",
+            "set",
+            "proxy",
+            "--cert",
+            signed.to_str().unwrap(),
+        ],
+        &c,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("version 2")
+            && stdout(&out).contains("clients must update their trust"),
+        "{}",
+        stdout(&out)
+    );
+    let out = run(
+        &[
+            "certificate",
+            "set",
+            "syncer",
+            "--cert",
+            signed.to_str().unwrap(),
+        ],
+        &c,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("(403)") && stderr(&out).contains("known: kubelet, proxy"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = run(&["certificate", "label", "kubelet", "v2"], &c);
+    assert!(
+        out.status.success() && stdout(&out).contains("kubelet: version 2"),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let out = run(&["certificate", "rotate", "--service", "proxy"], &c);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("certificate set"), "{}", stderr(&out));
+    let out = run(&["certificate", "rotate", "--service", "kubelet,nope"], &c);
+    assert!(
+        stderr(&out).contains("valid names: kubelet, proxy"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(&["certificate", "rotate"], &c);
+    assert!(
+        out.status.success() && stdout(&out).contains("kubelet: version 3"),
+        "{}",
+        stdout(&out)
+    );
+
+    let out = run(&["certificate", "list", "-o", "json"], &c);
+    let rows: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let proxy = rows.iter().find(|r| r["name"] == "proxy").unwrap();
+    assert_eq!(
+        (proxy["type"].as_str(), proxy["version"].as_i64()),
+        (Some("provided"), Some(2))
+    );
+    let out = run(&["certificate", "list"], &c);
+    assert!(
+        stdout(&out).lines().next().unwrap().contains("INSTALLED"),
+        "{}",
+        stdout(&out)
+    );
+
+    // A node bundle: three files, the key private, nothing overwritten the second time.
+    let bundle = tmp.path().join("dp-1");
+    let out = run(
+        &["node", "bundle", "dp-1", "--out", bundle.to_str().unwrap()],
+        &c,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(bundle.join("tls.key"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    verify_with_openssl(tmp.path(), &data_dir, &bundle.join("tls.crt"));
+    let key =
+        evergreen_pki::PrivateKey::from_pem("k", &std::fs::read(bundle.join("tls.key")).unwrap())
+            .unwrap();
+    let chain = parse_certificates("c", &std::fs::read(bundle.join("tls.crt")).unwrap()).unwrap();
+    assert!(key.matches_certificate(&chain[0]).unwrap());
+    let out = run(
+        &["node", "bundle", "dp-1", "--out", bundle.to_str().unwrap()],
+        &c,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("refusing to overwrite"),
+        "{}",
+        stderr(&out)
+    );
+    let (status, _) = server.stop();
+    assert!(status.success());
+}

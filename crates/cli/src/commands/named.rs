@@ -1,0 +1,252 @@
+//! Named certificates: `evergreen certificate create|set|label|rotate|list`.
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use evergreen_api::files;
+use evergreen_api::{
+    LabelRequest, NamedCertificateSpec, NamedCertificateStatus, Replacement, RotateRequest,
+    SecretRef, UpdateCert,
+};
+use serde_json::json;
+
+use crate::connection::{AdminConnection, Connection};
+use crate::output::{self, Format};
+
+/// Declare a named certificate that nodes install: one certificate for every node
+/// (cluster scope, as Redis Enterprise's proxy or syncer), or one per node with its key
+/// made on the node (node scope, as a kubelet serving certificate).
+///
+/// Types: selfsigned (issued by the cluster CA; a new --label regenerates it), provided
+/// (uploaded with `certificate set`), secret (read from a directory the server watches).
+/// Internal certificates may only be selfsigned.
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  evergreen certificate create proxy --san proxy.example.com --san 10.0.0.10
+  evergreen certificate create syncer --type provided --usage peer
+  evergreen certificate create kubelet --scope node --san '{node}' --san '{ip}'
+  evergreen certificate create ui --type secret --secret-dir /etc/ui-tls --secret-files tls.crt,tls.key,ca.crt")]
+pub struct CreateArgs {
+    /// Lowercase letters, digits and '-'.
+    pub name: String,
+    #[arg(long, default_value = "cluster", value_parser = ["cluster", "node"])]
+    pub scope: String,
+    #[arg(long = "type", default_value = "selfsigned", value_parser = ["selfsigned", "provided", "secret"])]
+    pub kind: String,
+    /// DNS name or IP; repeatable. Node scope may use {node} and {ip}.
+    #[arg(long, value_name = "NAME")]
+    pub san: Vec<String>,
+    #[arg(long, default_value = "server", value_parser = ["server", "client", "peer"])]
+    pub usage: String,
+    /// Internal: only selfsigned allowed.
+    #[arg(long)]
+    pub internal: bool,
+    /// Which nodes install it: all, or NODE,NODE,…
+    #[arg(long, default_value = "all", value_name = "all|NODE,…")]
+    pub nodes: String,
+    #[arg(long, default_value = "")]
+    pub label: String,
+    /// For --type secret: the directory holding the certificate, key and CA files.
+    #[arg(long, value_name = "DIR")]
+    pub secret_dir: Option<PathBuf>,
+    /// For --type secret: the file names in it (certificate,key,CA).
+    #[arg(long, value_name = "CERT,KEY,CA", default_value = "cert,key,cacert")]
+    pub secret_files: String,
+    #[command(flatten)]
+    pub connection: Connection,
+}
+
+/// Replace a named certificate with one you provide, on every node that uses it (as
+/// `rladmin cluster certificate set` or `PUT /v1/cluster/update_cert`). Says whether clients
+/// must update their trust: not when the new certificate has the same issuing CA.
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  evergreen certificate set proxy --cert proxy.pem --key proxy-key.pem
+  evergreen certificate set proxy --cert combined.pem     # certificate and key in one file")]
+pub struct SetArgs {
+    pub name: String,
+    /// The certificate (PEM, chain allowed).
+    #[arg(long, value_name = "FILE")]
+    pub cert: PathBuf,
+    /// Its key. Default: the key in the --cert file.
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    #[command(flatten)]
+    pub connection: AdminConnection,
+}
+
+/// Set a label. A new, different label regenerates a selfsigned certificate (Event
+/// Streams' way to ask for a new one); the same label changes nothing.
+#[derive(Debug, Args)]
+#[command(after_help = "Example:
+  evergreen certificate label external upgraded-2")]
+pub struct LabelArgs {
+    pub name: String,
+    /// Letters, digits, '-', '_' and '.', at most 63.
+    pub label: String,
+    #[command(flatten)]
+    pub connection: Connection,
+}
+
+/// Regenerate selfsigned named certificates now: new keys and certificates, on every node,
+/// with no restart. Without --service, every selfsigned one.
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  evergreen certificate rotate
+  evergreen certificate rotate --service proxy,kubelet")]
+pub struct RotateArgs {
+    /// Names to rotate, comma-separated.
+    #[arg(long, value_name = "NAME[,NAME…]", value_delimiter = ',')]
+    pub service: Vec<String>,
+    #[command(flatten)]
+    pub connection: Connection,
+}
+
+/// List named certificates with type, label, version, expiry, and which nodes have
+/// installed which version.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Table)]
+    pub output: Format,
+    #[command(flatten)]
+    pub connection: Connection,
+}
+
+fn say(answer: &Replacement) {
+    println!(
+        "{}: version {}{}{}\n  {}",
+        answer.name,
+        answer.version,
+        answer
+            .fingerprint
+            .as_ref()
+            .map(|f| format!(", sha256 {f}"))
+            .unwrap_or_default(),
+        answer
+            .not_after
+            .as_ref()
+            .map(|t| format!(", expires {t}"))
+            .unwrap_or_default(),
+        answer.trust
+    );
+}
+
+pub fn create(args: CreateArgs) -> Result<()> {
+    let secret = match (&args.kind[..], &args.secret_dir) {
+        ("secret", None) => bail!("--type secret needs --secret-dir DIR"),
+        ("secret", Some(dir)) => {
+            let names: Vec<&str> = args.secret_files.split(',').collect();
+            let [cert, key, cacert] = names[..] else {
+                bail!("--secret-files takes three names: certificate,key,CA");
+            };
+            let dir = std::fs::canonicalize(dir)
+                .with_context(|| format!("cannot read {}", dir.display()))?;
+            Some(SecretRef {
+                path: dir.display().to_string(),
+                cert: cert.into(),
+                key: key.into(),
+                cacert: cacert.into(),
+            })
+        }
+        _ => None,
+    };
+    let spec = NamedCertificateSpec {
+        name: args.name,
+        scope: args.scope,
+        kind: args.kind,
+        label: args.label,
+        internal: args.internal,
+        usage: args.usage,
+        sans: args.san,
+        nodes: match args.nodes.as_str() {
+            "all" => Vec::new(),
+            list => list.split(',').map(str::to_owned).collect(),
+        },
+        secret,
+    };
+    let client = args.connection.client()?;
+    let answer: Replacement =
+        crate::runtime()?.block_on(client.json("POST", "/v1/cluster/certificates", Some(&spec)))?;
+    say(&answer);
+    Ok(())
+}
+
+pub fn set(args: SetArgs) -> Result<()> {
+    let certificate = String::from_utf8(files::read_input(&args.cert)?)
+        .context("the certificate file is not text")?;
+    let key = match &args.key {
+        Some(path) => {
+            String::from_utf8(files::read_input(path)?).context("the key file is not text")?
+        }
+        None if certificate.contains("PRIVATE KEY-----") => certificate.clone(),
+        None => bail!(
+            "{} holds no private key; pass --key FILE",
+            args.cert.display()
+        ),
+    };
+    let client = args.connection.client()?;
+    let body = UpdateCert {
+        name: args.name,
+        key,
+        certificate,
+    };
+    let answer: Replacement =
+        crate::runtime()?.block_on(client.json("PUT", "/v1/cluster/update_cert", Some(&body)))?;
+    say(&answer);
+    Ok(())
+}
+
+pub fn label(args: LabelArgs) -> Result<()> {
+    let client = args.connection.client()?;
+    let body = LabelRequest { label: args.label };
+    let path = format!("/v1/cluster/certificates/{}/label", args.name);
+    let answer: Replacement = crate::runtime()?.block_on(client.json("PUT", &path, Some(&body)))?;
+    say(&answer);
+    Ok(())
+}
+
+pub fn rotate(args: RotateArgs) -> Result<()> {
+    let client = args.connection.client()?;
+    let body = RotateRequest {
+        names: args.service,
+    };
+    let answers: Vec<Replacement> = crate::runtime()?.block_on(client.json(
+        "POST",
+        "/v1/cluster/certificates/rotate",
+        Some(&body),
+    ))?;
+    if answers.is_empty() {
+        println!("no selfsigned named certificates to rotate");
+    }
+    answers.iter().for_each(say);
+    Ok(())
+}
+
+pub fn list(args: ListArgs) -> Result<()> {
+    let client = args.connection.client()?;
+    let all: Vec<NamedCertificateStatus> =
+        crate::runtime()?.block_on(client.get_json("/v1/cluster/certificates"))?;
+    let rows: Vec<serde_json::Value> = all
+        .iter()
+        .map(|c| {
+            let acked: Vec<String> = c.acknowledged.iter().map(|a| format!("{}@v{}", a.node, a.version)).collect();
+            json!({
+                "name": c.name, "scope": c.scope, "type": c.kind, "label": c.label, "internal": c.internal,
+                "usage": c.usage, "sans": c.sans, "version": c.version, "fingerprint": c.fingerprint,
+                "expires": c.not_after, "nodes": if c.nodes.is_empty() { vec!["all".to_owned()] } else { c.nodes.clone() },
+                "acknowledged": acked,
+            })
+        })
+        .collect();
+    let columns = [
+        ("NAME", "name"),
+        ("SCOPE", "scope"),
+        ("TYPE", "type"),
+        ("LABEL", "label"),
+        ("VERSION", "version"),
+        ("EXPIRES", "expires"),
+        ("INSTALLED", "acknowledged"),
+    ];
+    print!("{}", output::render(args.output, &columns, &rows));
+    Ok(())
+}
