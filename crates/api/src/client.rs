@@ -63,6 +63,56 @@ impl std::fmt::Debug for Client {
     }
 }
 
+/// Accepts any server certificate (signatures in the handshake are still checked). See
+/// [`Client::unauthenticated`].
+#[derive(Debug)]
+struct AnyServer(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyServer {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
 /// Splits `https://host[:port]` (default port 9443; IPv6 in brackets).
 pub fn parse_url(url: &str) -> Result<(String, u16), ClientError> {
     let bad = |reason: &str| ClientError::Url {
@@ -131,6 +181,30 @@ impl Client {
             })?,
             None => builder.with_no_client_auth(),
         };
+        let server_name = ServerName::try_from(host.clone()).map_err(|_| ClientError::Url {
+            url: url.to_owned(),
+            reason: "the host is not a valid DNS name or IP address".into(),
+        })?;
+        Ok(Client {
+            host,
+            port,
+            server_name,
+            connector: TlsConnector::from(Arc::new(config)),
+        })
+    }
+
+    /// A client that does not authenticate the server. Only for fetching `/cacerts`
+    /// before the cluster's CA is known: the caller must check the bundle against the
+    /// join token's pinned root hash before trusting it or sending anything secret.
+    pub fn unauthenticated(url: &str) -> Result<Self, ClientError> {
+        let (host, port) = parse_url(url)?;
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| ClientError::Config(e.to_string()))?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyServer(provider)))
+            .with_no_client_auth();
         let server_name = ServerName::try_from(host.clone()).map_err(|_| ClientError::Url {
             url: url.to_owned(),
             reason: "the host is not a valid DNS name or IP address".into(),

@@ -343,3 +343,55 @@ pub struct NodeBundle {
     #[serde(rename = "caCrt")]
     pub ca_crt: String,
 }
+
+/// `GET /v1/agent/watch?revision=N`: what a node must have installed. Answered when the
+/// cluster revision passes N, or after the poll timeout with the current state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentWatch {
+    pub revision: i64,
+    /// The trust bundle (`/cacerts`), base64 of PEM.
+    pub trust_bundle: String,
+    pub certificates: Vec<Assignment>,
+}
+
+/// One named certificate a node must install.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignment {
+    pub name: String,
+    pub scope: String,
+    pub version: i64,
+    pub usage: String,
+    /// Cluster scope: the certificate chain, its key and the CA bundle, base64 of PEM.
+    /// Node scope: absent; the node makes a key and asks `POST /v1/agent/issue`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crt: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<String>,
+}
+
+/// `POST /v1/agent/issue`: a node-scope certificate for the calling node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentIssueRequest {
+    pub name: String,
+    /// Base64 of the PEM CSR; its subject must be `CN=<node>`.
+    pub csr: String,
+    /// The node's address, for `{ip}` in the certificate's names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+}
+
+/// `POST /v1/agent/status`: what the node installed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentStatus {
+    pub certificates: Vec<Installed>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Installed {
+    pub name: String,
+    pub version: i64,
+    /// SHA-256 of the installed certificate's DER, hex.
+    pub fingerprint: String,
+}

@@ -6,6 +6,7 @@
 //! injected clock; `evergreen server` runs it.
 #![forbid(unsafe_code)]
 
+mod agent;
 mod auth;
 mod bootstrap;
 pub mod error;
@@ -201,6 +202,7 @@ async fn start_with(
         &booted.cluster,
         &Default::default(),
     )?;
+    let revision = store.revision().await?;
     let state = Arc::new(AppState {
         store,
         clock: config.clock.clone(),
@@ -213,6 +215,7 @@ async fn start_with(
         metrics: Default::default(),
         sealing: booted.sealing,
         named_lock: Mutex::new(()),
+        revision: tokio::sync::watch::channel(revision).0,
         crl_lock: Mutex::new(()),
     });
     state.publish_crls().await.context("cannot publish CRLs")?;

@@ -63,7 +63,7 @@ fn valid_label(label: &str) -> Result<(), String> {
 }
 
 /// The profile and issuing CA of a usage.
-fn usage(usage: &str) -> Result<(Profile, &'static str), String> {
+pub(crate) fn usage(usage: &str) -> Result<(Profile, &'static str), String> {
     match usage {
         "server" => Ok((Profile::Server, SERVER_CA)),
         "client" => Ok((Profile::Client, CLIENT_CA)),
@@ -98,7 +98,7 @@ fn known_names(records: &[NamedRecord]) -> String {
     }
 }
 
-fn key_aad(name: &str, version: i64) -> Vec<u8> {
+pub(crate) fn key_aad(name: &str, version: i64) -> Vec<u8> {
     format!("evergreen:named-key:{name}:{version}").into_bytes()
 }
 
@@ -541,7 +541,6 @@ pub async fn create(
         record.version = 1;
     }
     state
-        .store
         .save_named(&[NamedChange {
             record: record.clone(),
             new_version: version.clone(),
@@ -642,7 +641,7 @@ async fn set_all(
             new_version: Some(version),
         });
     }
-    state.store.save_named(&changes).await?;
+    state.save_named(&changes).await?;
     let mut answers = Vec::new();
     for change in &changes {
         let Some(version) = &change.new_version else {
@@ -785,7 +784,7 @@ pub async fn rotate(
             new_version: Some(version),
         });
     }
-    state.store.save_named(&changes).await?;
+    state.save_named(&changes).await?;
     let mut answers = Vec::new();
     for change in &changes {
         let Some(version) = &change.new_version else {
@@ -874,7 +873,6 @@ pub async fn label(
         None
     };
     state
-        .store
         .save_named(&[NamedChange {
             record: updated.clone(),
             new_version: version.clone(),
@@ -995,7 +993,7 @@ pub async fn refresh_secrets(state: &AppState) -> Result<(), ApiError> {
         });
     }
     if !changes.is_empty() {
-        state.store.save_named(&changes).await?;
+        state.save_named(&changes).await?;
         for change in &changes {
             state
                 .audit(

@@ -63,6 +63,9 @@ pub fn router(state: Arc<AppState>) -> Router {
             axum::routing::put(crate::named::label),
         )
         .route("/v1/nodes/{node}/bundle", post(crate::named::node_bundle))
+        .route("/v1/agent/watch", get(crate::agent::watch))
+        .route("/v1/agent/issue", post(crate::agent::issue))
+        .route("/v1/agent/status", post(crate::agent::status))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(crate::observe::metrics))

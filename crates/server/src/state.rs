@@ -139,6 +139,8 @@ pub struct AppState {
     pub sealing: evergreen_store::envelope::SealingKey,
     /// Serialises named-certificate changes so versions are assigned in order.
     pub named_lock: Mutex<()>,
+    /// The cluster revision, for agents' long polls.
+    pub revision: tokio::sync::watch::Sender<i64>,
     /// Serialises CRL publication so CRL numbers and the TLS configuration move together.
     pub crl_lock: Mutex<()>,
 }
@@ -208,6 +210,16 @@ impl AppState {
             .issued
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok((issued, record))
+    }
+
+    /// Saves named-certificate changes and wakes every watching agent.
+    pub async fn save_named(
+        &self,
+        changes: &[evergreen_store::NamedChange],
+    ) -> Result<(), ApiError> {
+        let revision = self.store.save_named(changes).await?;
+        self.revision.send_replace(revision);
+        Ok(())
     }
 
     /// Records an audit event; a failure to write the audit log fails the request.

@@ -66,11 +66,16 @@ impl TestServer {
 
     /// A server on an existing data dir (restart), with `clock`.
     pub async fn start_in(data_dir: &Path, clock: ManualClock) -> anyhow::Result<Self> {
-        let config = Config::new(
-            data_dir.to_owned(),
-            "127.0.0.1:0".parse().expect("addr"),
-            Arc::new(clock.clone()),
-        );
+        Self::start_on(data_dir, clock, "127.0.0.1:0".parse().expect("addr")).await
+    }
+
+    /// As [`TestServer::start_in`], listening on `addr` (a restart on the same port).
+    pub async fn start_on(
+        data_dir: &Path,
+        clock: ManualClock,
+        addr: std::net::SocketAddr,
+    ) -> anyhow::Result<Self> {
+        let config = Config::new(data_dir.to_owned(), addr, Arc::new(clock.clone()));
         let server = evergreen_server::start(config).await?;
         Ok(TestServer {
             server,

@@ -1,0 +1,317 @@
+//! Agents and a server on 127.0.0.1, each agent with its own data dir, all real TLS.
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test fails loudly on any unexpected error"
+)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration as StdDuration;
+
+use evergreen_agent::Settings;
+use evergreen_agent::config::{CertificateConfig, Config};
+use evergreen_agent::install::Target;
+use evergreen_api::{Clock, NamedCertificateSpec, NamedCertificateStatus, Replacement, UpdateCert};
+use evergreen_pki::certificate::{CertificateInfo, Usage};
+use evergreen_pki::{DistinguishedName, Duration, IssueRequest, KeyType, PrivateKey, Profile, pem};
+use evergreen_test_util::Openssl;
+use evergreen_test_util::server::TestServer;
+use tokio::sync::watch;
+
+struct RunningAgent {
+    data_dir: PathBuf,
+    reloads: PathBuf,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+fn start_agent(t: &TestServer, dir: &Path, node: &str, token: Option<String>) -> RunningAgent {
+    let data_dir = dir.join(node);
+    let reloads = dir.join(format!("{node}.reloads"));
+    let config = Config {
+        certificates: vec![CertificateConfig {
+            name: "proxy".into(),
+            reload: Some(format!("echo reload >> {}", reloads.display())),
+            ..CertificateConfig::default()
+        }],
+    };
+    let settings = Settings {
+        server: t.url().to_owned(),
+        token,
+        data_dir: data_dir.clone(),
+        node: node.into(),
+        config,
+        clock: Arc::new(t.clock.clone()),
+        poll_timeout: StdDuration::from_secs(1),
+        max_backoff: StdDuration::from_millis(500),
+    };
+    let (stop, receiver) = watch::channel(false);
+    let task = tokio::spawn(evergreen_agent::run(settings, receiver));
+    RunningAgent {
+        data_dir,
+        reloads,
+        stop,
+        task,
+    }
+}
+
+impl RunningAgent {
+    fn installed(&self, name: &str) -> Option<String> {
+        Target::Layout(self.data_dir.join("certs").join(name))
+            .installed()
+            .map(|f| f.to_string())
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+/// Polls until `done` holds, at most 30 s.
+async fn until(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    for _ in 0..600 {
+        if done().await {
+            return;
+        }
+        tokio::time::sleep(StdDuration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+async fn status(t: &TestServer, name: &str) -> NamedCertificateStatus {
+    let all: Vec<NamedCertificateStatus> = t
+        .admin()
+        .get_json("/v1/cluster/certificates")
+        .await
+        .unwrap();
+    all.into_iter().find(|s| s.name == name).unwrap()
+}
+
+fn spec(name: &str, scope: &str, sans: &[&str]) -> NamedCertificateSpec {
+    NamedCertificateSpec {
+        name: name.into(),
+        scope: scope.into(),
+        kind: "selfsigned".into(),
+        label: String::new(),
+        internal: false,
+        usage: "server".into(),
+        sans: sans.iter().map(|s| s.to_string()).collect(),
+        nodes: vec![],
+        secret: None,
+    }
+}
+
+/// The installed pair matches, and the chain verifies for server use with webpki and
+/// openssl against the cluster's root.
+fn assert_installed_pair(t: &TestServer, dir: &Path) -> CertificateInfo {
+    let chain =
+        pem::parse_certificates("tls.crt", &std::fs::read(dir.join("tls.crt")).unwrap()).unwrap();
+    let key =
+        PrivateKey::from_pem("tls.key", &std::fs::read(dir.join("tls.key")).unwrap()).unwrap();
+    assert!(key.matches_certificate(&chain[0]).unwrap());
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(dir.join("tls.key"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    let root = [t.root()];
+    evergreen_pki::chain::verify(
+        &chain[0],
+        &chain[1..],
+        &root,
+        Usage::ServerAuth,
+        &[],
+        t.clock.now(),
+    )
+    .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    Openssl::find()
+        .verify(
+            tmp.path(),
+            &root,
+            &chain[1..],
+            &chain[0],
+            "sslserver",
+            t.clock.now(),
+            &[],
+        )
+        .unwrap();
+    CertificateInfo::from_der(&chain[0]).unwrap()
+}
+
+/// `update_cert` for proxy with a certificate from the cluster's server CA; returns its
+/// fingerprint.
+async fn set_proxy(t: &TestServer) -> String {
+    let key = PrivateKey::generate(KeyType::EcP256).unwrap();
+    let cluster = t.server.state.cluster.load();
+    let request = IssueRequest {
+        subject: DistinguishedName::common_name("proxy"),
+        subject_alt_names: vec!["proxy.example".parse().unwrap()],
+        public_key: key.public_key(),
+        profile: Profile::Server,
+        validity: Duration::days(90),
+    };
+    let issued = cluster.server_ca.issue(&request, t.clock.now()).unwrap();
+    let mut certificate = pem::encode("CERTIFICATE", &issued.der);
+    certificate.push_str(&cluster.server_ca.bundle_pem());
+    let body = UpdateCert {
+        name: "proxy".into(),
+        key: key.to_pem(),
+        certificate,
+    };
+    let set: Replacement = t
+        .admin()
+        .json("PUT", "/v1/cluster/update_cert", Some(&body))
+        .await
+        .unwrap();
+    set.fingerprint.unwrap()
+}
+
+fn reload_count(agent: &RunningAgent) -> usize {
+    std::fs::read_to_string(&agent.reloads)
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_agents_install_every_change_once_and_survive_a_server_restart() {
+    let t = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let token = t.server.node_token.clone();
+    let a = start_agent(&t, dir.path(), "node-a", token.clone());
+    let b = start_agent(&t, dir.path(), "node-b", token.clone());
+
+    // Declared: both install version 1.
+    let first: Replacement = t
+        .admin()
+        .json(
+            "POST",
+            "/v1/cluster/certificates",
+            Some(&spec("proxy", "cluster", &["proxy.example"])),
+        )
+        .await
+        .unwrap();
+    let fp1 = first.fingerprint.clone().unwrap();
+    until("both agents to install version 1", async || {
+        a.installed("proxy").as_deref() == Some(&fp1)
+            && b.installed("proxy").as_deref() == Some(&fp1)
+    })
+    .await;
+
+    // certificate set: a certificate uploaded once reaches both.
+    let fp2 = set_proxy(&t).await;
+    until("both agents to install version 2", async || {
+        a.installed("proxy").as_deref() == Some(&fp2)
+            && b.installed("proxy").as_deref() == Some(&fp2)
+    })
+    .await;
+    for agent in [&a, &b] {
+        let info = assert_installed_pair(&t, &agent.data_dir.join("certs/proxy"));
+        assert_eq!(info.fingerprint.to_string(), fp2);
+        assert_eq!(
+            reload_count(agent),
+            2,
+            "the reload command ran once per change"
+        );
+    }
+    until("both acknowledgements", async || {
+        let s = status(&t, "proxy").await;
+        s.acknowledged.len() == 2
+            && s.acknowledged
+                .iter()
+                .all(|a| a.version == 2 && a.fingerprint == fp2)
+    })
+    .await;
+
+    // Node scope: each node gets its own certificate, its key made on the node.
+    let _: Replacement = t
+        .admin()
+        .json(
+            "POST",
+            "/v1/cluster/certificates",
+            Some(&spec("kubelet", "node", &["{node}", "{ip}"])),
+        )
+        .await
+        .unwrap();
+    for (agent, node) in [(&a, "node-a"), (&b, "node-b")] {
+        until("the node certificate", async || {
+            agent.installed("kubelet").is_some()
+        })
+        .await;
+        let info = assert_installed_pair(&t, &agent.data_dir.join("certs/kubelet"));
+        let sans: Vec<String> = info
+            .subject_alt_names
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(sans, [format!("DNS:{node}"), "IP:127.0.0.1".to_owned()]);
+        assert_eq!(info.subject.to_string(), format!("CN={node}"));
+    }
+
+    // The server goes away: the agents keep every file; back on the same port, they pick
+    // up the next change by themselves.
+    let before: Vec<Vec<u8>> = [&a, &b]
+        .iter()
+        .map(|x| std::fs::read(x.data_dir.join("certs/proxy/tls.crt")).unwrap())
+        .collect();
+    let addr = t.server.addr;
+    let clock = t.clock.clone();
+    let data_dir = t.data_dir.clone();
+    let kept = t.shutdown().await;
+    tokio::time::sleep(StdDuration::from_secs(2)).await;
+    let after: Vec<Vec<u8>> = [&a, &b]
+        .iter()
+        .map(|x| std::fs::read(x.data_dir.join("certs/proxy/tls.crt")).unwrap())
+        .collect();
+    assert_eq!(before, after, "files kept while the server is down");
+    let t = TestServer::start_on(&data_dir, clock, addr).await.unwrap();
+    let fp3 = set_proxy(&t).await;
+    until("both agents to recover and install version 3", async || {
+        a.installed("proxy").as_deref() == Some(&fp3)
+            && b.installed("proxy").as_deref() == Some(&fp3)
+    })
+    .await;
+    assert_eq!(reload_count(&a), 3);
+    a.stop().await;
+    b.stop().await;
+    drop(kept);
+}
+
+#[tokio::test]
+async fn a_token_for_another_cluster_sends_nothing() {
+    let t = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let other = evergreen_test_util::hierarchy(KeyType::EcP256, t.clock.now());
+    let token = evergreen_pki::token::JoinToken::generate(other.root.certificate())
+        .unwrap()
+        .to_string();
+    let agent = start_agent(&t, dir.path(), "node-x", Some(token));
+    tokio::time::sleep(StdDuration::from_secs(2)).await;
+    assert!(
+        !agent.data_dir.join("identity/tls.crt").exists(),
+        "no identity"
+    );
+    let query = evergreen_store::InventoryQuery {
+        limit: 100,
+        ..Default::default()
+    };
+    let rows = t
+        .server
+        .state
+        .store
+        .list_certificates(&query)
+        .await
+        .unwrap();
+    assert!(rows.iter().all(|r| r.role != "node"), "nothing enrolled");
+    let log = t.server.state.store.audit_log(50).await.unwrap();
+    assert!(
+        log.iter().all(|e| e.action != "enroll"),
+        "the token was never sent: {log:#?}"
+    );
+    agent.stop().await;
+}
