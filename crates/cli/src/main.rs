@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::commands::{ca, certificate, node, renew, server, token};
+use crate::commands::{agent, ca, certificate, node, renew, server, token};
 use evergreen_api::SystemClock;
 
 /// Keeps a cluster's certificates from ever lapsing.
@@ -39,6 +39,8 @@ struct Cli {
 enum Command {
     /// Run the control plane.
     Server(server::ServerArgs),
+    /// Run the node agent: enroll, keep certificates installed and fresh.
+    Agent(agent::AgentArgs),
     /// Create join tokens.
     #[command(subcommand)]
     Token(token::TokenCommand),
@@ -67,6 +69,7 @@ fn main() -> ExitCode {
     let clock = SystemClock;
     let result = match cli.command {
         Command::Server(args) => server::run(args),
+        Command::Agent(args) => agent::run(args),
         Command::Token(command) => token::run(command),
         Command::Renew(args) => renew::run(args, &clock),
         Command::Node(command) => node::run(command),

@@ -1,3 +1,4 @@
+pub mod agent;
 pub mod ca;
 pub mod certificate;
 pub mod named;

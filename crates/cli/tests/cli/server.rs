@@ -565,3 +565,93 @@ fn named_certificates_and_node_bundles_from_the_cli() {
     let (status, _) = server.stop();
     assert!(status.success());
 }
+
+#[test]
+fn an_agent_killed_at_any_moment_never_leaves_a_mismatched_pair() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let t = runtime
+        .block_on(evergreen_test_util::server::TestServer::start_in(
+            &tmp.path().join("server"),
+            evergreen_api::ManualClock::new(evergreen_test_util::wall_clock()),
+        ))
+        .unwrap();
+    let spec = evergreen_api::NamedCertificateSpec {
+        name: "proxy".into(),
+        scope: "cluster".into(),
+        kind: "selfsigned".into(),
+        label: String::new(),
+        internal: false,
+        usage: "server".into(),
+        sans: vec!["proxy.example".into()],
+        nodes: vec![],
+        secret: None,
+    };
+    let _: evergreen_api::Replacement = runtime
+        .block_on(
+            t.admin()
+                .json("POST", "/v1/cluster/certificates", Some(&spec)),
+        )
+        .unwrap();
+    let data = tmp.path().join("agent");
+    let token = t.server.node_token.clone().unwrap();
+    let spawn = || {
+        Command::new(env!("CARGO_BIN_EXE_evergreen"))
+            .args([
+                "agent",
+                "--server",
+                t.url(),
+                "--token",
+                &token,
+                "--node",
+                "n1",
+            ])
+            .args(["--data-dir", data.to_str().unwrap()])
+            .env("EVERGREEN_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let consistent = |dir: &Path| {
+        let target = evergreen_agent::install::Target::Layout(dir.to_owned());
+        // Either nothing is installed yet, or the pair on disk matches.
+        !dir.join("tls.crt").exists() || target.installed().is_some()
+    };
+    let mut latest = String::new();
+    for round in 0..20u64 {
+        let mut agent = spawn();
+        let rotate = evergreen_api::RotateRequest {
+            names: vec!["proxy".into()],
+        };
+        let answers: Vec<evergreen_api::Replacement> = runtime
+            .block_on(
+                t.admin()
+                    .json("POST", "/v1/cluster/certificates/rotate", Some(&rotate)),
+            )
+            .unwrap();
+        latest = answers[0].fingerprint.clone().unwrap();
+        // Kill at a different moment each round: before, during or after the install.
+        std::thread::sleep(Duration::from_millis((round * 53) % 700));
+        let _ = agent.kill();
+        let _ = agent.wait();
+        assert!(
+            consistent(&data.join("certs/proxy")),
+            "round {round}: key and certificate do not match"
+        );
+        assert!(
+            consistent(&data.join("identity")),
+            "round {round}: identity key and certificate do not match"
+        );
+    }
+    // Left running, it converges on the latest version.
+    let mut agent = spawn();
+    let target = evergreen_agent::install::Target::Layout(data.join("certs/proxy"));
+    wait_for(60, "the agent to install the latest version", || {
+        target.installed().map(|f| f.to_string()).as_deref() == Some(latest.as_str())
+    });
+    let _ = agent.kill();
+    let _ = agent.wait();
+    runtime.block_on(t.shutdown());
+}
