@@ -76,6 +76,8 @@ struct Agent {
     root: Option<CertificateDer<'static>>,
     revision: i64,
     state: State,
+    /// This identity's share of renewal jitter.
+    jitter: Option<f64>,
 }
 
 /// Runs the agent until `stop` turns true.
@@ -90,6 +92,7 @@ pub async fn run(settings: Settings, mut stop: watch::Receiver<bool>) -> Result<
             .unwrap_or_default(),
         root: load_root(&settings.data_dir),
         revision: 0,
+        jitter: None,
         settings,
     };
     let mut backoff = StdDuration::from_secs(1);
@@ -216,7 +219,13 @@ impl Agent {
         match self.identity_info() {
             Some(info) if info.not_after > now => {
                 let (issued, lifetime) = (info.not_before, info.not_after - info.not_before);
-                let refresh: Duration = (lifetime * 0.7_f64).clamp(MIN_REFRESH, MAX_REFRESH);
+                // 70% of the lifetime, up to a tenth earlier at random so a fleet enrolled
+                // together does not renew together; the jitter is drawn once per identity.
+                let jitter = self
+                    .jitter
+                    .get_or_insert_with(|| RandomJitter.fraction() * 0.1);
+                let refresh: Duration =
+                    (lifetime * (0.7 * (1.0 - *jitter))).clamp(MIN_REFRESH, MAX_REFRESH);
                 if now < issued + refresh {
                     return Ok(());
                 }
@@ -235,6 +244,7 @@ impl Agent {
                     .await
                     .context("cannot renew this node's identity")?;
                 self.save_identity(&bundle, &key)?;
+                self.jitter = None;
                 tracing::info!(node = %self.settings.node, "identity renewed");
                 Ok(())
             }

@@ -26,7 +26,6 @@ struct RunningAgent {
 }
 
 fn start_agent(t: &TestServer, dir: &Path, node: &str, token: Option<String>) -> RunningAgent {
-    let data_dir = dir.join(node);
     let reloads = dir.join(format!("{node}.reloads"));
     let config = Config {
         certificates: vec![CertificateConfig {
@@ -35,6 +34,18 @@ fn start_agent(t: &TestServer, dir: &Path, node: &str, token: Option<String>) ->
             ..CertificateConfig::default()
         }],
     };
+    start_agent_with(t, dir, node, token, config)
+}
+
+fn start_agent_with(
+    t: &TestServer,
+    dir: &Path,
+    node: &str,
+    token: Option<String>,
+    config: Config,
+) -> RunningAgent {
+    let data_dir = dir.join(node);
+    let reloads = dir.join(format!("{node}.reloads"));
     let settings = Settings {
         server: t.url().to_owned(),
         token,
@@ -314,4 +325,96 @@ async fn a_token_for_another_cluster_sends_nothing() {
         "the token was never sent: {log:#?}"
     );
     agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_identity_renews_before_expiry_and_an_expired_one_keeps_every_file() {
+    let t = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // Paths from the config file instead of the default layout.
+    let custom = dir.path().join("etc-proxy");
+    let config = Config {
+        certificates: vec![CertificateConfig {
+            name: "proxy".into(),
+            cert: Some(custom.join("proxy.crt")),
+            key: Some(custom.join("private/proxy.key")),
+            ca: Some(custom.join("ca.pem")),
+            mode: Some("0640".into()),
+            ..CertificateConfig::default()
+        }],
+    };
+    let agent = start_agent_with(
+        &t,
+        dir.path(),
+        "node-c",
+        t.server.node_token.clone(),
+        config.clone(),
+    );
+    let created: Replacement = t
+        .admin()
+        .json(
+            "POST",
+            "/v1/cluster/certificates",
+            Some(&spec("proxy", "cluster", &["proxy.example"])),
+        )
+        .await
+        .unwrap();
+    let target = Target::Paths {
+        cert: custom.join("proxy.crt"),
+        key: custom.join("private/proxy.key"),
+        ca: custom.join("ca.pem"),
+    };
+    until("the install at the configured paths", async || {
+        target.installed().map(|f| f.to_string()) == created.fingerprint
+    })
+    .await;
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(custom.join("proxy.crt"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o640
+    );
+    assert_eq!(
+        std::fs::metadata(custom.join("private/proxy.key"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+
+    // At 70% of its life (minus jitter) the identity is renewed, by itself.
+    let identity = Target::Layout(agent.data_dir.join("identity"));
+    let first = identity.installed().unwrap();
+    t.clock.advance(Duration::days(260));
+    until("the identity to renew", async || {
+        identity.installed().is_some_and(|f| f != first)
+    })
+    .await;
+    let data_dir = agent.data_dir.clone();
+    agent.stop().await;
+
+    // Expired, and no token to enroll again: nothing is deleted, the agent keeps trying.
+    t.clock.advance(Duration::days(400));
+    let files: Vec<Vec<u8>> = ["proxy.crt", "private/proxy.key", "ca.pem"]
+        .iter()
+        .map(|f| std::fs::read(custom.join(f)).unwrap())
+        .collect();
+    let identity_files = std::fs::read(data_dir.join("identity/tls.crt")).unwrap();
+    let again = start_agent_with(&t, dir.path(), "node-c", None, config);
+    tokio::time::sleep(StdDuration::from_secs(2)).await;
+    assert!(!again.task.is_finished(), "still running, still retrying");
+    let now: Vec<Vec<u8>> = ["proxy.crt", "private/proxy.key", "ca.pem"]
+        .iter()
+        .map(|f| std::fs::read(custom.join(f)).unwrap())
+        .collect();
+    assert_eq!(files, now, "installed files kept");
+    assert_eq!(
+        std::fs::read(again.data_dir.join("identity/tls.crt")).unwrap(),
+        identity_files
+    );
+    again.stop().await;
 }
