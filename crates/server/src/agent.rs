@@ -17,7 +17,7 @@ use serde::Deserialize;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, JsonBody};
-use crate::routes::{caller, json_body, refuse};
+use crate::routes::{body_or_refuse, caller, json_body, refuse};
 use crate::state::{AppState, Issuance};
 use crate::tls::Peer;
 
@@ -113,10 +113,7 @@ pub async fn issue(
     let caller = caller(&state, &peer, "agent.issue", &[Role::Node]).await?;
     let actor = caller.actor();
     let node = node_name(&caller)?;
-    let request = match json_body(body) {
-        Ok(r) => r,
-        Err(e) => return Err(refuse(&state, &actor, "agent.issue", "-", "bad_request", e).await),
-    };
+    let request = body_or_refuse(&state, &actor, "agent.issue", "-", body).await?;
     let fail = |status: StatusCode, message: String| {
         let state = state.clone();
         let actor = actor.clone();

@@ -19,7 +19,7 @@ use evergreen_store::{NamedChange, NamedRecord, NamedVersion};
 
 use crate::auth::rfc3339;
 use crate::error::{ApiError, JsonBody};
-use crate::routes::{caller, json_body, refuse};
+use crate::routes::{body_or_refuse, caller, refuse};
 use crate::state::{AppState, CLIENT_CA, Issuance, PEER_CA, SERVER_CA};
 use crate::tls::Peer;
 
@@ -458,12 +458,7 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<Replacement>), ApiError> {
     let caller = caller(&state, &peer, "certificate.create", &[Role::Admin]).await?;
     let actor = caller.actor();
-    let spec = match json_body(body) {
-        Ok(s) => s,
-        Err(e) => {
-            return Err(refuse(&state, &actor, "certificate.create", "-", "bad_request", e).await);
-        }
-    };
+    let spec = body_or_refuse(&state, &actor, "certificate.create", "-", body).await?;
     if let Err(message) = check_spec(&spec) {
         return Err(refuse(
             &state,
@@ -669,20 +664,7 @@ pub async fn update_cert(
     body: Result<JsonBody<UpdateCert>, ApiError>,
 ) -> Result<Json<Replacement>, ApiError> {
     let caller = caller(&state, &peer, "certificate.set", &[Role::Admin]).await?;
-    let upload = match json_body(body) {
-        Ok(u) => u,
-        Err(e) => {
-            return Err(refuse(
-                &state,
-                &caller.actor(),
-                "certificate.set",
-                "-",
-                "bad_request",
-                e,
-            )
-            .await);
-        }
-    };
+    let upload = body_or_refuse(&state, &caller.actor(), "certificate.set", "-", body).await?;
     let mut answers = set_all(&state, &caller.actor(), std::slice::from_ref(&upload)).await?;
     answers
         .pop()
@@ -696,20 +678,7 @@ pub async fn update_certs(
     body: Result<JsonBody<UpdateCerts>, ApiError>,
 ) -> Result<Json<Vec<Replacement>>, ApiError> {
     let caller = caller(&state, &peer, "certificate.set", &[Role::Admin]).await?;
-    let uploads = match json_body(body) {
-        Ok(u) => u,
-        Err(e) => {
-            return Err(refuse(
-                &state,
-                &caller.actor(),
-                "certificate.set",
-                "-",
-                "bad_request",
-                e,
-            )
-            .await);
-        }
-    };
+    let uploads = body_or_refuse(&state, &caller.actor(), "certificate.set", "-", body).await?;
     Ok(Json(
         set_all(&state, &caller.actor(), &uploads.certificates).await?,
     ))
@@ -723,12 +692,7 @@ pub async fn rotate(
 ) -> Result<Json<Vec<Replacement>>, ApiError> {
     let caller = caller(&state, &peer, "certificate.rotate", &[Role::Admin]).await?;
     let actor = caller.actor();
-    let request = match json_body(body) {
-        Ok(r) => r,
-        Err(e) => {
-            return Err(refuse(&state, &actor, "certificate.rotate", "-", "bad_request", e).await);
-        }
-    };
+    let request = body_or_refuse(&state, &actor, "certificate.rotate", "-", body).await?;
     let _guard = state.named_lock.lock().await;
     let records = state.store.named().await?;
     let selected: Vec<&NamedRecord> = if request.names.is_empty() {
@@ -814,12 +778,7 @@ pub async fn label(
 ) -> Result<Json<Replacement>, ApiError> {
     let caller = caller(&state, &peer, "certificate.label", &[Role::Admin]).await?;
     let actor = caller.actor();
-    let request = match json_body(body) {
-        Ok(r) => r,
-        Err(e) => {
-            return Err(refuse(&state, &actor, "certificate.label", &name, "bad_request", e).await);
-        }
-    };
+    let request = body_or_refuse(&state, &actor, "certificate.label", &name, body).await?;
     if let Err(message) = valid_label(&request.label) {
         return Err(refuse(
             &state,

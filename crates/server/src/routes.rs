@@ -118,6 +118,20 @@ pub(crate) fn json_body<T>(body: Result<JsonBody<T>, ApiError>) -> Result<T, Api
     body.map(|JsonBody(v)| v)
 }
 
+/// The request body, or the refusal (counted and audited) of a body that cannot be read.
+pub(crate) async fn body_or_refuse<T>(
+    state: &AppState,
+    actor: &str,
+    action: &str,
+    target: &str,
+    body: Result<JsonBody<T>, ApiError>,
+) -> Result<T, ApiError> {
+    match body {
+        Ok(JsonBody(value)) => Ok(value),
+        Err(e) => Err(refuse(state, actor, action, target, "bad_request", e).await),
+    }
+}
+
 /// The CSR in a request: base64 of PEM.
 fn read_csr(b64: &str) -> Result<CertificateRequest, ApiError> {
     let pem = decode_pem(b64)
@@ -155,10 +169,7 @@ async fn enroll(
     body: Result<JsonBody<EnrollRequest>, ApiError>,
 ) -> Result<(StatusCode, Json<CertificateBundle>), ApiError> {
     let actor = peer_actor(&peer);
-    let request = match json_body(body) {
-        Ok(r) => r,
-        Err(e) => return Err(refuse(&state, &actor, "enroll", "-", "bad_request", e).await),
-    };
+    let request = body_or_refuse(&state, &actor, "enroll", "-", body).await?;
     let token: JoinToken = match request.token.parse() {
         Ok(t) => t,
         Err(e) => {
@@ -286,10 +297,7 @@ async fn renew(
     .await?;
     let actor = caller.actor();
     let target = caller.record.subject.clone();
-    let request = match json_body(body) {
-        Ok(r) => r,
-        Err(e) => return Err(refuse(&state, &actor, "renew", &target, "bad_request", e).await),
-    };
+    let request = body_or_refuse(&state, &actor, "renew", &target, body).await?;
     let csr = match read_csr(&request.csr) {
         Ok(csr) => csr,
         Err(e) => return Err(refuse(&state, &actor, "renew", &target, "bad_csr", e).await),
@@ -630,10 +638,7 @@ async fn create_token(
 ) -> Result<(StatusCode, Json<TokenResponse>), ApiError> {
     let caller = caller(&state, &peer, "token.create", &[Role::Admin]).await?;
     let actor = caller.actor();
-    let request = match json_body(body) {
-        Ok(r) => r,
-        Err(e) => return Err(refuse(&state, &actor, "token.create", "-", "bad_request", e).await),
-    };
+    let request = body_or_refuse(&state, &actor, "token.create", "-", body).await?;
     if !matches!(request.role, Role::Node | Role::App) {
         let message = format!("join tokens are for node or app, not {}", request.role);
         let e = ApiError::bad_request(message);

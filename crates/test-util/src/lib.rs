@@ -170,6 +170,27 @@ impl Openssl {
     }
 }
 
+/// Verifies `chain` (leaf first) for `usage` against `root` at `at`, with webpki and with
+/// `openssl verify`; panics with both verdicts' text on failure.
+pub fn assert_chain(
+    root: &CertificateDer<'static>,
+    chain: &[CertificateDer<'static>],
+    usage: evergreen_pki::certificate::Usage,
+    at: OffsetDateTime,
+) {
+    let roots = std::slice::from_ref(root);
+    evergreen_pki::chain::verify(&chain[0], &chain[1..], roots, usage, &[], at)
+        .expect("webpki verifies the chain");
+    let purpose = match usage {
+        evergreen_pki::certificate::Usage::ServerAuth => "sslserver",
+        evergreen_pki::certificate::Usage::ClientAuth => "sslclient",
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    Openssl::find()
+        .verify(dir.path(), roots, &chain[1..], &chain[0], purpose, at, &[])
+        .expect("openssl verifies the chain");
+}
+
 /// Writes `contents` to `dir/name` and returns the path.
 pub fn write(dir: &Path, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
     let path = dir.join(name);

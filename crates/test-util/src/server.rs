@@ -193,23 +193,8 @@ impl TestServer {
     /// and with `openssl verify`, against the server's root at the server's time.
     pub fn assert_client_chain(&self, chain: &[CertificateDer<'static>]) {
         use evergreen_api::Clock as _;
-        let now = self.clock.now();
-        let root = [self.root()];
         let usage = evergreen_pki::certificate::Usage::ClientAuth;
-        evergreen_pki::chain::verify(&chain[0], &chain[1..], &root, usage, &[], now)
-            .expect("webpki verifies the returned chain");
-        let dir = tempfile::tempdir().expect("tempdir");
-        crate::Openssl::find()
-            .verify(
-                dir.path(),
-                &root,
-                &chain[1..],
-                &chain[0],
-                "sslclient",
-                now,
-                &[],
-            )
-            .expect("openssl verifies the returned chain");
+        crate::assert_chain(&self.root(), chain, usage, self.clock.now());
     }
 
     pub async fn shutdown(self) -> Option<tempfile::TempDir> {

@@ -14,7 +14,6 @@ use evergreen_agent::install::Target;
 use evergreen_api::{Clock, NamedCertificateSpec, NamedCertificateStatus, Replacement, UpdateCert};
 use evergreen_pki::certificate::{CertificateInfo, Usage};
 use evergreen_pki::{DistinguishedName, Duration, IssueRequest, KeyType, PrivateKey, Profile, pem};
-use evergreen_test_util::Openssl;
 use evergreen_test_util::server::TestServer;
 use tokio::sync::watch;
 
@@ -130,28 +129,7 @@ fn assert_installed_pair(t: &TestServer, dir: &Path) -> CertificateInfo {
             & 0o777,
         0o600
     );
-    let root = [t.root()];
-    evergreen_pki::chain::verify(
-        &chain[0],
-        &chain[1..],
-        &root,
-        Usage::ServerAuth,
-        &[],
-        t.clock.now(),
-    )
-    .unwrap();
-    let tmp = tempfile::tempdir().unwrap();
-    Openssl::find()
-        .verify(
-            tmp.path(),
-            &root,
-            &chain[1..],
-            &chain[0],
-            "sslserver",
-            t.clock.now(),
-            &[],
-        )
-        .unwrap();
+    evergreen_test_util::assert_chain(&t.root(), &chain, Usage::ServerAuth, t.clock.now());
     CertificateInfo::from_der(&chain[0]).unwrap()
 }
 

@@ -7,7 +7,6 @@ use evergreen_api::{
 };
 use evergreen_pki::certificate::{CertificateInfo, Usage};
 use evergreen_pki::{DistinguishedName, Duration, IssueRequest, KeyType, PrivateKey, Profile, pem};
-use evergreen_test_util::Openssl;
 use evergreen_test_util::server::TestServer;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -86,28 +85,7 @@ async fn assert_version_verifies(t: &TestServer, name: &str) {
         .unwrap()
         .unwrap();
     let chain = pem::parse_certificates("chain", version.chain_pem.unwrap().as_bytes()).unwrap();
-    let root = [t.root()];
-    evergreen_pki::chain::verify(
-        &chain[0],
-        &chain[1..],
-        &root,
-        Usage::ServerAuth,
-        &[],
-        t.clock.now(),
-    )
-    .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    Openssl::find()
-        .verify(
-            dir.path(),
-            &root,
-            &chain[1..],
-            &chain[0],
-            "sslserver",
-            t.clock.now(),
-            &[],
-        )
-        .unwrap();
+    evergreen_test_util::assert_chain(&t.root(), &chain, Usage::ServerAuth, t.clock.now());
     let sealed = version.sealed_key.unwrap();
     assert!(
         !sealed.windows(10).any(|w| w == b"PRIVATE KE"),
