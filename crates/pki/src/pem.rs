@@ -61,7 +61,7 @@ pub fn parse_private_key(what: &str, text: &[u8]) -> Result<PrivateKeyDer<'stati
     PrivateKeyDer::from_pem_slice(text).map_err(|e| match e {
         pem::Error::NoItemsFound => Error::Pem {
             what: what.to_owned(),
-            reason: "holds no PEM private key (no '-----BEGIN PRIVATE KEY-----' section)".into(),
+            reason: "holds no PEM private key (no section labelled PRIVATE KEY, EC PRIVATE KEY or RSA PRIVATE KEY)".into(),
         },
         e => pem_error(what, e),
     })
