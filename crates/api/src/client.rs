@@ -248,6 +248,8 @@ impl Client {
                 addr: addr.clone(),
                 reason: e.to_string(),
             })?;
+        // Small requests must not wait for Nagle's algorithm (about 40 ms each).
+        let _ = tcp.set_nodelay(true);
         self.connector
             .connect(self.server_name.clone(), tcp)
             .await
@@ -279,31 +281,105 @@ impl Client {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<Response, ClientError> {
+        self.session().await?.send(method, path, body).await
+    }
+
+    /// Opens one connection for several requests (HTTP/1.1 keep-alive): what a caller
+    /// making many requests uses, so it pays for one TLS handshake, not one each.
+    pub async fn session(&self) -> Result<Session, ClientError> {
         let addr = self.addr();
         let tls = self.connect().await?;
-        let http = |e: hyper::Error| ClientError::Http {
-            addr: addr.clone(),
-            reason: match std::error::Error::source(&e) {
-                Some(source) => format!("{e}: {source}"),
-                None => e.to_string(),
-            },
-        };
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
-            .map_err(http)?;
+            .map_err(|e| http_error(&addr, e))?;
         tokio::spawn(connection);
-        let has_body = body.is_some();
+        Ok(Session { sender, addr })
+    }
+
+    /// Sends a request with a JSON body (or none) and decodes a JSON answer; an error
+    /// status becomes [`ClientError::Status`] with the server's message.
+    pub async fn json<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T, ClientError> {
+        self.session().await?.json(method, path, body).await
+    }
+
+    pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.json::<(), T>("GET", path, None).await
+    }
+}
+
+/// One kept-alive connection to the server.
+pub struct Session {
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    addr: String,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+fn http_error(addr: &str, e: hyper::Error) -> ClientError {
+    ClientError::Http {
+        addr: addr.to_owned(),
+        reason: match std::error::Error::source(&e) {
+            Some(source) => format!("{e}: {source}"),
+            None => e.to_string(),
+        },
+    }
+}
+
+impl Session {
+    /// Sends one request on this connection; any status is returned as a [`Response`].
+    pub async fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Response, ClientError> {
+        let addr = self.addr.clone();
+        let timeout = ClientError::Timeout {
+            addr: addr.clone(),
+            secs: REQUEST_TIMEOUT.as_secs(),
+        };
+        tokio::time::timeout(REQUEST_TIMEOUT, self.send_inner(method, path, body))
+            .await
+            .map_err(|_| timeout)?
+    }
+
+    async fn send_inner(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Response, ClientError> {
+        let addr = self.addr.clone();
+        self.sender
+            .ready()
+            .await
+            .map_err(|e| http_error(&addr, e))?;
         let mut request = hyper::Request::builder()
             .method(method)
             .uri(path)
             .header(hyper::header::HOST, addr.as_str());
-        if has_body {
+        if body.is_some() {
             request = request.header(hyper::header::CONTENT_TYPE, "application/json");
         }
         let request = request
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(|e| ClientError::Decode(e.to_string()))?;
-        let response = sender.send_request(request).await.map_err(http)?;
+        let response = self
+            .sender
+            .send_request(request)
+            .await
+            .map_err(|e| http_error(&addr, e))?;
         let status = response.status().as_u16();
         let content_type = response
             .headers()
@@ -314,7 +390,7 @@ impl Client {
             .into_body()
             .collect()
             .await
-            .map_err(http)?
+            .map_err(|e| http_error(&addr, e))?
             .to_bytes()
             .to_vec();
         Ok(Response {
@@ -324,10 +400,9 @@ impl Client {
         })
     }
 
-    /// Sends a request with a JSON body (or none) and decodes a JSON answer; an error
-    /// status becomes [`ClientError::Status`] with the server's message.
+    /// As [`Client::json`], on this connection.
     pub async fn json<B: Serialize, T: DeserializeOwned>(
-        &self,
+        &mut self,
         method: &str,
         path: &str,
         body: Option<&B>,
@@ -339,10 +414,6 @@ impl Client {
         let response = self.send(method, path, body).await?;
         check(&response)?;
         serde_json::from_slice(&response.body).map_err(|e| ClientError::Decode(e.to_string()))
-    }
-
-    pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        self.json::<(), T>("GET", path, None).await
     }
 }
 
