@@ -5,6 +5,8 @@
     reason = "a test fails loudly on any unexpected error"
 )]
 
+use std::sync::Arc;
+
 use evergreen_store::{
     Acknowledgement, AuditEvent, CaRecord, CertificateRecord, Initialization, InventoryQuery,
     NamedChange, NamedRecord, NamedVersion, RevokeOutcome, SqliteStore, Store, StoreError,
@@ -349,6 +351,56 @@ async fn named_certificates(store: &dyn Store) {
     let acks = store.acknowledgements().await.unwrap();
     assert_eq!(acks.len(), 2, "one row per node and name");
     assert!(acks.iter().all(|a| a.version == 2));
+}
+
+/// Writes from many tasks at once share commits; a failing one fails alone.
+async fn group_commits(store: Arc<dyn Store>) {
+    let mut tasks = Vec::new();
+    for i in 0..300 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            // Every 50th reuses serial 1000, which exists by then or collides.
+            let serial = if i % 50 == 0 {
+                "1000".to_owned()
+            } else {
+                format!("{:04}", 2000 + i)
+            };
+            store
+                .insert_certificate(&cert(&serial, 10, "client-ca"))
+                .await
+        }));
+    }
+    let mut ok = 0;
+    for task in tasks {
+        if task.await.unwrap().is_ok() {
+            ok += 1;
+        }
+    }
+    assert_eq!(ok, 300 - 6 + 1, "only the duplicate serials fail");
+    let query = InventoryQuery {
+        limit: 1000,
+        ..Default::default()
+    };
+    let serials: Vec<String> = store
+        .list_certificates(&query)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.serial)
+        .collect();
+    assert!(serials.contains(&"1000".to_owned()) && serials.contains(&"2299".to_owned()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_group_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(&dir.path().join("state.db"))
+            .await
+            .unwrap(),
+    );
+    group_commits(store.clone()).await;
+    store.close().await;
 }
 
 #[tokio::test]
