@@ -24,6 +24,7 @@ use evergreen_api::SystemClock;
     propagate_version = true,
     after_help = "Start here:
   evergreen server                           run the control plane (prints a join token)
+  evergreen agent --server URL --token T     on every node: enroll, install certificates
   evergreen token create --role app          a join token for an application
   evergreen certificate check                every certificate the server issued
   evergreen ca generate --out ./pki          a CA hierarchy made offline
