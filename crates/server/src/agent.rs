@@ -201,8 +201,10 @@ pub async fn issue(
         role: Role::Service,
         owner: format!("node {node}, {} version {}", record.name, record.version),
         renewed_from: None,
+        actor: actor.clone(),
+        action: "agent.issue",
     };
-    let (issued, inventory) = state.issue(&issue, how).await?;
+    let (issued, _) = state.issue(&issue, how).await?;
     let chain = state
         .cluster
         .load()
@@ -210,14 +212,6 @@ pub async fn issue(
         .map(|c| c.bundle_pem())
         .unwrap_or_default();
     let leaf = pem::encode("CERTIFICATE", &issued.der);
-    state
-        .audit(
-            &actor,
-            "agent.issue",
-            &record.name,
-            Ok(&format!("serial {} for node {node}", inventory.serial)),
-        )
-        .await?;
     Ok((
         StatusCode::CREATED,
         Json(CertificateBundle {

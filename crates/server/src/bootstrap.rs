@@ -438,25 +438,39 @@ pub async fn ensure_own_cert(
         validity: settings.node_validity,
     };
     let issued = ca.issue(&request, now)?;
-    store
-        .insert_certificate(&CertificateRecord {
-            serial: hex(&issued.serial),
-            sha256: issued.fingerprint.to_string(),
-            subject: own.subject.to_string(),
-            sans: own.sans.iter().map(ToString::to_string).collect(),
-            profile: own.profile.name().into(),
-            role: own.role.as_str().into(),
-            issuer: own.ca.into(),
-            owner: "server".into(),
-            not_before: issued.not_before.unix_timestamp(),
-            not_after: issued.not_after.unix_timestamp(),
-            issued_at: now.unix_timestamp(),
-            renewed_from: None,
-            revoked_at: None,
-            revocation_reason: None,
-            der: issued.der.to_vec(),
-        })
-        .await?;
+    let record = CertificateRecord {
+        serial: hex(&issued.serial),
+        sha256: issued.fingerprint.to_string(),
+        subject: own.subject.to_string(),
+        sans: own.sans.iter().map(ToString::to_string).collect(),
+        profile: own.profile.name().into(),
+        role: own.role.as_str().into(),
+        issuer: own.ca.into(),
+        owner: "server".into(),
+        not_before: issued.not_before.unix_timestamp(),
+        not_after: issued.not_after.unix_timestamp(),
+        issued_at: now.unix_timestamp(),
+        renewed_from: None,
+        revoked_at: None,
+        revocation_reason: None,
+        der: issued.der.to_vec(),
+    };
+    let event = AuditEvent {
+        at: now.unix_timestamp(),
+        actor: "server".into(),
+        action: "issue".into(),
+        target: own.subject.to_string(),
+        outcome: "ok".into(),
+        detail: format!(
+            "{} certificate serial {} written to {}",
+            own.role,
+            record.serial,
+            own.cert_path.display()
+        ),
+    };
+    // Recorded before the files are written: an inventory row without files is
+    // re-issued at the next check, files without a row would never be.
+    store.record_issuance(&record, &event).await?;
     let mut chain = vec![issued.der.clone()];
     chain.extend(ca.bundle());
     files::replace(&own.key_path, key.to_pem().as_bytes(), KEY_MODE)?;
@@ -465,21 +479,6 @@ pub async fn ensure_own_cert(
         pem::encode_certificates(&chain).as_bytes(),
         PUBLIC_MODE,
     )?;
-    store
-        .audit(&AuditEvent {
-            at: now.unix_timestamp(),
-            actor: "server".into(),
-            action: "issue".into(),
-            target: own.subject.to_string(),
-            outcome: "ok".into(),
-            detail: format!(
-                "{} certificate serial {} written to {}",
-                own.role,
-                hex(&issued.serial),
-                own.cert_path.display()
-            ),
-        })
-        .await?;
     Ok((chain, key.der().clone_key(), true))
 }
 

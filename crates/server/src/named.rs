@@ -158,6 +158,8 @@ async fn issue_cluster(state: &AppState, record: &NamedRecord) -> Result<Materia
         role: Role::Service,
         owner: format!("named:{}", record.name),
         renewed_from: None,
+        actor: "server".into(),
+        action: "certificate.issue",
     };
     let (issued, _) = state.issue(&request, how).await?;
     let ca_bundle = state
@@ -889,21 +891,12 @@ pub async fn node_bundle(
         role: Role::Node,
         owner: format!("bundle by {}", caller.record.subject),
         renewed_from: None,
+        actor: caller.actor(),
+        action: "node.bundle",
     };
-    let (issued, record) = state.issue(&request, how).await?;
+    let (issued, _) = state.issue(&request, how).await?;
     let ca = state.cluster.load().client_ca.bundle_pem();
     let leaf = pem::encode("CERTIFICATE", &issued.der);
-    state
-        .audit(
-            &caller.actor(),
-            "node.bundle",
-            &node,
-            Ok(&format!(
-                "node certificate serial {} with a server-made key",
-                record.serial
-            )),
-        )
-        .await?;
     Ok((
         StatusCode::CREATED,
         Json(NodeBundle {

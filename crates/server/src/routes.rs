@@ -257,17 +257,11 @@ async fn enroll(
         role,
         owner: actor.clone(),
         renewed_from: None,
+        actor: actor.clone(),
+        action: "enroll",
     };
-    let (issued, record) = state.issue(&issue, how).await?;
+    let (issued, _) = state.issue(&issue, how).await?;
     state.metrics.enrolled.fetch_add(1, Ordering::Relaxed);
-    let detail = format!(
-        "issued {role} certificate serial {} until {}",
-        record.serial,
-        rfc3339(record.not_after)
-    );
-    state
-        .audit(&actor, "enroll", &record.subject, Ok(&detail))
-        .await?;
     Ok((
         StatusCode::CREATED,
         Json(bundle(&state, &issued, CLIENT_CA)?),
@@ -320,16 +314,11 @@ async fn renew(
         role: caller.role,
         owner: caller.record.owner.clone(),
         renewed_from: Some(caller.record.serial.clone()),
+        actor: actor.clone(),
+        action: "renew",
     };
-    let (issued, record) = state.issue(&issue, how).await?;
+    let (issued, _) = state.issue(&issue, how).await?;
     state.metrics.renewed.fetch_add(1, Ordering::Relaxed);
-    let detail = format!(
-        "renewed serial {} as serial {} until {}",
-        caller.record.serial,
-        record.serial,
-        rfc3339(record.not_after)
-    );
-    state.audit(&actor, "renew", &target, Ok(&detail)).await?;
     Ok((
         StatusCode::CREATED,
         Json(bundle(&state, &issued, CLIENT_CA)?),

@@ -160,6 +160,9 @@ pub struct Issuance {
     pub role: Role,
     pub owner: String,
     pub renewed_from: Option<String>,
+    /// For the audit entry written with the certificate: who asked, and for what.
+    pub actor: String,
+    pub action: &'static str,
 }
 
 impl AppState {
@@ -174,6 +177,7 @@ impl AppState {
         how: Issuance,
     ) -> Result<(IssuedCertificate, CertificateRecord), ApiError> {
         let now = self.now();
+        let (actor, action) = (how.actor.clone(), how.action);
         let cluster = self.cluster.load();
         let ca = cluster
             .ca(how.ca)
@@ -205,7 +209,27 @@ impl AppState {
             revocation_reason: None,
             der: issued.der.to_vec(),
         };
-        self.store.insert_certificate(&record).await?;
+        let detail = format!(
+            "issued {} {} certificate serial {} until {}{}",
+            record.role,
+            record.profile,
+            record.serial,
+            crate::auth::rfc3339(record.not_after),
+            record
+                .renewed_from
+                .as_ref()
+                .map(|r| format!(", renewing serial {r}"))
+                .unwrap_or_default()
+        );
+        let event = AuditEvent {
+            at: now.unix_timestamp(),
+            actor: actor.clone(),
+            action: action.to_owned(),
+            target: record.subject.clone(),
+            outcome: "ok".into(),
+            detail,
+        };
+        self.store.record_issuance(&record, &event).await?;
         self.metrics
             .issued
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -241,6 +241,8 @@ pub trait Store: Send + Sync + 'static {
     async fn next_crl_number(&self, ca: &str) -> Result<u64>;
 
     async fn insert_certificate(&self, cert: &CertificateRecord) -> Result<()>;
+    /// Records an issued certificate and its audit entry together: both or neither.
+    async fn record_issuance(&self, cert: &CertificateRecord, event: &AuditEvent) -> Result<()>;
     async fn certificate_by_serial(&self, serial: &str) -> Result<Option<CertificateRecord>>;
     async fn certificate_by_sha256(&self, sha256: &str) -> Result<Option<CertificateRecord>>;
     /// Ordered by (not_after, serial).

@@ -69,6 +69,8 @@ pub struct SqliteStore {
 #[derive(Debug)]
 enum Write {
     Certificate(Box<CertificateRecord>),
+    /// A certificate and its audit entry, both or neither.
+    Issued(Box<CertificateRecord>, AuditEvent),
     Audit(AuditEvent),
     /// Answered once every write queued before it is committed.
     Flush,
@@ -118,16 +120,11 @@ async fn group_commit(writer: SqlitePool, mut queue: mpsc::Receiver<Commit>) {
     }
 }
 
-async fn commit_group(writer: &SqlitePool, mut writes: Vec<Write>) -> Result<Vec<Result<()>>> {
+async fn commit_group(writer: &SqlitePool, writes: Vec<Write>) -> Result<Vec<Result<()>>> {
     let mut conn = writer.acquire().await?;
-    if writes.len() == 1 {
-        // Alone, a write is its own transaction: no savepoint, one statement.
-        let result = match writes.pop() {
-            Some(Write::Certificate(record)) => insert_certificate(&mut conn, &record).await,
-            Some(Write::Audit(event)) => audit(&mut conn, &event).await,
-            Some(Write::Flush) | None => Ok(()),
-        };
-        return Ok(vec![result]);
+    if let [Write::Certificate(_) | Write::Audit(_) | Write::Flush] = writes.as_slice() {
+        // Alone and one statement: its own transaction, nothing more.
+        return Ok(vec![apply(&mut conn, &writes[0]).await]);
     }
     sqlx::query("BEGIN").execute(&mut *conn).await?;
     let applied = apply_group(&mut conn, writes).await;
@@ -146,15 +143,23 @@ async fn commit_group(writer: &SqlitePool, mut writes: Vec<Write>) -> Result<Vec
     committed
 }
 
+async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<()> {
+    match write {
+        Write::Certificate(record) => insert_certificate(conn, record).await,
+        Write::Issued(record, event) => {
+            insert_certificate(conn, record).await?;
+            audit(conn, event).await
+        }
+        Write::Audit(event) => audit(conn, event).await,
+        Write::Flush => Ok(()),
+    }
+}
+
 async fn apply_group(conn: &mut SqliteConnection, writes: Vec<Write>) -> Result<Vec<Result<()>>> {
     let mut results = Vec::with_capacity(writes.len());
-    for write in writes {
+    for write in &writes {
         sqlx::query("SAVEPOINT one").execute(&mut *conn).await?;
-        let result = match write {
-            Write::Certificate(record) => insert_certificate(conn, &record).await,
-            Write::Audit(event) => audit(conn, &event).await,
-            Write::Flush => Ok(()),
-        };
+        let result = apply(conn, write).await;
         if result.is_err() {
             sqlx::query("ROLLBACK TO one").execute(&mut *conn).await?;
         }
@@ -434,6 +439,11 @@ impl Store for SqliteStore {
 
     async fn insert_certificate(&self, cert: &CertificateRecord) -> Result<()> {
         self.queue(Write::Certificate(Box::new(cert.clone()))).await
+    }
+
+    async fn record_issuance(&self, cert: &CertificateRecord, event: &AuditEvent) -> Result<()> {
+        self.queue(Write::Issued(Box::new(cert.clone()), event.clone()))
+            .await
     }
 
     async fn certificate_by_serial(&self, serial: &str) -> Result<Option<CertificateRecord>> {

@@ -232,6 +232,37 @@ async fn suite(store: &dyn Store) {
     assert_eq!(log.len(), 2);
     assert_eq!(log[0].outcome, "refused");
 
+    // An issuance and its audit entry are recorded together, or not at all.
+    let issued = AuditEvent {
+        at: 3,
+        actor: "token:abc".into(),
+        action: "enroll".into(),
+        target: "CN=06".into(),
+        outcome: "ok".into(),
+        detail: "issued".into(),
+    };
+    store
+        .record_issuance(&cert("06", 60, "client-ca"), &issued)
+        .await
+        .unwrap();
+    assert!(store.certificate_by_serial("06").await.unwrap().is_some());
+    assert_eq!(store.audit_log(1).await.unwrap()[0], issued);
+    let again = AuditEvent {
+        detail: "duplicate".into(),
+        ..issued.clone()
+    };
+    assert!(
+        store
+            .record_issuance(&cert("06", 60, "client-ca"), &again)
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        store.audit_log(1).await.unwrap()[0],
+        issued,
+        "no audit entry without its certificate"
+    );
+
     named_certificates(store).await;
 }
 
