@@ -14,8 +14,12 @@ use tokio_rustls::TlsConnector;
 
 use crate::ErrorBody;
 
-/// How long one request may take, connection and TLS handshake included.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a TCP connection and TLS handshake may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long one request may take once connected: longer than the longest the server
+/// holds a watch (60 s), so an idle long-poll is answered, not cut off.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(90);
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -160,7 +164,6 @@ impl Client {
         identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
         clock: Arc<dyn crate::Clock>,
     ) -> Result<Self, ClientError> {
-        let (host, port) = parse_url(url)?;
         let mut store = rustls::RootCertStore::empty();
         for root in roots {
             store.add(root.clone()).map_err(|e| {
@@ -181,23 +184,13 @@ impl Client {
             })?,
             None => builder.with_no_client_auth(),
         };
-        let server_name = ServerName::try_from(host.clone()).map_err(|_| ClientError::Url {
-            url: url.to_owned(),
-            reason: "the host is not a valid DNS name or IP address".into(),
-        })?;
-        Ok(Client {
-            host,
-            port,
-            server_name,
-            connector: TlsConnector::from(Arc::new(config)),
-        })
+        Self::from_config(url, config)
     }
 
     /// A client that does not authenticate the server. Only for fetching `/cacerts`
     /// before the cluster's CA is known: the caller must check the bundle against the
     /// join token's pinned root hash before trusting it or sending anything secret.
     pub fn unauthenticated(url: &str) -> Result<Self, ClientError> {
-        let (host, port) = parse_url(url)?;
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let config = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
@@ -205,6 +198,11 @@ impl Client {
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AnyServer(provider)))
             .with_no_client_auth();
+        Self::from_config(url, config)
+    }
+
+    fn from_config(url: &str, config: rustls::ClientConfig) -> Result<Self, ClientError> {
+        let (host, port) = parse_url(url)?;
         let server_name = ServerName::try_from(host.clone()).map_err(|_| ClientError::Url {
             url: url.to_owned(),
             reason: "the host is not a valid DNS name or IP address".into(),
@@ -240,8 +238,24 @@ impl Client {
         Ok(chain.iter().map(|c| c.clone().into_owned()).collect())
     }
 
+    /// A TCP connection and TLS handshake, within [`CONNECT_TIMEOUT`]: every way of
+    /// talking to the server starts here, so none of them can hang on a peer that accepts
+    /// the connection and then says nothing.
     async fn connect(&self) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ClientError> {
         let addr = self.addr();
+        let timeout = ClientError::Timeout {
+            addr: addr.clone(),
+            secs: CONNECT_TIMEOUT.as_secs(),
+        };
+        tokio::time::timeout(CONNECT_TIMEOUT, self.connect_inner(addr))
+            .await
+            .map_err(|_| timeout)?
+    }
+
+    async fn connect_inner(
+        &self,
+        addr: String,
+    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ClientError> {
         let tcp = TcpStream::connect((self.host.as_str(), self.port))
             .await
             .map_err(|e| ClientError::Connect {
@@ -259,23 +273,8 @@ impl Client {
             })
     }
 
-    /// Sends one request; any status is returned as a [`Response`].
+    /// Sends one request on a new connection; any status is returned as a [`Response`].
     pub async fn send(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<Vec<u8>>,
-    ) -> Result<Response, ClientError> {
-        let addr = self.addr();
-        tokio::time::timeout(REQUEST_TIMEOUT, self.send_inner(method, path, body))
-            .await
-            .map_err(|_| ClientError::Timeout {
-                addr,
-                secs: REQUEST_TIMEOUT.as_secs(),
-            })?
-    }
-
-    async fn send_inner(
         &self,
         method: &str,
         path: &str,

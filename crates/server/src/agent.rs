@@ -21,8 +21,9 @@ use crate::routes::{body_or_refuse, caller, json_body, refuse};
 use crate::state::{AppState, Issuance};
 use crate::tls::Peer;
 
-/// The longest a watch waits for a change.
-const MAX_POLL: Duration = Duration::from_secs(60);
+/// The longest a watch waits for a change; clients allow a request longer than this
+/// (`evergreen_api::client::REQUEST_TIMEOUT`).
+pub const MAX_POLL: Duration = Duration::from_secs(60);
 
 type AppStateRef = State<Arc<AppState>>;
 

@@ -31,6 +31,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Mutex, watch};
 use tokio::task::JoinHandle;
 
+pub use agent::MAX_POLL as MAX_WATCH;
 pub use observe::document as openapi_document;
 pub use state::{AppState, Paths, Settings};
 

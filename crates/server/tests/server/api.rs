@@ -214,3 +214,8 @@ async fn tokens_are_for_nodes_and_applications_only() {
     crate::refusal(result, 403);
     crate::assert_audited_refusal(&t, "token.create", "for admin certificates").await;
 }
+
+#[test]
+fn clients_wait_longer_than_the_longest_watch() {
+    assert!(evergreen_api::client::REQUEST_TIMEOUT > evergreen_server::MAX_WATCH);
+}
