@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 use anyhow::{Context, Result, bail};
-use evergreen_api::client::{Client, ClientError};
+use evergreen_api::client::Client;
 use evergreen_api::{
     AgentIssueRequest, AgentStatus, AgentWatch, Assignment, CertificateBundle, Clock,
     EnrollRequest, Installed, RenewalRequest, decode_pem, encode_pem,
@@ -293,13 +293,12 @@ impl Agent {
             self.revision,
             self.settings.poll_timeout.as_secs().max(1)
         );
-        let watch: AgentWatch = match client.get_json(&path).await {
-            Ok(w) => w,
-            Err(ClientError::Status { code: 403, error }) if error.contains("expired") => {
-                bail!("this node's identity is refused: {error}")
-            }
-            Err(e) => return Err(e).context("cannot reach the server"),
-        };
+        // A refusal carries the server's own reason (expired, revoked, …); the context
+        // only says which step failed.
+        let watch: AgentWatch = client
+            .get_json(&path)
+            .await
+            .context("watching the server for changes failed")?;
         let mut changed = false;
         for assignment in &watch.certificates {
             let done = self

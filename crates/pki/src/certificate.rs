@@ -301,9 +301,4 @@ impl CertificateInfo {
         }
         names
     }
-
-    /// Whether `now` is inside the validity period.
-    pub fn is_valid_at(&self, now: OffsetDateTime) -> bool {
-        self.not_before <= now && now <= self.not_after
-    }
 }

@@ -189,15 +189,6 @@ impl PrivateKey {
         let x509 = crate::certificate::parse_x509("certificate", cert)?;
         Ok(x509.public_key().subject_public_key.data.as_ref() == self.pair.der_bytes())
     }
-
-    /// Signs `msg` with this key's signature algorithm (ECDSA with ASN.1 signatures,
-    /// Ed25519, or RSA PKCS#1 v1.5 with SHA-256).
-    pub fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, Error> {
-        rcgen::SigningKey::sign(&self.pair, msg).map_err(|e| Error::Crypto {
-            what: "signing",
-            reason: e.to_string(),
-        })
-    }
 }
 
 impl fmt::Debug for PrivateKey {
