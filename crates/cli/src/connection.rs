@@ -12,9 +12,14 @@ use evergreen_pki::{PrivateKey, pem};
 /// The data dir when none is given: `EVERGREEN_DATA_DIR`, else `/var/lib/evergreen` for
 /// root and `~/.local/share/evergreen` for anyone else.
 pub fn default_data_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("EVERGREEN_DATA_DIR").filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir);
+    match std::env::var_os("EVERGREEN_DATA_DIR").filter(|d| !d.is_empty()) {
+        Some(dir) => PathBuf::from(dir),
+        None => state_dir("evergreen"),
     }
+}
+
+/// `/var/lib/NAME` for root, `~/.local/share/NAME` for anyone else.
+pub fn state_dir(name: &str) -> PathBuf {
     let is_root = std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -24,8 +29,8 @@ pub fn default_data_dir() -> PathBuf {
         })
         .unwrap_or(false);
     match std::env::var_os("HOME") {
-        Some(home) if !is_root => PathBuf::from(home).join(".local/share/evergreen"),
-        _ => PathBuf::from("/var/lib/evergreen"),
+        Some(home) if !is_root => PathBuf::from(home).join(".local/share").join(name),
+        _ => PathBuf::from("/var/lib").join(name),
     }
 }
 

@@ -75,10 +75,10 @@ pub fn run(args: AgentArgs) -> Result<()> {
     if node.is_empty() {
         bail!("cannot tell this node's name; pass --node NAME");
     }
-    let data_dir = args.data_dir.unwrap_or_else(|| {
-        let server_default = crate::connection::default_data_dir();
-        server_default.with_file_name("evergreen-agent")
-    });
+    // The agent's own directory, whatever the server's EVERGREEN_DATA_DIR says.
+    let data_dir = args
+        .data_dir
+        .unwrap_or_else(|| crate::connection::state_dir("evergreen-agent"));
     let config = match &args.config {
         Some(path) => Config::load(path)?,
         None => Config::default(),
