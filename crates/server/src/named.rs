@@ -638,9 +638,19 @@ async fn set_all(
             new_version: Some(version),
         });
     }
-    state.save_named(&changes).await?;
+    save_and_answer(state, actor, "certificate.set", &changes).await
+}
+
+/// Saves new versions, then answers and audits each with its trust decision.
+async fn save_and_answer(
+    state: &AppState,
+    actor: &str,
+    action: &str,
+    changes: &[NamedChange],
+) -> Result<Vec<Replacement>, ApiError> {
+    state.save_named(changes).await?;
     let mut answers = Vec::new();
-    for change in &changes {
+    for change in changes {
         let Some(version) = &change.new_version else {
             continue;
         };
@@ -652,7 +662,7 @@ async fn set_all(
             answer.trust
         );
         state
-            .audit(actor, "certificate.set", &change.record.name, Ok(&detail))
+            .audit(actor, action, &change.record.name, Ok(&detail))
             .await?;
         answers.push(answer);
     }
@@ -750,24 +760,9 @@ pub async fn rotate(
             new_version: Some(version),
         });
     }
-    state.save_named(&changes).await?;
-    let mut answers = Vec::new();
-    for change in &changes {
-        let Some(version) = &change.new_version else {
-            continue;
-        };
-        let answer = replacement(&state, &change.record, version).await?;
-        state
-            .audit(
-                &actor,
-                "certificate.rotate",
-                &change.record.name,
-                Ok(&format!("version {}", answer.version)),
-            )
-            .await?;
-        answers.push(answer);
-    }
-    Ok(Json(answers))
+    Ok(Json(
+        save_and_answer(&state, &actor, "certificate.rotate", &changes).await?,
+    ))
 }
 
 /// Sets a label; a new, different label regenerates a selfsigned certificate (Event
