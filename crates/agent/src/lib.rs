@@ -23,7 +23,7 @@ use evergreen_api::{
     EnrollRequest, Installed, RenewalRequest, decode_pem, encode_pem,
 };
 use evergreen_pki::certificate::CertificateInfo;
-use evergreen_pki::renewal::{Jitter, RandomJitter};
+use evergreen_pki::renewal::{Jitter, RandomJitter, RenewalPolicy};
 use evergreen_pki::token::JoinToken;
 use evergreen_pki::{CertificateDer, DistinguishedName, Duration, KeyType, PrivateKey, pem};
 use serde::{Deserialize, Serialize};
@@ -72,8 +72,11 @@ struct Agent {
     settings: Settings,
     identity: Target,
     state_path: PathBuf,
-    /// The cluster's root, once pinned.
-    root: Option<CertificateDer<'static>>,
+    /// The cluster's roots: the one the token pins, then whatever the trust bundle holds
+    /// (old and new during a root rotation).
+    roots: Vec<CertificateDer<'static>>,
+    /// The identity was issued by a CA the server no longer issues from: renew now.
+    identity_outdated: bool,
     revision: i64,
     state: State,
     /// This identity's share of renewal jitter.
@@ -90,7 +93,8 @@ pub async fn run(settings: Settings, mut stop: watch::Receiver<bool>) -> Result<
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default(),
-        root: load_root(&settings.data_dir),
+        roots: load_roots(&settings.data_dir),
+        identity_outdated: false,
         revision: 0,
         jitter: None,
         settings,
@@ -134,12 +138,26 @@ fn files_dir(dir: &std::path::Path) -> Result<()> {
     evergreen_api::files::create_private_dir(dir)
 }
 
-fn load_root(data_dir: &std::path::Path) -> Option<CertificateDer<'static>> {
-    let bytes = std::fs::read(data_dir.join("root.crt")).ok()?;
-    pem::parse_certificates("root.crt", &bytes)
-        .ok()?
-        .into_iter()
-        .next()
+fn load_roots(data_dir: &std::path::Path) -> Vec<CertificateDer<'static>> {
+    std::fs::read(data_dir.join("root.crt"))
+        .ok()
+        .and_then(|bytes| pem::parse_certificates("root.crt", &bytes).ok())
+        .unwrap_or_default()
+}
+
+/// Whether `leaf` is signed by the first certificate of the base64 PEM bundle `ca`.
+fn issued_by(leaf: &CertificateDer<'_>, ca: &str) -> bool {
+    decode_pem(ca)
+        .ok()
+        .and_then(|pem| pem::parse_certificates("CA", &pem).ok())
+        .and_then(|ca| evergreen_pki::chain::is_signed_by(leaf, &ca[0]).ok())
+        .unwrap_or(false)
+}
+
+/// The first certificate of a PEM file.
+fn installed_leaf(path: &std::path::Path) -> Option<CertificateDer<'static>> {
+    let chain = pem::parse_certificates("", &std::fs::read(path).ok()?).ok()?;
+    chain.into_iter().next()
 }
 
 impl Agent {
@@ -157,10 +175,11 @@ impl Agent {
     }
 
     /// Fetches `/cacerts` without trusting the server yet and accepts it only if its root
-    /// hashes to the token's pin; from then on every connection trusts that root only.
-    async fn pin_root(&mut self) -> Result<CertificateDer<'static>> {
-        if let Some(root) = &self.root {
-            return Ok(root.clone());
+    /// hashes to the token's pin; from then on every connection trusts that root only,
+    /// and the roots of trust bundles received over it.
+    async fn pin_root(&mut self) -> Result<Vec<CertificateDer<'static>>> {
+        if !self.roots.is_empty() {
+            return Ok(self.roots.clone());
         }
         let token = self.token()?;
         let response = Client::unauthenticated(&self.settings.server)?
@@ -177,16 +196,42 @@ impl Agent {
                     .is_ok_and(|i| i.self_signed && i.fingerprint == token.root_hash())
             })
             .context("the pinned root is not in the bundle")?;
-        evergreen_api::files::replace(
-            &self.settings.data_dir.join("root.crt"),
-            pem::encode("CERTIFICATE", &root).as_bytes(),
-            evergreen_api::files::PUBLIC_MODE,
-        )?;
-        self.root = Some(root.clone());
-        Ok(root)
+        self.save_roots(vec![root])?;
+        Ok(self.roots.clone())
     }
 
-    fn client(&self, root: &CertificateDer<'static>, with_identity: bool) -> Result<Client> {
+    fn save_roots(&mut self, roots: Vec<CertificateDer<'static>>) -> Result<()> {
+        evergreen_api::files::replace(
+            &self.settings.data_dir.join("root.crt"),
+            pem::encode_certificates(&roots).as_bytes(),
+            evergreen_api::files::PUBLIC_MODE,
+        )?;
+        self.roots = roots;
+        Ok(())
+    }
+
+    /// Trusts the roots of a trust bundle that arrived over a connection verified with
+    /// the current roots: a root rotation reaches the agent this way.
+    fn follow_trust_bundle(&mut self, bundle_b64: &str) -> Result<()> {
+        let bundle = pem::parse_certificates(
+            "the trust bundle",
+            &decode_pem(bundle_b64).map_err(anyhow::Error::msg)?,
+        )?;
+        let roots: Vec<CertificateDer<'static>> = bundle
+            .into_iter()
+            .filter(|c| CertificateInfo::from_der(c).is_ok_and(|i| i.self_signed && i.is_ca))
+            .collect();
+        if !roots.is_empty() && roots != self.roots {
+            tracing::info!(
+                roots = roots.len(),
+                "the cluster's roots changed; trusting the new set"
+            );
+            self.save_roots(roots)?;
+        }
+        Ok(())
+    }
+
+    fn client(&self, roots: &[CertificateDer<'static>], with_identity: bool) -> Result<Client> {
         let identity = if with_identity {
             let chain =
                 pem::parse_certificates("identity", &std::fs::read(self.identity.cert_path())?)?;
@@ -198,7 +243,7 @@ impl Agent {
         };
         Ok(Client::with_clock(
             &self.settings.server,
-            std::slice::from_ref(root),
+            roots,
             identity,
             self.settings.clock.clone(),
         )?)
@@ -214,7 +259,7 @@ impl Agent {
 
     /// Makes sure a valid identity is installed: enrolls without one (or after it expired,
     /// with a token), renews when 70% of its remaining life has passed.
-    async fn ensure_identity(&mut self, root: &CertificateDer<'static>) -> Result<()> {
+    async fn ensure_identity(&mut self, roots: &[CertificateDer<'static>]) -> Result<()> {
         let now = self.now();
         match self.identity_info() {
             Some(info) if info.not_after > now => {
@@ -226,7 +271,7 @@ impl Agent {
                     .get_or_insert_with(|| RandomJitter.fraction() * 0.1);
                 let refresh: Duration =
                     (lifetime * (0.7 * (1.0 - *jitter))).clamp(MIN_REFRESH, MAX_REFRESH);
-                if now < issued + refresh {
+                if now < issued + refresh && !self.identity_outdated {
                     return Ok(());
                 }
                 let key = PrivateKey::generate(KeyType::EcP256)?;
@@ -235,7 +280,7 @@ impl Agent {
                     csr: encode_pem(&pem::encode("CERTIFICATE REQUEST", &csr)),
                 };
                 let bundle: CertificateBundle = self
-                    .client(root, true)?
+                    .client(roots, true)?
                     .json(
                         "POST",
                         "/v1/applications/certificates/renewals",
@@ -245,6 +290,7 @@ impl Agent {
                     .context("cannot renew this node's identity")?;
                 self.save_identity(&bundle, &key)?;
                 self.jitter = None;
+                self.identity_outdated = false;
                 tracing::info!(node = %self.settings.node, "identity renewed");
                 Ok(())
             }
@@ -265,7 +311,7 @@ impl Agent {
                     csr: encode_pem(&pem::encode("CERTIFICATE REQUEST", &csr)),
                 };
                 let bundle: CertificateBundle = self
-                    .client(root, false)?
+                    .client(roots, false)?
                     .json("POST", "/v1/enroll", Some(&request))
                     .await
                     .context("cannot enroll")?;
@@ -285,9 +331,9 @@ impl Agent {
 
     /// One round: identity, one watch, installs, report.
     async fn round(&mut self) -> Result<()> {
-        let root = self.pin_root().await?;
-        self.ensure_identity(&root).await?;
-        let client = self.client(&root, true)?;
+        let roots = self.pin_root().await?;
+        self.ensure_identity(&roots).await?;
+        let client = self.client(&roots, true)?;
         let path = format!(
             "/v1/agent/watch?revision={}&timeout={}",
             self.revision,
@@ -299,6 +345,15 @@ impl Agent {
             .get_json(&path)
             .await
             .context("watching the server for changes failed")?;
+        self.follow_trust_bundle(&watch.trust_bundle)?;
+        if let (Some(ca), Some(leaf)) = (
+            &watch.identity_ca,
+            installed_leaf(&self.identity.cert_path()),
+        ) && !issued_by(&leaf, ca)
+        {
+            tracing::info!("the identity's CA was rotated; renewing it");
+            self.identity_outdated = true;
+        }
         let mut changed = false;
         for assignment in &watch.certificates {
             let done = self
@@ -311,7 +366,7 @@ impl Agent {
                 self.settings.data_dir.join("certs").join(&assignment.name),
                 &config,
             );
-            if done && target.installed().is_some() {
+            if done && target.installed().is_some() && !self.node_cert_due(&target, assignment) {
                 continue;
             }
             let credential = self
@@ -380,6 +435,28 @@ impl Agent {
         }
         self.revision = watch.revision;
         Ok(())
+    }
+
+    /// Whether an installed node-scope certificate must be issued again: expired, inside
+    /// the renewal window, or issued by a CA the server no longer issues it from.
+    fn node_cert_due(&self, target: &Target, assignment: &Assignment) -> bool {
+        if assignment.scope != "node" {
+            return false;
+        }
+        let Some(leaf) = installed_leaf(&target.cert_path()) else {
+            return true;
+        };
+        let Ok(info) = CertificateInfo::from_der(&leaf) else {
+            return true;
+        };
+        let outdated = assignment
+            .ca
+            .as_deref()
+            .is_some_and(|ca| !issued_by(&leaf, ca));
+        outdated
+            || RenewalPolicy::default()
+                .state(info.not_before, info.not_after, self.now())
+                .needs_renewal()
     }
 
     async fn credential(&self, client: &Client, assignment: &Assignment) -> Result<Credential> {

@@ -351,6 +351,10 @@ pub struct AgentWatch {
     pub revision: i64,
     /// The trust bundle (`/cacerts`), base64 of PEM.
     pub trust_bundle: String,
+    /// The CA that issues node identities now, base64 of PEM: an identity issued by
+    /// another (before a CA rotation) is renewed at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_ca: Option<String>,
     pub certificates: Vec<Assignment>,
 }
 
@@ -362,7 +366,8 @@ pub struct Assignment {
     pub version: i64,
     pub usage: String,
     /// Cluster scope: the certificate chain, its key and the CA bundle, base64 of PEM.
-    /// Node scope: absent; the node makes a key and asks `POST /v1/agent/issue`.
+    /// Node scope: no `crt` or `key` (the node makes a key and asks
+    /// `POST /v1/agent/issue`), and `ca` is the CA issuing it now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub crt: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -394,4 +399,58 @@ pub struct Installed {
     pub version: i64,
     /// SHA-256 of the installed certificate's DER, hex.
     pub fingerprint: String,
+}
+
+/// The files of a staged CA directory, as `evergreen ca generate` writes them.
+pub const STAGED_CA_FILES: [&str; 9] = [
+    "root-ca.crt",
+    "root-ca.key",
+    "server-ca.crt",
+    "server-ca.key",
+    "client-ca.crt",
+    "client-ca.key",
+    "peer-ca.crt",
+    "peer-ca.key",
+    "service.key",
+];
+
+/// `PUT /v1/ca/rotate?force=BOOL`: the staged files of a CA directory, by file name
+/// (`root-ca.crt`, `root-ca.key`, `server-ca.crt`, `server-ca.key`, `client-ca.crt`,
+/// `client-ca.key`, `peer-ca.crt`, `peer-ca.key`, `service.key`), as PEM text. A file
+/// left out or empty keeps the current value.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaRotateRequest {
+    pub files: std::collections::BTreeMap<String, String>,
+}
+
+/// What a CA rotation did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaRotation {
+    /// The cluster revision agents will see the new trust bundle at.
+    pub revision: i64,
+    /// What changed: `root-ca`, `server-ca`, …, `service-account keys`.
+    pub rotated: Vec<String>,
+    /// Integrity checks that failed and were skipped with `force`.
+    pub forced_past: Vec<String>,
+    /// The root join tokens pin from now on.
+    pub root_sha256: String,
+    /// How many certificates the trust bundle holds (old and new CAs).
+    pub trust_bundle_certificates: usize,
+}
+
+/// `POST /v1/keys/service-account/rotate`: with `retire`, only removes that key;
+/// without, puts a new signing key first and keeps the others.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceKeyRotation {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retire: Option<String>,
+    /// Key type of the new signing key; `ec-p256` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_type: Option<String>,
+}
+
+/// `GET /v1/keys/service-account`: a JSON Web Key Set (RFC 7517), the signing key first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Jwks {
+    pub keys: Vec<std::collections::BTreeMap<String, String>>,
 }

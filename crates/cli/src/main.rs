@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::commands::{agent, ca, certificate, node, renew, server, token};
+use crate::commands::{agent, ca, certificate, node, renew, rotation, server, token};
 use evergreen_api::SystemClock;
 
 /// Keeps a cluster's certificates from ever lapsing.
@@ -53,9 +53,12 @@ enum Command {
     /// Create a CA hierarchy and sign CSRs offline.
     #[command(subcommand)]
     Ca(ca::CaCommand),
-    /// Inspect, revoke, and manage named certificates (create, set, label, rotate, list).
+    /// Inspect, revoke, and manage certificates (create, set, label, rotate, rotate-ca, list).
     #[command(subcommand)]
     Certificate(certificate::CertificateCommand),
+    /// Service-account signing keys: rotate, retire, list.
+    #[command(subcommand)]
+    Keys(rotation::KeysCommand),
 }
 
 /// The async runtime for commands that talk to the network.
@@ -76,6 +79,7 @@ fn main() -> ExitCode {
         Command::Node(command) => node::run(command),
         Command::Ca(command) => ca::run(command, &clock),
         Command::Certificate(command) => certificate::run(command, &clock),
+        Command::Keys(command) => rotation::keys(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -73,7 +73,8 @@ impl IntegrityReport {
         Self::default()
     }
 
-    fn fail(&mut self, file: &str, certificate: Option<&DistinguishedName>, reason: String) {
+    /// Records a failure of a check made outside this module.
+    pub fn fail(&mut self, file: &str, certificate: Option<&DistinguishedName>, reason: String) {
         self.failures.push(IntegrityFailure {
             file: file.to_owned(),
             certificate: certificate.cloned(),
@@ -177,6 +178,78 @@ impl IntegrityReport {
                     "does not verify against the current root CA ({}), directly or through the certificates in its bundle; include a certificate cross-signed by the current root (evergreen ca generate --cross-sign-from)",
                     roots.join("; ")
                 ),
+            );
+        }
+    }
+
+    /// Checks a staged root that replaces the current one: a self-signed CA, valid at `now`,
+    /// its key (when staged) matching, and cross-signed: `pool` (every staged bundle)
+    /// holds a certificate with the new root's subject and key that verifies against a
+    /// current root, so clients that trust only the current root accept the new one.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "each argument is one staged fact"
+    )]
+    pub fn check_root(
+        &mut self,
+        cert_file: &str,
+        key_file: &str,
+        root: &CertificateDer<'_>,
+        key: Option<&PrivateKey>,
+        pool: &[CertificateDer<'_>],
+        current_roots: &[CertificateDer<'_>],
+        now: OffsetDateTime,
+    ) {
+        let info = match CertificateInfo::from_der(root) {
+            Ok(info) => info,
+            Err(e) => {
+                self.fail(cert_file, None, e.to_string());
+                return;
+            }
+        };
+        let subject = Some(&info.subject);
+        if current_roots.iter().any(|r| r.as_ref() == root.as_ref()) {
+            return;
+        }
+        if !info.self_signed || !info.is_ca {
+            self.fail(
+                cert_file,
+                subject,
+                "is not a self-signed CA certificate; a root must sign itself".into(),
+            );
+        }
+        if now > info.not_after || now < info.not_before {
+            self.fail(
+                cert_file,
+                subject,
+                format!(
+                    "is not valid now (valid from {} to {})",
+                    info.not_before, info.not_after
+                ),
+            );
+        }
+        if let Some(key) = key {
+            match key.matches_certificate(root) {
+                Ok(true) => {}
+                Ok(false) => self.fail(
+                    key_file,
+                    subject,
+                    format!("the private key does not match the certificate in {cert_file}"),
+                ),
+                Err(e) => self.fail(key_file, subject, e.to_string()),
+            }
+        }
+        let cross_signed = pool.iter().any(|candidate| {
+            candidate.as_ref() != root.as_ref()
+                && CertificateInfo::from_der(candidate)
+                    .is_ok_and(|c| c.subject == info.subject && c.public_key == info.public_key)
+                && chains_to(candidate, pool, current_roots, &mut Vec::new())
+        });
+        if !cross_signed {
+            self.fail(
+                cert_file,
+                subject,
+                "replaces the current root but no staged bundle holds a copy of it cross-signed by the current root, so clients that trust only the current root would refuse it; make the new root with evergreen ca generate --cross-sign-from".into(),
             );
         }
     }

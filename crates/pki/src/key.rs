@@ -158,6 +158,11 @@ impl PrivateKey {
         })
     }
 
+    /// A second handle on the same key, read again from its PKCS#8.
+    pub fn try_clone(&self) -> Result<Self, Error> {
+        Self::from_der("key", self.der.clone_key())
+    }
+
     pub fn key_type(&self) -> KeyType {
         self.key_type
     }

@@ -17,6 +17,7 @@
 //! - [`cross_sign`]: re-signing an existing CA under another issuer.
 //! - [`crl`]: revocation lists.
 //! - [`renewal`]: when a certificate is due for renewal.
+//! - [`service_keys`]: the service-account signing key set and its JWKS.
 //! - [`token`]: join tokens that pin the cluster's root CA.
 #![forbid(unsafe_code)]
 
@@ -35,6 +36,7 @@ pub mod pem;
 pub mod policy;
 pub mod profile;
 pub mod renewal;
+pub mod service_keys;
 pub mod token;
 
 pub use authority::{CertificateAuthority, IssueRequest, IssuedCertificate};

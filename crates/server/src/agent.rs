@@ -57,6 +57,7 @@ pub async fn watch(
     let _ = tokio::time::timeout(wait, revisions.wait_for(|r| *r > params.revision)).await;
     let revision = *revisions.borrow();
 
+    let cluster = state.cluster.load_full();
     let mut certificates = Vec::new();
     for record in state.store.named().await? {
         let assigned = record.nodes.is_empty() || record.nodes.contains(&node);
@@ -93,13 +94,21 @@ pub async fn watch(
             assignment.crt = Some(encode_pem(&chain));
             assignment.key = Some(encode_pem(&String::from_utf8_lossy(&key)));
             assignment.ca = version.ca_pem.map(|c| encode_pem(&c));
+        } else if let Some(ca) = crate::named::usage(&record.usage)
+            .ok()
+            .and_then(|(_, ca)| cluster.ca(ca))
+        {
+            // Node scope: the CA that issues it now; a node holding one from another
+            // (before a CA rotation) asks again.
+            assignment.ca = Some(encode_pem(&ca.bundle_pem()));
         }
         certificates.push(assignment);
     }
-    let trust = pem::encode_certificates(&state.cluster.load().trust_bundle());
+    let trust = pem::encode_certificates(&cluster.trust_bundle());
     Ok(Json(AgentWatch {
         revision,
         trust_bundle: encode_pem(&trust),
+        identity_ca: Some(encode_pem(&cluster.client_ca.bundle_pem())),
         certificates,
     }))
 }

@@ -123,8 +123,6 @@ pub async fn authenticate(
             )),
         ));
     }
-    let cluster = state.cluster.load();
-    let issuer = cluster.ca(&record.issuer).unwrap_or(&cluster.client_ca);
     if record.issuer != CLIENT_CA {
         return Err((
             "not_a_client_certificate",
@@ -134,15 +132,24 @@ pub async fn authenticate(
             )),
         ));
     }
-    chain::verify(
-        der,
-        issuer.chain(),
-        &[issuer.certificate().clone()],
-        Usage::ClientAuth,
-        &[],
-        now,
-    )
-    .map_err(|e| {
+    // The current client CA, or one a rotation retired: its leaves work until renewed.
+    let cluster = state.cluster.load();
+    let mut verified = Err(String::new());
+    for (ca, chain) in cluster.generations(CLIENT_CA) {
+        verified = chain::verify(
+            der,
+            chain,
+            std::slice::from_ref(ca),
+            Usage::ClientAuth,
+            &[],
+            now,
+        )
+        .map_err(|e| e.to_string());
+        if verified.is_ok() {
+            break;
+        }
+    }
+    verified.map_err(|e| {
         (
             "chain",
             ApiError::unauthorized(format!("the client certificate does not verify: {e}")),

@@ -19,6 +19,7 @@ use evergreen_pki::hierarchy::Hierarchy;
 use evergreen_pki::integrity::{IntegrityReport, StagedCa};
 use evergreen_pki::name::NameAttribute;
 use evergreen_pki::renewal::RenewalPolicy;
+use evergreen_pki::service_keys::ServiceKeys;
 use evergreen_pki::token::{JoinToken, random_string};
 use evergreen_pki::{
     CertificateAuthority, CertificateDer, DistinguishedName, Duration, IssueRequest, KeyType,
@@ -29,15 +30,25 @@ use evergreen_store::{
     AuditEvent, CaRecord, CertificateRecord, Initialization, Store, TokenRecord,
 };
 
-use crate::state::{CLIENT_CA, Cluster, PEER_CA, Paths, ROOT_CA, SERVER_CA, Settings};
+use crate::state::{CLIENT_CA, Cluster, PEER_CA, Paths, ROOT_CA, RetiredCa, SERVER_CA, Settings};
 
 const SALT: &str = "sealing_salt";
 const SECRET_CHECK: &str = "secret_check";
 const SECRET_CHECK_AAD: &[u8] = b"evergreen:secret-check";
 const SERVER_TOKEN_ID: &str = "server";
 
-fn key_aad(ca: &str) -> Vec<u8> {
+/// The cluster fact holding the service-account key set, sealed.
+pub const SERVICE_KEYS: &str = "service_account_keys";
+const SERVICE_KEYS_AAD: &[u8] = b"evergreen:service-account-keys";
+
+/// Associated data of a CA key's envelope: a key sealed for one CA opens for no other.
+pub fn key_aad(ca: &str) -> Vec<u8> {
     format!("evergreen:ca-key:{ca}").into_bytes()
+}
+
+/// The service-account key set in its envelope.
+pub fn seal_service_keys(sealing: &SealingKey, keys: &ServiceKeys) -> anyhow::Result<Vec<u8>> {
+    Ok(sealing.seal(keys.to_pem().as_bytes(), SERVICE_KEYS_AAD)?)
 }
 
 /// Reads the server token file, if there is one.
@@ -68,7 +79,7 @@ pub async fn boot(
     key_type: KeyType,
 ) -> anyhow::Result<Booted> {
     if store.is_initialized().await? {
-        restart(store, paths).await
+        restart(store, paths, clock).await
     } else {
         first_start(store, paths, clock.now(), key_type).await
     }
@@ -91,6 +102,15 @@ async fn first_start(
     let (root, root_key, cas) = match staged_cas(&paths.tls(), now)? {
         Some(staged) => staged,
         None => generate_cas(now, key_type)?,
+    };
+    let staged_service = paths.tls().join("service.key");
+    let service_keys = if staged_service.exists() {
+        ServiceKeys::from_pem(
+            &staged_service.display().to_string(),
+            &files::read_input(&staged_service)?,
+        )?
+    } else {
+        ServiceKeys::generate(KeyType::EcP256)?
     };
     let mut records = vec![CaRecord {
         name: ROOT_CA.into(),
@@ -131,6 +151,10 @@ async fn first_start(
                     SECRET_CHECK.into(),
                     sealing.seal(b"evergreen", SECRET_CHECK_AAD)?,
                 ),
+                (
+                    SERVICE_KEYS.into(),
+                    seal_service_keys(&sealing, &service_keys)?,
+                ),
             ],
             cas: records,
             tokens: vec![TokenRecord {
@@ -165,6 +189,8 @@ async fn first_start(
             server_ca,
             client_ca,
             peer_ca,
+            retired: Vec::new(),
+            service_keys,
         },
         node_token: Some(node_token.to_string()),
         sealing,
@@ -269,7 +295,7 @@ fn staged_cas(dir: &Path, now: OffsetDateTime) -> anyhow::Result<Option<Cas>> {
     Ok(Some((root, root_key, cas)))
 }
 
-async fn restart(store: &dyn Store, paths: &Paths) -> anyhow::Result<Booted> {
+async fn restart(store: &dyn Store, paths: &Paths, clock: &dyn Clock) -> anyhow::Result<Booted> {
     let token_path = paths.token();
     let Some(token) = read_token(&token_path)? else {
         bail!(
@@ -278,6 +304,107 @@ async fn restart(store: &dyn Store, paths: &Paths) -> anyhow::Result<Booted> {
             token_path.display()
         );
     };
+    let sealing = open_sealing(store, &token, paths).await?;
+    if store.get_meta(SERVICE_KEYS).await?.is_none() {
+        // A datastore from before service-account keys: make the first one.
+        let keys = ServiceKeys::generate(KeyType::EcP256)?;
+        store
+            .put_meta(
+                SERVICE_KEYS,
+                &seal_service_keys(&sealing, &keys)?,
+                &AuditEvent {
+                    at: clock.now().unix_timestamp(),
+                    actor: "server".into(),
+                    action: "keys.create".into(),
+                    target: "service-account".into(),
+                    outcome: "ok".into(),
+                    detail: "first service-account signing key".into(),
+                },
+            )
+            .await?;
+    }
+    let cluster = load_cluster(store, &sealing).await?;
+    let root_hash = Fingerprint::of(&cluster.root);
+    if root_hash != token.root_hash() {
+        // A root rotation commits before it rewrites the token files; a crash in between
+        // leaves a token pinning the retired root, which is rewritten here.
+        let pins_retired = cluster
+            .roots()
+            .iter()
+            .any(|r| Fingerprint::of(r) == token.root_hash());
+        if !pins_retired {
+            bail!(
+                "the server token in {} pins root CA sha256:{}, but the datastore's root is sha256:{}",
+                token_path.display(),
+                token.root_hash(),
+                root_hash
+            );
+        }
+        repin_token_files(paths, root_hash)?;
+    }
+    let node_token = std::fs::read_to_string(paths.node_token())
+        .ok()
+        .map(|t| t.trim().to_owned());
+    Ok(Booted {
+        cluster,
+        node_token,
+        sealing,
+    })
+}
+
+/// The cluster's current root CA and its key (`None` when kept offline), read from a
+/// server's data dir: its token's secret opens the key sealed in the datastore. For
+/// `evergreen ca generate`, which signs new role CAs or cross-signs a new root with it.
+pub async fn current_root(
+    data_dir: &Path,
+) -> anyhow::Result<(CertificateDer<'static>, Option<PrivateKey>)> {
+    let paths = Paths {
+        data_dir: data_dir.to_owned(),
+    };
+    let db = paths.db();
+    if !db.exists() {
+        bail!(
+            "{} holds no Evergreen datastore ({} is missing); pass the data dir of the server (--data-dir of evergreen server)",
+            data_dir.display(),
+            db.display()
+        );
+    }
+    let store = evergreen_store::SqliteStore::open(&db).await?;
+    let result = async {
+        let token = read_token(&paths.token())?.with_context(|| {
+            format!(
+                "the server token {} is missing; it holds the secret that opens the CA keys",
+                paths.token().display()
+            )
+        })?;
+        let sealing = open_sealing(&store, &token, &paths).await?;
+        let record = store
+            .cas()
+            .await?
+            .into_iter()
+            .find(|r| r.name == ROOT_CA)
+            .context("the datastore has no root CA")?;
+        let root = pem::parse_certificates(ROOT_CA, record.bundle_pem.as_bytes())?.remove(0);
+        let key = match &record.sealed_key {
+            Some(sealed) => Some(PrivateKey::from_pem(
+                ROOT_CA,
+                &sealing.open(sealed, &key_aad(ROOT_CA))?,
+            )?),
+            None => None,
+        };
+        Ok((root, key))
+    }
+    .await;
+    store.close().await;
+    result
+}
+
+/// Derives the sealing key from the token's secret and proves it opens this datastore.
+async fn open_sealing(
+    store: &dyn Store,
+    token: &JoinToken,
+    paths: &Paths,
+) -> anyhow::Result<SealingKey> {
     let salt = store
         .get_meta(SALT)
         .await?
@@ -290,61 +417,98 @@ async fn restart(store: &dyn Store, paths: &Paths) -> anyhow::Result<Booted> {
     if sealing.open(&check, SECRET_CHECK_AAD).is_err() {
         bail!(
             "the server token in {} does not match this datastore: its secret cannot open the CA keys. Restore the original token file; nothing was changed",
-            token_path.display()
+            paths.token().display()
         );
     }
+    Ok(sealing)
+}
+
+/// Loads the CAs (current and retired, keys opened) and the service-account keys from
+/// the datastore: at restart, and after a rotation.
+pub async fn load_cluster(store: &dyn Store, sealing: &SealingKey) -> anyhow::Result<Cluster> {
     let mut root = None;
     let mut roles = std::collections::BTreeMap::new();
+    let mut retired = Vec::new();
     for record in store.cas().await? {
         let bundle = pem::parse_certificates(&record.name, record.bundle_pem.as_bytes())?;
-        if record.name == ROOT_CA {
+        // A retired CA's row is a copy of its role's, sealed for the role.
+        let role = record.name.split('@').next().unwrap_or_default();
+        let key = match &record.sealed_key {
+            Some(sealed) => Some(PrivateKey::from_pem(
+                &record.name,
+                &sealing.open(sealed, &key_aad(role))?,
+            )?),
+            None => None,
+        };
+        if record.name.contains('@') {
+            let authority = match key {
+                Some(key) if role != ROOT_CA => {
+                    Some(CertificateAuthority::from_parts(bundle.clone(), key)?)
+                }
+                _ => None,
+            };
+            retired.push(RetiredCa {
+                name: record.name.clone(),
+                role: role.to_owned(),
+                bundle,
+                authority,
+            });
+        } else if record.name == ROOT_CA {
             root = bundle.into_iter().next();
-            continue;
+        } else {
+            let key = key.with_context(|| format!("{} has no key", record.name))?;
+            roles.insert(
+                record.name.clone(),
+                CertificateAuthority::from_parts(bundle, key)?,
+            );
         }
-        let sealed = record
-            .sealed_key
-            .with_context(|| format!("{} has no key", record.name))?;
-        let key_pem = sealing.open(&sealed, &key_aad(&record.name))?;
-        let key = PrivateKey::from_pem(&record.name, &key_pem)?;
-        roles.insert(
-            record.name.clone(),
-            CertificateAuthority::from_parts(bundle, key)?,
-        );
     }
     let root = root.context("the datastore has no root CA")?;
-    if Fingerprint::of(&root) != token.root_hash() {
-        bail!(
-            "the server token in {} pins root CA sha256:{}, but the datastore's root is sha256:{}",
-            token_path.display(),
-            token.root_hash(),
-            Fingerprint::of(&root)
-        );
-    }
+    let service_keys = ServiceKeys::from_pem(
+        "the service-account keys",
+        &sealing.open(
+            &store
+                .get_meta(SERVICE_KEYS)
+                .await?
+                .context("the datastore has no service-account keys")?,
+            SERVICE_KEYS_AAD,
+        )?,
+    )?;
     let mut take = |name: &str| {
         roles
             .remove(name)
             .with_context(|| format!("the datastore has no {name}"))
     };
-    let cluster = Cluster {
+    Ok(Cluster {
         server_ca: take(SERVER_CA)?,
         client_ca: take(CLIENT_CA)?,
         peer_ca: take(PEER_CA)?,
         root,
-    };
-    let node_token = std::fs::read_to_string(paths.node_token())
-        .ok()
-        .map(|t| t.trim().to_owned());
-    Ok(Booted {
-        cluster,
-        node_token,
-        sealing,
+        retired,
+        service_keys,
     })
+}
+
+/// Rewrites the server and node token files to pin `root`, keeping their ids and secrets
+/// (after a root rotation; tokens handed out before still work while the old root is
+/// in the trust bundle).
+pub fn repin_token_files(paths: &Paths, root: Fingerprint) -> anyhow::Result<()> {
+    for path in [paths.token(), paths.node_token()] {
+        let Some(token) = read_token(&path)? else {
+            continue;
+        };
+        let token = JoinToken::new(root, token.id().to_owned(), token.secret().to_owned())?;
+        files::replace(&path, format!("{token}\n").as_bytes(), KEY_MODE)?;
+    }
+    Ok(())
 }
 
 /// A certificate the server makes for itself (its serving certificate, the admin
 /// credential), kept as files and in the inventory.
 #[derive(Debug, Clone)]
 pub struct OwnCert {
+    /// The built-in name `certificate rotate` knows it by: `server` or `admin`.
+    pub name: &'static str,
     pub cert_path: std::path::PathBuf,
     pub key_path: std::path::PathBuf,
     pub ca: &'static str,
@@ -370,6 +534,7 @@ pub fn serving_cert(paths: &Paths, extra_sans: &[SubjectAltName]) -> OwnCert {
         }
     }
     OwnCert {
+        name: "server",
         cert_path: paths.serving_cert(),
         key_path: paths.serving_key(),
         ca: SERVER_CA,
@@ -382,6 +547,7 @@ pub fn serving_cert(paths: &Paths, extra_sans: &[SubjectAltName]) -> OwnCert {
 
 pub fn admin_cert(paths: &Paths) -> OwnCert {
     OwnCert {
+        name: "admin",
         cert_path: paths.admin_cert(),
         key_path: paths.admin_key(),
         ca: CLIENT_CA,
@@ -416,17 +582,19 @@ fn current(
 }
 
 /// Makes sure `own` is fresh: reissues it (new key, inventory row, files replaced
-/// atomically, key first) when missing, broken, renamed, issued by another CA, or inside
-/// the renewal window. Returns the chain and key, and whether they are new.
+/// atomically, key first) when missing, broken, renamed, issued by another CA, inside
+/// the renewal window, or when `force`d (`certificate rotate`). Returns the chain and
+/// key, and whether they are new.
 pub async fn ensure_own_cert(
     store: &dyn Store,
     cluster: &Cluster,
     settings: &Settings,
     own: &OwnCert,
     now: OffsetDateTime,
+    force: bool,
 ) -> anyhow::Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>, bool)> {
     let ca = cluster.ca(own.ca).context("unknown CA")?;
-    if let Some((chain, key)) = current(own, ca, &settings.renewal, now) {
+    if !force && let Some((chain, key)) = current(own, ca, &settings.renewal, now) {
         return Ok((chain, key, false));
     }
     let key = PrivateKey::generate(KeyType::EcP256)?;

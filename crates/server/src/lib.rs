@@ -13,6 +13,7 @@ pub mod error;
 mod metrics;
 mod named;
 mod observe;
+mod rotation;
 pub mod routes;
 pub mod state;
 pub mod tls;
@@ -32,6 +33,7 @@ use tokio::sync::{Mutex, watch};
 use tokio::task::JoinHandle;
 
 pub use agent::MAX_POLL as MAX_WATCH;
+pub use bootstrap::current_root;
 pub use observe::document as openapi_document;
 pub use state::{AppState, Paths, Settings};
 
@@ -73,45 +75,43 @@ impl Config {
     }
 }
 
-/// The periodic work: the server's own certificates and the CRLs.
-struct Checker {
-    state: Arc<AppState>,
-    own: Vec<bootstrap::OwnCert>,
-    lock: Mutex<()>,
-}
-
-impl Checker {
-    /// Re-issues the server's own certificates when they are inside the renewal window or
-    /// no longer match (the new serving certificate is used by the next handshake), and
-    /// re-signs CRLs past half their validity.
-    async fn run(&self) -> anyhow::Result<()> {
-        let _guard = self.lock.lock().await;
-        let state = &self.state;
-        let cluster = state.cluster.load_full();
-        for own in &self.own {
-            let (chain, key, renewed) = bootstrap::ensure_own_cert(
-                state.store.as_ref(),
-                &cluster,
-                &state.settings,
-                own,
-                state.now(),
-            )
-            .await?;
-            if renewed {
-                tracing::info!(certificate = %own.subject, "re-issued");
-                if own.role == evergreen_api::Role::Server {
-                    state.serving.replace(chain, &key)?;
-                }
+/// The periodic work, also run at start and after a CA rotation: the server's own
+/// certificates, CRLs, `secret` named certificates, and the renewal of every named
+/// certificate the server issues.
+///
+/// Re-issues the server's own certificates when they are inside the renewal window or no
+/// longer match (the new serving certificate is used by the next handshake), and re-signs
+/// CRLs past half their validity.
+pub(crate) async fn run_checks(state: &AppState) -> anyhow::Result<()> {
+    let _guard = state.check_lock.lock().await;
+    let cluster = state.cluster.load_full();
+    for own in &state.own {
+        let (chain, key, renewed) = bootstrap::ensure_own_cert(
+            state.store.as_ref(),
+            &cluster,
+            &state.settings,
+            own,
+            state.now(),
+            false,
+        )
+        .await?;
+        if renewed {
+            tracing::info!(certificate = %own.subject, "re-issued");
+            if own.role == evergreen_api::Role::Server {
+                state.serving.replace(chain, &key)?;
             }
         }
-        if state.crls_stale() {
-            state.publish_crls().await?;
-        }
-        named::refresh_secrets(state)
-            .await
-            .map_err(|e| anyhow::anyhow!(e.message))?;
-        Ok(())
     }
+    if state.crls_stale() {
+        state.publish_crls().await?;
+    }
+    named::refresh_secrets(state)
+        .await
+        .map_err(|e| anyhow::anyhow!(e.message))?;
+    named::renew_due(state)
+        .await
+        .map_err(|e| anyhow::anyhow!(e.message))?;
+    Ok(())
 }
 
 /// A started server.
@@ -125,7 +125,6 @@ pub struct RunningServer {
     shutdown: watch::Sender<bool>,
     serve: JoinHandle<()>,
     jobs: JoinHandle<()>,
-    checker: Arc<Checker>,
 }
 
 impl std::fmt::Debug for RunningServer {
@@ -186,6 +185,7 @@ async fn start_with(
         &config.settings,
         &own[0],
         now,
+        false,
     )
     .await?;
     bootstrap::ensure_own_cert(
@@ -194,6 +194,7 @@ async fn start_with(
         &config.settings,
         &own[1],
         now,
+        false,
     )
     .await?;
     let serving = Arc::new(tls::ServingCert::new(serving_chain, &serving_key)?);
@@ -205,6 +206,9 @@ async fn start_with(
     )?;
     let revision = store.revision().await?;
     let state = Arc::new(AppState {
+        own,
+        check_lock: Mutex::new(()),
+        rotation_lock: Mutex::new(()),
         store,
         clock: config.clock.clone(),
         cluster: ArcSwap::from_pointee(booted.cluster),
@@ -236,12 +240,7 @@ async fn start_with(
         router,
         receiver.clone(),
     ));
-    let checker = Arc::new(Checker {
-        state: state.clone(),
-        own,
-        lock: Mutex::new(()),
-    });
-    let jobs = tokio::spawn(periodic(checker.clone(), config.check_interval, receiver));
+    let jobs = tokio::spawn(periodic(state.clone(), config.check_interval, receiver));
     Ok(RunningServer {
         addr,
         url,
@@ -250,11 +249,10 @@ async fn start_with(
         shutdown,
         serve,
         jobs,
-        checker,
     })
 }
 
-async fn periodic(checker: Arc<Checker>, interval: Duration, mut stop: watch::Receiver<bool>) {
+async fn periodic(state: Arc<AppState>, interval: Duration, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
@@ -265,7 +263,7 @@ async fn periodic(checker: Arc<Checker>, interval: Duration, mut stop: watch::Re
                 continue;
             }
         }
-        if let Err(error) = checker.run().await {
+        if let Err(error) = run_checks(&state).await {
             tracing::error!(
                 error = format!("{error:#}"),
                 "periodic check failed; retrying at the next one"
@@ -277,7 +275,7 @@ async fn periodic(checker: Arc<Checker>, interval: Duration, mut stop: watch::Re
 impl RunningServer {
     /// Runs the periodic check now (tests move the clock, then call this).
     pub async fn check_now(&self) -> anyhow::Result<()> {
-        self.checker.run().await
+        run_checks(&self.state).await
     }
 
     /// Stops accepting, lets requests in flight finish (up to a grace period), and stops.

@@ -12,6 +12,7 @@ use evergreen_api::{
     Role, RotateRequest, UpdateCert, UpdateCerts, encode_pem,
 };
 use evergreen_pki::certificate::{CertificateInfo, SubjectAltName};
+use evergreen_pki::renewal::RenewalState;
 use evergreen_pki::{
     CertificateDer, DistinguishedName, IssueRequest, KeyType, PrivateKey, Profile, pem,
 };
@@ -712,6 +713,9 @@ pub async fn rotate(
     } else {
         let mut selected = Vec::new();
         for name in &request.names {
+            if BUILT_IN.contains(&name.as_str()) {
+                continue;
+            }
             match records.iter().find(|r| &r.name == name) {
                 None => {
                     let e = ApiError::bad_request(format!(
@@ -760,9 +764,63 @@ pub async fn rotate(
             new_version: Some(version),
         });
     }
-    Ok(Json(
-        save_and_answer(&state, &actor, "certificate.rotate", &changes).await?,
-    ))
+    let mut answers = save_and_answer(&state, &actor, "certificate.rotate", &changes).await?;
+    drop(_guard);
+    let built_in: Vec<&str> = BUILT_IN
+        .into_iter()
+        .filter(|b| request.names.is_empty() || request.names.iter().any(|n| n == b))
+        .collect();
+    answers.extend(rotate_built_in(&state, &actor, &built_in).await?);
+    Ok(Json(answers))
+}
+
+/// Re-issues the server's own certificates named (`server`, `admin`) with new keys: the
+/// files are replaced and the next handshake uses the new serving certificate. The
+/// previous ones stay in the inventory.
+async fn rotate_built_in(
+    state: &AppState,
+    actor: &str,
+    names: &[&str],
+) -> Result<Vec<Replacement>, ApiError> {
+    let _guard = state.check_lock.lock().await;
+    let cluster = state.cluster.load_full();
+    let mut answers = Vec::new();
+    for own in state.own.iter().filter(|o| names.contains(&o.name)) {
+        let (chain, key, _) = crate::bootstrap::ensure_own_cert(
+            state.store.as_ref(),
+            &cluster,
+            &state.settings,
+            own,
+            state.now(),
+            true,
+        )
+        .await
+        .map_err(ApiError::internal)?;
+        if own.role == Role::Server {
+            state
+                .serving
+                .replace(chain.clone(), &key)
+                .map_err(ApiError::internal)?;
+        }
+        let info = CertificateInfo::from_der(&chain[0]).map_err(ApiError::internal)?;
+        let detail = format!(
+            "new key and certificate {} written to {}",
+            info.fingerprint,
+            own.cert_path.display()
+        );
+        state
+            .audit(actor, "certificate.rotate", own.name, Ok(&detail))
+            .await?;
+        answers.push(Replacement {
+            name: own.name.to_owned(),
+            version: 0,
+            fingerprint: Some(info.fingerprint.to_string()),
+            not_after: Some(rfc3339(info.not_after.unix_timestamp())),
+            clients_must_update_trust: false,
+            trust: format!("issued by {}, as before; {detail}", own.ca),
+        });
+    }
+    Ok(answers)
 }
 
 /// Sets a label; a new, different label regenerates a selfsigned certificate (Event
@@ -951,6 +1009,73 @@ pub async fn refresh_secrets(state: &AppState) -> Result<(), ApiError> {
                 )
                 .await?;
         }
+    }
+    Ok(())
+}
+
+/// Why a cluster-scope selfsigned certificate must be re-issued now, if it must: expired,
+/// inside the renewal window, naming other SANs than its definition, or not issued by
+/// its usage's current CA (after a CA rotation).
+fn renewal_reason(
+    state: &AppState,
+    record: &NamedRecord,
+    version: &NamedVersion,
+) -> Option<&'static str> {
+    let chain =
+        pem::parse_certificates(&record.name, version.chain_pem.as_deref()?.as_bytes()).ok()?;
+    let info = CertificateInfo::from_der(&chain[0]).ok()?;
+    let (_, ca) = usage(&record.usage).ok()?;
+    let cluster = state.cluster.load();
+    let current_ca = cluster.ca(ca)?;
+    let wanted: Vec<SubjectAltName> = record.sans.iter().filter_map(|s| s.parse().ok()).collect();
+    if !evergreen_pki::chain::is_signed_by(&chain[0], current_ca.certificate()).unwrap_or(false) {
+        Some("renewal: issued by a previous CA")
+    } else if wanted != info.subject_alt_names {
+        Some("renewal: names changed")
+    } else {
+        match state
+            .settings
+            .renewal
+            .state(info.not_before, info.not_after, state.now())
+        {
+            RenewalState::Expired => Some("renewal: expired"),
+            RenewalState::Due => Some("renewal: inside the renewal window"),
+            _ => None,
+        }
+    }
+}
+
+/// Re-issues every cluster-scope selfsigned certificate that needs it (see
+/// [`renewal_reason`]) as a new version, which watching agents install.
+pub async fn renew_due(state: &AppState) -> Result<(), ApiError> {
+    let _guard = state.named_lock.lock().await;
+    let now = state.now().unix_timestamp();
+    let mut changes = Vec::new();
+    for record in state.store.named().await? {
+        if record.kind != "selfsigned" || record.scope != "cluster" || record.version == 0 {
+            continue;
+        }
+        let Some(current) = state
+            .store
+            .named_version(&record.name, record.version)
+            .await?
+        else {
+            continue;
+        };
+        let Some(reason) = renewal_reason(state, &record, &current) else {
+            continue;
+        };
+        let (version, _) = regenerate(state, &record, reason).await?;
+        let mut record = record.clone();
+        record.version = version.version;
+        record.updated_at = now;
+        changes.push(NamedChange {
+            record,
+            new_version: Some(version),
+        });
+    }
+    if !changes.is_empty() {
+        save_and_answer(state, "server", "certificate.renew", &changes).await?;
     }
     Ok(())
 }

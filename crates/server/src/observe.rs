@@ -91,7 +91,10 @@ pub fn document() -> Value {
             "/v1/applications/certificates/revocations": { "post": op("Revoke the caller's own certificate", "node, app or admin client certificate", "201") },
             "/v1/certificates/revocations": { "post": op("Revoke a certificate: {\"hash\"} or {\"serial\"}, optional \"reason\"", "admin", "201") },
             "/v1/certificates": { "get": op("Inventory of issued certificates; query: expiring_within (30d), status (active|expired|revoked), limit, cursor", "admin", "200") },
-            "/v1/crl/{ca}": { "get": op("DER CRL of server-ca, client-ca or peer-ca", "anyone", "200") },
+            "/v1/crl/{ca}": { "get": op("DER CRL of server-ca, client-ca or peer-ca (a retired CA: <ca>@<first 16 hex of its SHA-256>)", "anyone", "200") },
+            "/v1/ca/rotate": { "put": op("Rotate CAs live from a staged directory: {\"files\":{\"root-ca.crt\":PEM,…,\"service.key\":PEM}}; absent or empty files keep the current value. Integrity checks (bundle holds more than the CA, chains to the current root directly or cross-signed, keys match, current service-account signer kept) are all reported together; ?force=true skips only them and is audited", "admin", "200") },
+            "/v1/keys/service-account": { "get": op("The service-account keys as a JWKS, the signing key first", "anyone", "200") },
+            "/v1/keys/service-account/rotate": { "post": op("A new service-account signing key first, older ones kept: {\"key_type\"}; or remove one: {\"retire\": KID}", "admin", "200") },
             "/v1/tokens": { "post": op("Create a join token: {\"role\": \"node\"|\"app\", \"ttl_seconds\", \"description\"}", "admin", "201") },
             "/v1/cluster/certificates": {
                 "get": op("Named certificates: type, label, version, fingerprint, expiry and which nodes acknowledged which version", "admin", "200"),

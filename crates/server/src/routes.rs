@@ -7,7 +7,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Extension, Json, Router};
 use evergreen_api::{
     CertificateBundle, CertificateSummary, EnrollRequest, InventoryPage, RenewalRequest,
@@ -43,6 +43,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/certificates/revocations", post(revoke))
         .route("/v1/certificates", get(inventory))
         .route("/v1/crl/{ca}", get(crl))
+        .route("/v1/ca/rotate", put(crate::rotation::rotate_ca))
+        .route("/v1/keys/service-account", get(crate::rotation::jwks))
+        .route(
+            "/v1/keys/service-account/rotate",
+            post(crate::rotation::rotate_service_keys),
+        )
         .route("/v1/tokens", post(create_token))
         .route(
             "/v1/cluster/certificates",

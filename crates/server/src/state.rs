@@ -9,6 +9,7 @@ use evergreen_api::{Clock, Role};
 use evergreen_pki::certificate::hex;
 use evergreen_pki::crl::{RevocationReason, RevokedCertificate};
 use evergreen_pki::renewal::RenewalPolicy;
+use evergreen_pki::service_keys::ServiceKeys;
 use evergreen_pki::{
     CertificateAuthority, CertificateDer, CertificateRevocationListDer, Duration, IssueRequest,
     IssuedCertificate, OffsetDateTime,
@@ -30,13 +31,38 @@ pub use evergreen_pki::hierarchy::ROLE_CAS;
 /// at once on every revocation.
 pub const CRL_VALIDITY: Duration = Duration::days(7);
 
-/// The cluster's CAs with their keys.
+/// The cluster's CAs with their keys, and the service-account key set.
 #[derive(Debug)]
 pub struct Cluster {
     pub root: CertificateDer<'static>,
     pub server_ca: CertificateAuthority,
     pub client_ca: CertificateAuthority,
     pub peer_ca: CertificateAuthority,
+    /// CAs a rotation replaced: still trusted, so their leaves keep working until renewed,
+    /// and still publishing CRLs when their key is kept.
+    pub retired: Vec<RetiredCa>,
+    pub service_keys: ServiceKeys,
+}
+
+/// A CA replaced by a rotation, kept under `<role>@<first 16 hex of its SHA-256>`.
+#[derive(Debug)]
+pub struct RetiredCa {
+    pub name: String,
+    /// `root-ca`, `server-ca`, `client-ca` or `peer-ca`.
+    pub role: String,
+    /// The CA first, then the certificates above it.
+    pub bundle: Vec<CertificateDer<'static>>,
+    /// The CA with its key, to sign CRLs for the leaves it issued; `None` for a root
+    /// whose key was kept offline.
+    pub authority: Option<CertificateAuthority>,
+}
+
+impl RetiredCa {
+    /// The name a CA is kept under once replaced.
+    pub fn name_for(role: &str, certificate: &CertificateDer<'_>) -> String {
+        let sha = evergreen_pki::Fingerprint::of(certificate).to_string();
+        format!("{role}@{}", &sha[..16])
+    }
 }
 
 impl Cluster {
@@ -49,13 +75,44 @@ impl Cluster {
         }
     }
 
-    /// The trust bundle: the root, then each role CA (what `GET /cacerts` serves).
+    /// Every CA of `role` that is trusted: the current one first, then retired ones, each
+    /// as (certificate, the certificates above it).
+    pub fn generations(
+        &self,
+        role: &str,
+    ) -> Vec<(&CertificateDer<'static>, &[CertificateDer<'static>])> {
+        let mut all = Vec::new();
+        if let Some(ca) = self.ca(role) {
+            all.push((ca.certificate(), ca.chain()));
+        } else if role == ROOT_CA {
+            all.push((&self.root, &[][..]));
+        }
+        for retired in self.retired.iter().filter(|r| r.role == role) {
+            if let Some((ca, chain)) = retired.bundle.split_first() {
+                all.push((ca, chain));
+            }
+        }
+        all
+    }
+
+    /// The roots clients may trust: the current root, then retired ones.
+    pub fn roots(&self) -> Vec<CertificateDer<'static>> {
+        self.generations(ROOT_CA)
+            .into_iter()
+            .map(|(root, _)| root.clone())
+            .collect()
+    }
+
+    /// The trust bundle (what `GET /cacerts` serves): the roots, current first, then
+    /// each role CA with the certificates above it, current generations before retired.
     pub fn trust_bundle(&self) -> Vec<CertificateDer<'static>> {
-        let mut bundle = vec![self.root.clone()];
-        for ca in [&self.server_ca, &self.client_ca, &self.peer_ca] {
-            for cert in std::iter::once(ca.certificate()).chain(ca.chain()) {
-                if !bundle.contains(cert) {
-                    bundle.push(cert.clone());
+        let mut bundle = self.roots();
+        for role in ROLE_CAS {
+            for (ca, chain) in self.generations(role) {
+                for cert in std::iter::once(ca).chain(chain) {
+                    if !bundle.contains(cert) {
+                        bundle.push(cert.clone());
+                    }
                 }
             }
         }
@@ -126,6 +183,12 @@ impl Paths {
 }
 
 pub struct AppState {
+    /// The certificates the server keeps for itself (serving, admin).
+    pub own: Vec<crate::bootstrap::OwnCert>,
+    /// Serialises the periodic checks.
+    pub check_lock: Mutex<()>,
+    /// Serialises CA and service-account key rotations.
+    pub rotation_lock: Mutex<()>,
     pub store: Arc<dyn Store>,
     pub clock: Arc<dyn Clock>,
     pub cluster: ArcSwap<Cluster>,
@@ -278,11 +341,20 @@ impl AppState {
         let now = self.now();
         let cluster = self.cluster.load_full();
         let mut crls = BTreeMap::new();
-        for name in ROLE_CAS {
-            let Some(ca) = cluster.ca(name) else { continue };
+        let signers =
+            ROLE_CAS
+                .iter()
+                .filter_map(|role| Some((*role, *role, cluster.ca(role)?)))
+                .chain(cluster.retired.iter().filter_map(|r| {
+                    Some((r.name.as_str(), r.role.as_str(), r.authority.as_ref()?))
+                }))
+                .filter(|(_, _, ca)| ca.info().not_after > now);
+        for (name, role, ca) in signers {
+            // Serials are random and unique, so a retired CA's CRL may list its role's
+            // every revoked serial without ambiguity.
             let revoked = self
                 .store
-                .revoked(name)
+                .revoked(role)
                 .await?
                 .into_iter()
                 .map(|r| {

@@ -162,10 +162,18 @@ pub fn build_config(
     cluster: &Cluster,
     crls: &BTreeMap<String, CertificateRevocationListDer<'static>>,
 ) -> anyhow::Result<rustls::ServerConfig> {
+    // Every client CA generation, with its CRL: leaves of a retired client CA keep
+    // working until renewed, and stay revocable.
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(cluster.client_ca.certificate().clone())?;
+    for (ca, _) in cluster.generations(CLIENT_CA) {
+        roots.add(ca.clone())?;
+    }
+    let client_crls = crls
+        .iter()
+        .filter(|(name, _)| name.split('@').next() == Some(CLIENT_CA))
+        .map(|(_, crl)| crl.clone());
     let inner = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
-        .with_crls(crls.get(CLIENT_CA).cloned())
+        .with_crls(client_crls)
         .only_check_end_entity_revocation()
         .allow_unknown_revocation_status()
         .allow_unauthenticated()

@@ -216,6 +216,18 @@ pub struct Acknowledgement {
     pub at: i64,
 }
 
+/// A CA rotation, written in one transaction with its audit entry, advancing the cluster
+/// revision so watching agents fetch the new trust bundle.
+#[derive(Debug, Clone)]
+pub struct Rotation {
+    /// Each new CA, and the name its predecessor is kept under (with its key and CRL
+    /// number, so leaves it issued stay verifiable and revocable until they expire).
+    pub cas: Vec<(CaRecord, String)>,
+    /// Cluster facts replaced with the CAs (the service-account key set).
+    pub meta: Vec<(String, Vec<u8>)>,
+    pub event: AuditEvent,
+}
+
 /// Everything first start writes, written in one transaction: a crash during
 /// initialisation leaves nothing half-made.
 #[derive(Debug, Clone, Default)]
@@ -234,9 +246,14 @@ pub trait Store: Send + Sync + 'static {
     /// Writes all of `init` atomically; fails if already initialised.
     async fn initialize(&self, init: Initialization) -> Result<()>;
     async fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>>;
+    /// Sets a cluster fact and writes its audit entry, both or neither.
+    async fn put_meta(&self, key: &str, value: &[u8], event: &AuditEvent) -> Result<()>;
 
     async fn cas(&self) -> Result<Vec<CaRecord>>;
     async fn put_ca(&self, ca: &CaRecord) -> Result<()>;
+    /// Replaces CAs, keeping each predecessor under its retired name; returns the new
+    /// cluster revision. A retired name already in use fails the whole rotation.
+    async fn rotate(&self, rotation: &Rotation) -> Result<i64>;
     /// Increments and returns the CA's CRL number.
     async fn next_crl_number(&self, ca: &str) -> Result<u64>;
 

@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::{
     Acknowledgement, AuditEvent, CaRecord, CertificateRecord, Initialization, InventoryQuery,
-    NamedChange, NamedRecord, NamedVersion, Result, RevokeOutcome, RevokedSerial, Store,
+    NamedChange, NamedRecord, NamedVersion, Result, RevokeOutcome, RevokedSerial, Rotation, Store,
     StoreError, TokenRecord, TokenUse,
 };
 
@@ -323,6 +323,30 @@ async fn put_ca(conn: &mut SqliteConnection, ca: &CaRecord) -> Result<()> {
     Ok(())
 }
 
+async fn put_meta(conn: &mut SqliteConnection, key: &str, value: &[u8]) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO meta (key, value) VALUES (?, ?) \
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )
+    .bind(key)
+    .bind(value)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Advances the cluster revision agents watch.
+async fn next_revision(conn: &mut SqliteConnection) -> Result<i64> {
+    Ok(sqlx::query_scalar(
+        "INSERT INTO meta (key, value) VALUES (?, CAST(1 AS TEXT)) \
+         ON CONFLICT (key) DO UPDATE SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT) \
+         RETURNING CAST(value AS INTEGER)",
+    )
+    .bind(REVISION)
+    .fetch_one(&mut *conn)
+    .await?)
+}
+
 async fn insert_token(conn: &mut SqliteConnection, t: &TokenRecord) -> Result<()> {
     sqlx::query(
         "INSERT INTO tokens (id, secret_sha256, role, created_at, expires_at, uses, description) \
@@ -424,6 +448,43 @@ impl Store for SqliteStore {
 
     async fn put_ca(&self, ca: &CaRecord) -> Result<()> {
         put_ca(&mut *self.writer.acquire().await?, ca).await
+    }
+
+    async fn put_meta(&self, key: &str, value: &[u8], event: &AuditEvent) -> Result<()> {
+        let mut tx = self.writer.begin().await?;
+        put_meta(&mut tx, key, value).await?;
+        audit(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn rotate(&self, rotation: &Rotation) -> Result<i64> {
+        let mut tx = self.writer.begin().await?;
+        for (ca, retired_as) in &rotation.cas {
+            let kept = sqlx::query(
+                "INSERT INTO cas (name, bundle_pem, sealed_key, crl_number, updated_at) \
+                 SELECT ?, bundle_pem, sealed_key, crl_number, ? FROM cas WHERE name = ?",
+            )
+            .bind(retired_as)
+            .bind(ca.updated_at)
+            .bind(&ca.name)
+            .execute(&mut *tx)
+            .await?;
+            if kept.rows_affected() != 1 {
+                return Err(StoreError::Invalid(format!(
+                    "no current CA named {} to rotate",
+                    ca.name
+                )));
+            }
+            put_ca(&mut tx, ca).await?;
+        }
+        for (key, value) in &rotation.meta {
+            put_meta(&mut tx, key, value).await?;
+        }
+        audit(&mut tx, &rotation.event).await?;
+        let revision = next_revision(&mut tx).await?;
+        tx.commit().await?;
+        Ok(revision)
     }
 
     async fn next_crl_number(&self, ca: &str) -> Result<u64> {
@@ -678,14 +739,7 @@ impl Store for SqliteStore {
                 .await?;
             }
         }
-        let revision: i64 = sqlx::query_scalar(
-            "INSERT INTO meta (key, value) VALUES (?, CAST(1 AS TEXT)) \
-             ON CONFLICT (key) DO UPDATE SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT) \
-             RETURNING CAST(value AS INTEGER)",
-        )
-        .bind(REVISION)
-        .fetch_one(&mut *tx)
-        .await?;
+        let revision = next_revision(&mut tx).await?;
         tx.commit().await?;
         Ok(revision)
     }

@@ -4,11 +4,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use evergreen_pki::certificate::CertificateInfo;
-use evergreen_pki::hierarchy::Hierarchy;
+use evergreen_pki::hierarchy::ROLE_CAS;
 use evergreen_pki::policy::{CsrPolicy, SanRule};
 use evergreen_pki::{
-    CertificateAuthority, CertificateRequest, Duration, KeyType, PrivateKey, Profile,
-    SubjectAltName, pem,
+    CertificateAuthority, CertificateRequest, DistinguishedName, Duration, KeyType, PrivateKey,
+    Profile, SubjectAltName, pem,
 };
 
 use evergreen_api::Clock;
@@ -20,8 +20,8 @@ pub enum CaCommand {
     Sign(SignArgs),
 }
 
-/// Create a cluster CA hierarchy in a new directory: a root CA, the role CAs server-ca,
-/// client-ca and peer-ca under it, and a service-account signing key.
+/// Create a cluster CA hierarchy: a root CA, the role CAs server-ca, client-ca and
+/// peer-ca under it, and a service-account signing key.
 ///
 /// Files written (keys mode 0600, certificates 0644):
 ///   root-ca.crt  root-ca.key        the root; its SHA-256 is what join tokens pin
@@ -29,14 +29,28 @@ pub enum CaCommand {
 ///   client-ca.crt client-ca.key     issues node, application and admin client certificates
 ///   peer-ca.crt  peer-ca.key        issues peer (server+client) certificates
 ///   service.key                     signs service-account tokens
-/// Each <role>-ca.crt holds the role CA followed by the root, ready to hand to clients.
+/// Each <role>-ca.crt holds the role CA followed by the certificates above it, ready to
+/// hand to clients.
 ///
-/// Nothing is overwritten: if any of these files exists, nothing is written. Stage the
-/// directory as a custom CA for a server, or sign CSRs offline with `evergreen ca sign`.
+/// Like the k3s contrib scripts, an existing root-ca.crt/root-ca.key in --out is reused
+/// (and an intermediate-ca.crt/.key under it: root -> intermediate -> role CAs); only the
+/// missing files are made. For a rotation of a running cluster (then stage the directory
+/// with `evergreen certificate rotate-ca --path DIR`):
+///   --root-from DATA_DIR        new role CAs under the cluster's current root;
+///   --cross-sign-from DATA_DIR  a new root, cross-signed by the current one, and new role
+///                               CAs whose bundles carry the cross-signed root, so clients
+///                               that trust only the current root accept them.
+/// DATA_DIR is the server's data dir: its token opens the current root's key. In these
+/// modes, and when reusing a root, no service.key is written (the current keys stay;
+/// rotate them with `evergreen keys rotate service-account`).
+///
+/// Nothing is overwritten: if a file to be written exists, nothing is written.
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
   evergreen ca generate --out ./pki
   evergreen ca generate --out ./pki --key-type rsa-3072 --days 7300
+  evergreen ca generate --out ./new-cas --root-from /var/lib/evergreen
+  evergreen ca generate --out ./new-root --cross-sign-from /var/lib/evergreen
   evergreen certificate check --path ./pki")]
 pub struct GenerateArgs {
     /// Directory to write into; created (mode 0700) if missing.
@@ -54,6 +68,14 @@ pub struct GenerateArgs {
     /// Prefix of the CAs' common names: <NAME>-root-ca@<unix time>, <NAME>-server-ca@…
     #[arg(long, value_name = "NAME", default_value = "evergreen")]
     pub name: String,
+    /// Sign the new role CAs with the current root of the cluster whose server data dir
+    /// this is (role-CA rotation under the same root).
+    #[arg(long, value_name = "DATA_DIR", conflicts_with = "cross_sign_from")]
+    pub root_from: Option<PathBuf>,
+    /// Make a new root cross-signed by the current root of the cluster whose server data
+    /// dir this is (root rotation).
+    #[arg(long, value_name = "DATA_DIR")]
+    pub cross_sign_from: Option<PathBuf>,
 }
 
 /// Issue a certificate from a CSR with a CA from `evergreen ca generate`, offline (as
@@ -104,68 +126,164 @@ pub fn run(command: CaCommand, clock: &dyn Clock) -> Result<()> {
     }
 }
 
+/// The cluster's current root CA (with its key) from a server data dir.
+fn cluster_root(data_dir: &Path) -> Result<CertificateAuthority> {
+    let (root, key) = crate::runtime()?
+        .block_on(evergreen_server::current_root(data_dir))
+        .with_context(|| format!("cannot read the cluster root from {}", data_dir.display()))?;
+    let key = key.with_context(|| {
+        format!(
+            "the cluster's root key is kept offline, not in {}; put root-ca.crt and root-ca.key in --out instead",
+            data_dir.display()
+        )
+    })?;
+    Ok(CertificateAuthority::from_parts(vec![root], key)?)
+}
+
 fn generate(args: &GenerateArgs, clock: &dyn Clock) -> Result<()> {
     let now = clock.now();
     let validity = Duration::days(i64::from(args.days));
-    let hierarchy = Hierarchy::generate(&args.name, args.key_type, validity, now)
-        .context("cannot create the CA hierarchy")?;
-    let root = &hierarchy.root;
-    let mut files: Vec<(PathBuf, Vec<u8>, u32)> = vec![
-        (
-            args.out.join("root-ca.crt"),
-            root.bundle_pem().into_bytes(),
-            PUBLIC_MODE,
-        ),
-        (
-            args.out.join("root-ca.key"),
-            root.key().to_pem().into_bytes(),
-            KEY_MODE,
-        ),
-    ];
-    let mut summary = vec![("root-ca.crt".to_owned(), root.info().clone())];
-    for (role, ca) in hierarchy.roles() {
+    let stamp = now.unix_timestamp();
+    let name = |ca: &str| DistinguishedName::common_name(format!("{}-{ca}@{stamp}", args.name));
+    let out = |file: &str| args.out.join(file);
+    let mut files: Vec<(PathBuf, Vec<u8>, u32)> = Vec::new();
+    let mut summary = Vec::new();
+
+    // The root: reused from --out, the cluster's (--root-from), or new.
+    let reused = out("root-ca.crt").exists();
+    let root = if reused {
+        if args.root_from.is_some() {
+            bail!(
+                "{} already holds root-ca.crt; --root-from would sign with another root. Remove one of them",
+                args.out.display()
+            );
+        }
+        load_ca(&args.out, "root-ca")?
+    } else if let Some(data_dir) = &args.root_from {
+        cluster_root(data_dir)?
+    } else {
+        let root = CertificateAuthority::new_root(
+            name("root-ca"),
+            PrivateKey::generate(args.key_type)?,
+            validity,
+            now,
+        )
+        .context("cannot create the root CA")?;
         files.push((
-            args.out.join(format!("{role}.crt")),
-            ca.bundle_pem().into_bytes(),
+            out("root-ca.crt"),
+            root.bundle_pem().into_bytes(),
             PUBLIC_MODE,
         ));
         files.push((
-            args.out.join(format!("{role}.key")),
+            out("root-ca.key"),
+            root.key().to_pem().into_bytes(),
+            KEY_MODE,
+        ));
+        root
+    };
+    summary.push(("root-ca.crt".to_owned(), root.info().clone()));
+    let intermediate = if out("intermediate-ca.crt").exists() {
+        let intermediate = load_ca(&args.out, "intermediate-ca")?;
+        if !evergreen_pki::chain::is_signed_by(intermediate.certificate(), root.certificate())? {
+            bail!(
+                "intermediate-ca.crt in {} is not signed by root-ca.crt",
+                args.out.display()
+            );
+        }
+        summary.push((
+            "intermediate-ca.crt".to_owned(),
+            intermediate.info().clone(),
+        ));
+        Some(intermediate)
+    } else {
+        None
+    };
+    let signer = intermediate.as_ref().unwrap_or(&root);
+
+    // Cross-signing: the new root certified by the current one.
+    let mut cross = None;
+    if let Some(data_dir) = &args.cross_sign_from {
+        let current = cluster_root(data_dir)?;
+        if current.certificate() == root.certificate() {
+            bail!(
+                "the root in {} is already the cluster's root; --cross-sign-from makes a new one (remove root-ca.* from --out)",
+                args.out.display()
+            );
+        }
+        cross = Some(
+            evergreen_pki::cross_sign::cross_sign(root.certificate(), &current, now)
+                .context("cannot cross-sign the new root")?,
+        );
+    }
+
+    for role in ROLE_CAS {
+        let ca = signer
+            .new_intermediate(
+                name(role),
+                PrivateKey::generate(args.key_type)?,
+                0,
+                validity,
+                now,
+            )
+            .with_context(|| format!("cannot create {role}"))?;
+        let mut bundle = ca.bundle();
+        bundle.extend(cross.clone());
+        files.push((
+            out(&format!("{role}.crt")),
+            pem::encode_certificates(&bundle).into_bytes(),
+            PUBLIC_MODE,
+        ));
+        files.push((
+            out(&format!("{role}.key")),
             ca.key().to_pem().into_bytes(),
             KEY_MODE,
         ));
         summary.push((format!("{role}.crt"), ca.info().clone()));
     }
-    let service = PrivateKey::generate(args.service_key_type)?;
-    files.push((
-        args.out.join("service.key"),
-        service.to_pem().into_bytes(),
-        KEY_MODE,
-    ));
+    let fresh = !reused && args.root_from.is_none() && args.cross_sign_from.is_none();
+    if fresh {
+        let service = PrivateKey::generate(args.service_key_type)?;
+        files.push((out("service.key"), service.to_pem().into_bytes(), KEY_MODE));
+    }
 
     files::create_private_dir(&args.out)?;
     files::write_all_new(&files)?;
 
     println!(
-        "Created a {} CA hierarchy in {}:",
+        "{} a {} CA hierarchy in {}:",
+        if fresh { "Created" } else { "Completed" },
         args.key_type,
         args.out.display()
     );
     for (file, info) in &summary {
         println!(
-            "  {file:<14} {}  (expires {})",
+            "  {file:<19} {}  (expires {})",
             info.subject,
             crate::commands::certificate::format_time(info.not_after)
         );
     }
-    println!(
-        "  {:<14} service-account signing key ({})",
-        "service.key", args.service_key_type
-    );
-    println!(
-        "Root CA SHA-256 (pinned by join tokens): {}",
-        root.info().fingerprint
-    );
+    if fresh {
+        println!(
+            "  {:<19} service-account signing key ({})",
+            "service.key", args.service_key_type
+        );
+    } else {
+        println!(
+            "  (no service.key: the current service-account keys stay; evergreen keys rotate service-account)"
+        );
+    }
+    if cross.is_some() {
+        println!("  each <role>-ca.crt also carries the new root cross-signed by the current root");
+        println!(
+            "New root CA SHA-256: {}\nJoin tokens made after the rotation pin it; tokens made before keep working while the old root is in the trust bundle.",
+            root.info().fingerprint
+        );
+    } else {
+        println!(
+            "Root CA SHA-256 (pinned by join tokens): {}",
+            root.info().fingerprint
+        );
+    }
     Ok(())
 }
 

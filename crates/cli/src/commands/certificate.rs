@@ -23,6 +23,7 @@ pub enum CertificateCommand {
     Set(crate::commands::named::SetArgs),
     Label(crate::commands::named::LabelArgs),
     Rotate(crate::commands::named::RotateArgs),
+    RotateCa(crate::commands::rotation::RotateCaArgs),
     List(crate::commands::named::ListArgs),
 }
 
@@ -104,6 +105,7 @@ pub fn run(command: CertificateCommand, clock: &dyn Clock) -> Result<()> {
         CertificateCommand::Set(args) => crate::commands::named::set(args),
         CertificateCommand::Label(args) => crate::commands::named::label(args),
         CertificateCommand::Rotate(args) => crate::commands::named::rotate(args),
+        CertificateCommand::RotateCa(args) => crate::commands::rotation::rotate_ca(args),
         CertificateCommand::List(args) => crate::commands::named::list(args),
     }
 }

@@ -4,5 +4,6 @@ pub mod certificate;
 pub mod named;
 pub mod node;
 pub mod renew;
+pub mod rotation;
 pub mod server;
 pub mod token;

@@ -88,12 +88,18 @@ pub struct LabelArgs {
     pub connection: Connection,
 }
 
-/// Regenerate selfsigned named certificates now: new keys and certificates, on every node,
-/// with no restart. Without --service, every selfsigned one.
+/// Issue new keys and certificates now, with no restart: selfsigned named certificates
+/// (installed on every node by its agent) and the server's own `server` (serving) and
+/// `admin` certificates. Without --service, all of them.
+///
+/// Previous versions stay in the datastore and the inventory, and stay valid until they
+/// expire. CA certificates and service-account keys are never touched: rotate those with
+/// `evergreen certificate rotate-ca` and `evergreen keys rotate service-account`.
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
   evergreen certificate rotate
-  evergreen certificate rotate --service proxy,kubelet")]
+  evergreen certificate rotate --service proxy,kubelet
+  evergreen certificate rotate --service server        # the serving certificate only")]
 pub struct RotateArgs {
     /// Names to rotate, comma-separated.
     #[arg(long, value_name = "NAME[,NAME…]", value_delimiter = ',')]

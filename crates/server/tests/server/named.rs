@@ -474,8 +474,18 @@ async fn labels_and_types_follow_event_streams_rules() {
     let names: Vec<&str> = rotated.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(
         names,
-        ["external", "internal", "kubelet"],
-        "every selfsigned one"
+        ["external", "internal", "kubelet", "server", "admin"],
+        "every selfsigned one, then the server's own"
+    );
+    // The serving certificate is replaced on disk and served by the next handshake.
+    let served = t.anonymous().peer_certificates().await.unwrap();
+    assert_eq!(
+        rotated[3].fingerprint.as_deref(),
+        Some(
+            evergreen_pki::Fingerprint::of(&served[0])
+                .to_string()
+                .as_str()
+        )
     );
     assert_eq!(status(&t, "external").await.version, 3);
 }

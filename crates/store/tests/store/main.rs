@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use evergreen_store::{
     Acknowledgement, AuditEvent, CaRecord, CertificateRecord, Initialization, InventoryQuery,
-    NamedChange, NamedRecord, NamedVersion, RevokeOutcome, SqliteStore, Store, StoreError,
-    TokenRecord, TokenUse,
+    NamedChange, NamedRecord, NamedVersion, RevokeOutcome, Rotation, SqliteStore, Store,
+    StoreError, TokenRecord, TokenUse,
 };
 
 fn cert(serial: &str, not_after: i64, issuer: &str) -> CertificateRecord {
@@ -264,6 +264,7 @@ async fn suite(store: &dyn Store) {
     );
 
     named_certificates(store).await;
+    rotations(store).await;
 }
 
 async fn named_certificates(store: &dyn Store) {
@@ -382,6 +383,89 @@ async fn named_certificates(store: &dyn Store) {
     let acks = store.acknowledgements().await.unwrap();
     assert_eq!(acks.len(), 2, "one row per node and name");
     assert!(acks.iter().all(|a| a.version == 2));
+}
+
+/// A rotation keeps each predecessor (key and CRL number) under its retired name, writes
+/// the facts and the audit entry with it, and advances the revision; a failed one changes
+/// nothing.
+async fn rotations(store: &dyn Store) {
+    let before = store.cas().await.unwrap();
+    let revision = store.revision().await.unwrap();
+    let audit_len = store.audit_log(1000).await.unwrap().len();
+    let event = AuditEvent {
+        at: 60,
+        actor: "admin".into(),
+        action: "ca.rotate".into(),
+        target: "client-ca".into(),
+        outcome: "ok".into(),
+        detail: "rotated".into(),
+    };
+    let new = CaRecord {
+        name: "client-ca".into(),
+        bundle_pem: "NEWER".into(),
+        sealed_key: Some(vec![9]),
+        updated_at: 60,
+    };
+    // A retired name already taken: nothing changes.
+    let taken = Rotation {
+        cas: vec![(new.clone(), "client-ca".into())],
+        meta: vec![("service".into(), b"keys".to_vec())],
+        event: event.clone(),
+    };
+    assert!(store.rotate(&taken).await.is_err());
+    // A CA that does not exist: nothing changes either.
+    let missing = Rotation {
+        cas: vec![(
+            CaRecord {
+                name: "nope".into(),
+                ..new.clone()
+            },
+            "nope@1".into(),
+        )],
+        ..taken.clone()
+    };
+    assert!(store.rotate(&missing).await.is_err());
+    assert_eq!(store.cas().await.unwrap(), before);
+    assert_eq!(store.get_meta("service").await.unwrap(), None);
+    assert_eq!(store.revision().await.unwrap(), revision);
+    assert_eq!(store.audit_log(1000).await.unwrap().len(), audit_len);
+
+    let rotation = Rotation {
+        cas: vec![(new.clone(), "client-ca@old".into())],
+        ..taken
+    };
+    let next = store.rotate(&rotation).await.unwrap();
+    assert_eq!(next, revision + 1);
+    assert_eq!(store.revision().await.unwrap(), next);
+    let cas = store.cas().await.unwrap();
+    assert_eq!(cas.len(), before.len() + 1);
+    assert!(cas.contains(&new));
+    let retired = cas.iter().find(|c| c.name == "client-ca@old").unwrap();
+    let old = before.iter().find(|c| c.name == "client-ca").unwrap();
+    assert_eq!(
+        (&retired.bundle_pem, &retired.sealed_key),
+        (&old.bundle_pem, &old.sealed_key)
+    );
+    assert_eq!(
+        store.next_crl_number("client-ca@old").await.unwrap(),
+        3,
+        "the retired CA continues its CRL numbers"
+    );
+    assert_eq!(
+        store.get_meta("service").await.unwrap(),
+        Some(b"keys".to_vec())
+    );
+    assert_eq!(store.audit_log(1).await.unwrap()[0], event);
+
+    // Facts with their audit entry.
+    let mut replaced = event.clone();
+    replaced.action = "keys.rotate".into();
+    store.put_meta("service", b"more", &replaced).await.unwrap();
+    assert_eq!(
+        store.get_meta("service").await.unwrap(),
+        Some(b"more".to_vec())
+    );
+    assert_eq!(store.audit_log(1).await.unwrap()[0], replaced);
 }
 
 /// Writes from many tasks at once share commits; a failing one fails alone.

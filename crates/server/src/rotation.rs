@@ -1,0 +1,448 @@
+//! Rotation while everything runs: the cluster's CAs from a staged directory
+//! (`PUT /v1/ca/rotate`, k3s's `certificate rotate-ca`) and the service-account keys.
+//!
+//! A CA rotation keeps every replaced CA as a retired one: still in the trust bundle, its
+//! leaves still authenticate and stay revocable, so nothing breaks while leaves move to
+//! the new CA as they renew. The server's own and named certificates move at once.
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::Json;
+use axum::extract::{Query, State};
+use evergreen_api::{CaRotateRequest, CaRotation, Jwks, Role, STAGED_CA_FILES, ServiceKeyRotation};
+use evergreen_pki::integrity::{IntegrityReport, StagedCa};
+use evergreen_pki::service_keys::{ServiceKeys, jwk, key_id};
+use evergreen_pki::{
+    CertificateAuthority, CertificateDer, Fingerprint, KeyType, OffsetDateTime, PrivateKey, pem,
+};
+use evergreen_store::{AuditEvent, CaRecord, Rotation};
+use serde::Deserialize;
+
+use crate::bootstrap::{SERVICE_KEYS, key_aad, seal_service_keys};
+use crate::error::{ApiError, JsonBody};
+use crate::routes::{body_or_refuse, caller, refuse};
+use crate::state::{AppState, Cluster, ROLE_CAS, ROOT_CA, RetiredCa};
+use crate::tls::Peer;
+
+type AppStateRef = State<Arc<AppState>>;
+
+/// A staged CA: its bundle (from `<name>.crt`) and key (from `<name>.key`), each when
+/// staged.
+#[derive(Debug, Default)]
+struct StagedFiles {
+    bundle: Option<Vec<CertificateDer<'static>>>,
+    key: Option<PrivateKey>,
+}
+
+/// The decoded staged directory. Decoding errors are never skipped by `force`.
+#[derive(Debug, Default)]
+struct Staged {
+    cas: BTreeMap<&'static str, StagedFiles>,
+    service_keys: Option<ServiceKeys>,
+}
+
+impl Staged {
+    fn decode(files: &BTreeMap<String, String>) -> Result<Self, String> {
+        if let Some(unknown) = files
+            .keys()
+            .find(|f| !STAGED_CA_FILES.contains(&f.as_str()))
+        {
+            return Err(format!(
+                "{unknown:?} is not a file of a staged CA directory; expected any of {}",
+                STAGED_CA_FILES.join(", ")
+            ));
+        }
+        let text = |name: &str| files.get(name).filter(|t| !t.trim().is_empty());
+        let mut staged = Staged::default();
+        for ca in std::iter::once(ROOT_CA).chain(ROLE_CAS) {
+            let cert_file = format!("{ca}.crt");
+            let key_file = format!("{ca}.key");
+            let bundle = text(&cert_file)
+                .map(|t| pem::parse_certificates(&cert_file, t.as_bytes()))
+                .transpose()
+                .map_err(|e| e.to_string())?;
+            let key = text(&key_file)
+                .map(|t| PrivateKey::from_pem(&key_file, t.as_bytes()))
+                .transpose()
+                .map_err(|e| e.to_string())?;
+            if bundle.is_some() || key.is_some() {
+                staged.cas.insert(ca, StagedFiles { bundle, key });
+            }
+        }
+        staged.service_keys = text("service.key")
+            .map(|t| ServiceKeys::from_pem("service.key", t.as_bytes()))
+            .transpose()
+            .map_err(|e| e.to_string())?;
+        if staged.cas.is_empty() && staged.service_keys.is_none() {
+            return Err(format!(
+                "nothing is staged: the directory holds none of {} (or only empty files)",
+                STAGED_CA_FILES.join(", ")
+            ));
+        }
+        Ok(staged)
+    }
+
+    /// Every staged certificate: the pool cross-signed certificates are looked for in.
+    fn pool(&self) -> Vec<CertificateDer<'static>> {
+        self.cas
+            .values()
+            .filter_map(|s| s.bundle.as_ref())
+            .flatten()
+            .cloned()
+            .collect()
+    }
+
+    /// The staged root, when it differs from the current one.
+    fn new_root(&self, cluster: &Cluster) -> Option<&CertificateDer<'static>> {
+        let root = self.cas.get(ROOT_CA)?.bundle.as_ref()?.first()?;
+        (root != &cluster.root).then_some(root)
+    }
+
+    /// The role CAs whose staged certificate differs from the current one.
+    fn changed_roles<'a>(&'a self, cluster: &Cluster) -> Vec<(&'static str, &'a StagedFiles)> {
+        ROLE_CAS
+            .iter()
+            .filter_map(|role| {
+                let staged = self.cas.get(role)?;
+                let first = staged.bundle.as_ref()?.first()?;
+                let current = cluster.ca(role)?.certificate();
+                (first != current).then_some((*role, staged))
+            })
+            .collect()
+    }
+
+    /// Every integrity check, every failure kept.
+    fn check(&self, cluster: &Cluster, now: OffsetDateTime) -> IntegrityReport {
+        let mut report = IntegrityReport::new();
+        let current_roots = std::slice::from_ref(&cluster.root);
+        let pool = self.pool();
+        let new_root = self.new_root(cluster);
+        if let Some(root) = new_root {
+            let key = self.cas.get(ROOT_CA).and_then(|s| s.key.as_ref());
+            report.check_root(
+                "root-ca.crt",
+                "root-ca.key",
+                root,
+                key,
+                &pool,
+                current_roots,
+                now,
+            );
+        }
+        let changed = self.changed_roles(cluster);
+        for (ca, staged) in &self.cas {
+            let (cert_file, key_file) = (format!("{ca}.crt"), format!("{ca}.key"));
+            match (&staged.bundle, &staged.key) {
+                (Some(bundle), key) if changed.iter().any(|(role, _)| role == ca) => {
+                    report.check_ca(
+                        &StagedCa {
+                            cert_file: &cert_file,
+                            key_file: &key_file,
+                            bundle,
+                            key: key.as_ref(),
+                        },
+                        current_roots,
+                        now,
+                    );
+                }
+                // A key without its certificate must belong to the current CA.
+                (None, Some(key)) => {
+                    let current = if *ca == ROOT_CA {
+                        Some(&cluster.root)
+                    } else {
+                        cluster.ca(ca).map(CertificateAuthority::certificate)
+                    };
+                    if let Some(current) = current
+                        && !key.matches_certificate(current).unwrap_or(false)
+                    {
+                        report.fail(
+                            &key_file,
+                            None,
+                            format!(
+                                "does not match the current {ca}, and no {cert_file} is staged with it"
+                            ),
+                        );
+                    }
+                }
+                _ => {}
+            }
+        }
+        if new_root.is_some() {
+            for role in ROLE_CAS {
+                if !changed.iter().any(|(r, _)| *r == role) {
+                    report.fail(
+                        &format!("{role}.crt"),
+                        None,
+                        "is not staged, but the root changes: the current role CA chains only to the old root; stage a new one under the new root (evergreen ca generate --cross-sign-from makes all of them)".into(),
+                    );
+                }
+            }
+        }
+        if let Some(staged) = &self.service_keys {
+            report.check_service_keys(
+                "service.key",
+                &cluster.service_keys.signer().public_key(),
+                &staged.public_keys(),
+            );
+        }
+        report
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RotateParams {
+    #[serde(default)]
+    force: bool,
+}
+
+/// `PUT /v1/ca/rotate?force=BOOL`.
+pub async fn rotate_ca(
+    State(state): AppStateRef,
+    Extension(peer): Extension<Peer>,
+    Query(params): Query<RotateParams>,
+    body: Result<JsonBody<CaRotateRequest>, ApiError>,
+) -> Result<Json<CaRotation>, ApiError> {
+    const ACTION: &str = "ca.rotate";
+    let caller = caller(&state, &peer, ACTION, &[Role::Admin]).await?;
+    let actor = caller.actor();
+    let request = body_or_refuse(&state, &actor, ACTION, "-", body).await?;
+    let _guard = state.rotation_lock.lock().await;
+    let now = state.now();
+    let cluster = state.cluster.load_full();
+
+    let staged = match Staged::decode(&request.files) {
+        Ok(staged) => staged,
+        Err(message) => {
+            let e = ApiError::bad_request(message);
+            return Err(refuse(&state, &actor, ACTION, "-", "malformed", e).await);
+        }
+    };
+    let report = staged.check(&cluster, now);
+    let forced_past: Vec<String> = report.failures.iter().map(ToString::to_string).collect();
+    if !report.failures.is_empty() && !params.force {
+        let e = ApiError::bad_request(format!(
+            "{report}\nNothing was changed. Fix the staged files, or pass --force to rotate anyway"
+        ));
+        return Err(refuse(&state, &actor, ACTION, "-", "integrity", e).await);
+    }
+
+    let mut rotation = Rotation {
+        cas: Vec::new(),
+        meta: Vec::new(),
+        event: AuditEvent {
+            at: now.unix_timestamp(),
+            actor: actor.clone(),
+            action: ACTION.into(),
+            target: String::new(),
+            outcome: "ok".into(),
+            detail: String::new(),
+        },
+    };
+    let mut rotated = Vec::new();
+    let seal = |name: &str, key: &PrivateKey| {
+        state
+            .sealing
+            .seal(key.to_pem().as_bytes(), &key_aad(name))
+            .map_err(ApiError::internal)
+    };
+    if let Some(root) = staged.new_root(&cluster) {
+        let key = staged.cas.get(ROOT_CA).and_then(|s| s.key.as_ref());
+        rotation.cas.push((
+            CaRecord {
+                name: ROOT_CA.into(),
+                bundle_pem: pem::encode("CERTIFICATE", root),
+                sealed_key: key.map(|k| seal(ROOT_CA, k)).transpose()?,
+                updated_at: now.unix_timestamp(),
+            },
+            RetiredCa::name_for(ROOT_CA, &cluster.root),
+        ));
+        rotated.push(ROOT_CA.to_owned());
+    }
+    for (role, files) in staged.changed_roles(&cluster) {
+        let (Some(bundle), Some(key)) = (&files.bundle, &files.key) else {
+            // Even forced, a CA without its key cannot issue.
+            let e = ApiError::bad_request(format!(
+                "{role}.crt is staged without {role}.key; a role CA needs its key to issue"
+            ));
+            return Err(refuse(&state, &actor, ACTION, role, "missing_key", e).await);
+        };
+        if let Err(e) = CertificateAuthority::from_parts(
+            bundle.clone(),
+            key.try_clone().map_err(ApiError::internal)?,
+        ) {
+            let e = ApiError::bad_request(format!("{role}.crt cannot be used as a CA: {e}"));
+            return Err(refuse(&state, &actor, ACTION, role, "unusable_ca", e).await);
+        }
+        let current = cluster
+            .ca(role)
+            .ok_or_else(|| ApiError::internal(format!("no current {role}")))?;
+        rotation.cas.push((
+            CaRecord {
+                name: role.into(),
+                bundle_pem: pem::encode_certificates(bundle),
+                sealed_key: Some(seal(role, key)?),
+                updated_at: now.unix_timestamp(),
+            },
+            RetiredCa::name_for(role, current.certificate()),
+        ));
+        rotated.push(role.to_owned());
+    }
+    if let Some(keys) = &staged.service_keys {
+        rotation.meta.push((
+            SERVICE_KEYS.into(),
+            seal_service_keys(&state.sealing, keys).map_err(ApiError::internal)?,
+        ));
+        rotated.push("service-account keys".into());
+    }
+    if rotation.cas.is_empty() && rotation.meta.is_empty() {
+        let e = ApiError::bad_request(
+            "nothing to rotate: every staged certificate is the current one".to_owned(),
+        );
+        return Err(refuse(&state, &actor, ACTION, "-", "unchanged", e).await);
+    }
+    rotation.event.target = rotated.join(", ");
+    rotation.event.detail = if forced_past.is_empty() {
+        "every integrity check passed".into()
+    } else {
+        format!(
+            "FORCED past {} failed integrity check(s): {}",
+            forced_past.len(),
+            forced_past.join("; ")
+        )
+    };
+    let revision = state.store.rotate(&rotation).await?;
+    let root_changed = rotated.iter().any(|r| r == ROOT_CA);
+    let cluster = apply(&state, revision).await?;
+    let root_sha256 = Fingerprint::of(&cluster.root);
+    if root_changed {
+        crate::bootstrap::repin_token_files(&state.paths, root_sha256)
+            .map_err(ApiError::internal)?;
+    }
+    if !forced_past.is_empty() {
+        tracing::warn!(
+            rotated = %rotated.join(", "),
+            "CA rotation forced past {} failed integrity check(s)",
+            forced_past.len()
+        );
+    }
+    tracing::info!(rotated = %rotated.join(", "), revision, "CAs rotated");
+    Ok(Json(CaRotation {
+        revision,
+        rotated,
+        forced_past,
+        root_sha256: root_sha256.to_string(),
+        trust_bundle_certificates: cluster.trust_bundle().len(),
+    }))
+}
+
+/// Makes a committed rotation live: reloads the CAs from the datastore, wakes the agents,
+/// re-signs CRLs (with the TLS configuration), re-issues the server's own and named
+/// certificates under the new CAs, and rewrites the CLI's trust bundle.
+async fn apply(state: &AppState, revision: i64) -> Result<Arc<Cluster>, ApiError> {
+    let cluster = Arc::new(
+        crate::bootstrap::load_cluster(state.store.as_ref(), &state.sealing)
+            .await
+            .map_err(ApiError::internal)?,
+    );
+    state.cluster.store(cluster.clone());
+    state.publish_crls().await.map_err(ApiError::internal)?;
+    crate::run_checks(state).await.map_err(ApiError::internal)?;
+    evergreen_api::files::replace(
+        &state.paths.ca_bundle(),
+        pem::encode_certificates(&cluster.trust_bundle()).as_bytes(),
+        evergreen_api::files::PUBLIC_MODE,
+    )
+    .map_err(ApiError::internal)?;
+    state.revision.send_replace(revision);
+    Ok(cluster)
+}
+
+/// `GET /v1/keys/service-account`: the JWKS, for anyone (public keys only).
+pub async fn jwks(State(state): AppStateRef) -> Result<Json<Jwks>, ApiError> {
+    let cluster = state.cluster.load();
+    let keys = cluster
+        .service_keys
+        .public_keys()
+        .iter()
+        .map(|k| {
+            jwk(k).map(|members| {
+                members
+                    .into_iter()
+                    .map(|(name, value)| (name.to_owned(), value))
+                    .collect()
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(ApiError::internal)?;
+    Ok(Json(Jwks { keys }))
+}
+
+/// `POST /v1/keys/service-account/rotate`: a new signing key first, or with `retire`
+/// one key removed.
+pub async fn rotate_service_keys(
+    State(state): AppStateRef,
+    Extension(peer): Extension<Peer>,
+    body: Result<JsonBody<ServiceKeyRotation>, ApiError>,
+) -> Result<Json<Jwks>, ApiError> {
+    const ACTION: &str = "keys.rotate";
+    let caller = caller(&state, &peer, ACTION, &[Role::Admin]).await?;
+    let actor = caller.actor();
+    let request = body_or_refuse(&state, &actor, ACTION, "service-account", body).await?;
+    let _guard = state.rotation_lock.lock().await;
+    let cluster = state.cluster.load_full();
+    let (keys, detail) = match &request.retire {
+        Some(kid) => match cluster.service_keys.retired(kid) {
+            Ok(keys) => (keys, format!("retired {kid}")),
+            Err(message) => {
+                let e = ApiError::bad_request(message);
+                return Err(refuse(&state, &actor, ACTION, "service-account", "retire", e).await);
+            }
+        },
+        None => {
+            let key_type: KeyType = match request.key_type.as_deref().unwrap_or("ec-p256").parse() {
+                Ok(KeyType::Ed25519) | Err(_) => {
+                    let e = ApiError::bad_request(format!(
+                        "service-account key type {:?} is not supported; use ec-p256, ec-p384, rsa-2048, rsa-3072 or rsa-4096",
+                        request.key_type.as_deref().unwrap_or_default()
+                    ));
+                    return Err(
+                        refuse(&state, &actor, ACTION, "service-account", "key_type", e).await,
+                    );
+                }
+                Ok(key_type) => key_type,
+            };
+            let keys = cluster
+                .service_keys
+                .rotated(key_type)
+                .map_err(ApiError::internal)?;
+            let kid = key_id(&keys.signer().public_key());
+            (
+                keys,
+                format!("new signing key {kid} ({key_type}); older keys kept"),
+            )
+        }
+    };
+    let event = AuditEvent {
+        at: state.now().unix_timestamp(),
+        actor,
+        action: ACTION.into(),
+        target: "service-account".into(),
+        outcome: "ok".into(),
+        detail,
+    };
+    state
+        .store
+        .put_meta(
+            SERVICE_KEYS,
+            &seal_service_keys(&state.sealing, &keys).map_err(ApiError::internal)?,
+            &event,
+        )
+        .await?;
+    let cluster = crate::bootstrap::load_cluster(state.store.as_ref(), &state.sealing)
+        .await
+        .map_err(ApiError::internal)?;
+    state.cluster.store(Arc::new(cluster));
+    drop(_guard);
+    jwks(State(state)).await
+}
