@@ -226,8 +226,14 @@ fn generate(args: &GenerateArgs, clock: &dyn Clock) -> Result<()> {
                 now,
             )
             .with_context(|| format!("cannot create {role}"))?;
-        let mut bundle = ca.bundle();
-        bundle.extend(cross.clone());
+        // With a cross-signed root, the bundle carries it instead of the self-signed new
+        // root: clients that trust the current root follow it there, clients that trust
+        // the new root stop at their anchor, and OpenSSL, given both, would pick the
+        // self-signed one and fail.
+        let bundle = match &cross {
+            Some(cross) => vec![ca.certificate().clone(), cross.clone()],
+            None => ca.bundle(),
+        };
         files.push((
             out(&format!("{role}.crt")),
             pem::encode_certificates(&bundle).into_bytes(),
@@ -273,7 +279,7 @@ fn generate(args: &GenerateArgs, clock: &dyn Clock) -> Result<()> {
         );
     }
     if cross.is_some() {
-        println!("  each <role>-ca.crt also carries the new root cross-signed by the current root");
+        println!("  each <role>-ca.crt carries the new root cross-signed by the current root");
         println!(
             "New root CA SHA-256: {}\nJoin tokens made after the rotation pin it; tokens made before keep working while the old root is in the trust bundle.",
             root.info().fingerprint

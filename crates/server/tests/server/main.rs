@@ -12,6 +12,7 @@ mod lifecycle;
 mod named;
 mod refusals;
 mod revocation;
+mod rotation;
 
 use evergreen_api::client::ClientError;
 use evergreen_pki::CertificateDer;
