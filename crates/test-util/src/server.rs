@@ -4,11 +4,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use evergreen_api::client::Client;
+use std::collections::BTreeMap;
+
 use evergreen_api::{
-    CertificateBundle, EnrollRequest, ManualClock, Role, TokenRequest, TokenResponse, decode_pem,
-    encode_pem,
+    CaRotateRequest, CaRotation, CertificateBundle, Clock as _, EnrollRequest, ManualClock, Role,
+    TokenRequest, TokenResponse, decode_pem, encode_pem,
 };
-use evergreen_pki::{CertificateDer, DistinguishedName, KeyType, PrivateKey, SubjectAltName, pem};
+use evergreen_pki::hierarchy::ROLE_CAS;
+use evergreen_pki::{
+    CertificateAuthority, CertificateDer, DistinguishedName, Duration, KeyType, OffsetDateTime,
+    PrivateKey, SubjectAltName, pem,
+};
 use evergreen_server::{Config, RunningServer};
 
 /// A running server in a temporary data dir.
@@ -197,8 +203,76 @@ impl TestServer {
         crate::assert_chain(&self.root(), chain, usage, self.clock.now());
     }
 
+    /// The cluster's current root with its key, read the way `ca generate --root-from`
+    /// does.
+    pub async fn current_root_ca(&self) -> CertificateAuthority {
+        let (root, key) = evergreen_server::current_root(&self.data_dir)
+            .await
+            .expect("current root");
+        CertificateAuthority::from_parts(vec![root], key.expect("root key")).expect("root CA")
+    }
+
+    /// A new root, and that root cross-signed by the current one.
+    pub async fn new_cross_signed_root(&self) -> (CertificateAuthority, CertificateDer<'static>) {
+        let now = self.clock.now();
+        let root = CertificateAuthority::new_root(
+            DistinguishedName::common_name(format!("next-root@{}", now.unix_timestamp())),
+            PrivateKey::generate(KeyType::EcP256).expect("key"),
+            Duration::days(3650),
+            now,
+        )
+        .expect("root");
+        let cross = evergreen_pki::cross_sign::cross_sign(
+            root.certificate(),
+            &self.current_root_ca().await,
+            now,
+        )
+        .expect("cross-signed root");
+        (root, cross)
+    }
+
+    /// `PUT /v1/ca/rotate` with `files`.
+    pub async fn rotate_ca(
+        &self,
+        files: &BTreeMap<String, String>,
+        force: bool,
+    ) -> Result<CaRotation, evergreen_api::client::ClientError> {
+        self.admin()
+            .json(
+                "PUT",
+                &format!("/v1/ca/rotate?force={force}"),
+                Some(&CaRotateRequest {
+                    files: files.clone(),
+                }),
+            )
+            .await
+    }
+
     pub async fn shutdown(self) -> Option<tempfile::TempDir> {
         self.server.shutdown().await;
         self._dir
     }
+}
+
+/// New role CAs under `signer` as staged files: each `<role>.crt` the CA followed by
+/// `extra` (the root, or the cross-signed new root), each `<role>.key` its key.
+pub fn stage_role_cas(
+    signer: &CertificateAuthority,
+    extra: &[CertificateDer<'static>],
+    now: OffsetDateTime,
+) -> BTreeMap<String, String> {
+    let mut files = BTreeMap::new();
+    for role in ROLE_CAS {
+        let name =
+            DistinguishedName::common_name(format!("rotated-{role}@{}", now.unix_timestamp()));
+        let key = PrivateKey::generate(KeyType::EcP256).expect("key");
+        let ca = signer
+            .new_intermediate(name, key, 0, Duration::days(3650), now)
+            .expect("role CA");
+        let mut bundle = vec![ca.certificate().clone()];
+        bundle.extend(extra.iter().cloned());
+        files.insert(format!("{role}.crt"), pem::encode_certificates(&bundle));
+        files.insert(format!("{role}.key"), ca.key().to_pem());
+    }
+    files
 }

@@ -399,3 +399,214 @@ async fn the_identity_renews_before_expiry_and_an_expired_one_keeps_every_file()
     );
     again.stop().await;
 }
+
+/// The chain installed at `dir` (Kubernetes secret-volume layout).
+fn installed_chain(dir: &Path) -> Vec<evergreen_pki::CertificateDer<'static>> {
+    pem::parse_certificates(
+        "tls.crt",
+        &std::fs::read(Target::Layout(dir.to_owned()).cert_path()).unwrap(),
+    )
+    .unwrap()
+}
+
+fn issued_by(
+    chain: &[evergreen_pki::CertificateDer<'static>],
+    ca: &evergreen_pki::CertificateDer<'_>,
+) -> bool {
+    evergreen_pki::chain::is_signed_by(&chain[0], ca).unwrap()
+}
+
+/// What the busy mTLS client saw.
+#[derive(Default)]
+struct Busy {
+    rounds: usize,
+    failures: Vec<String>,
+    chain: Vec<evergreen_pki::CertificateDer<'static>>,
+}
+
+/// An application that renews its certificate over a new mTLS connection each round,
+/// trusting only `roots` (what it was given at enrollment), until `stop`.
+async fn busy_client(
+    url: String,
+    roots: Vec<evergreen_pki::CertificateDer<'static>>,
+    clock: evergreen_api::ManualClock,
+    mut credential: evergreen_test_util::server::Credential,
+    seen: Arc<std::sync::Mutex<Busy>>,
+    stop: watch::Receiver<bool>,
+) {
+    while !*stop.borrow() {
+        let key = PrivateKey::generate(KeyType::EcP256).unwrap();
+        let csr = evergreen_pki::csr::build(&key, &DistinguishedName::common_name("busy-app"), &[])
+            .unwrap();
+        let client = evergreen_api::client::Client::with_clock(
+            &url,
+            &roots,
+            Some((credential.chain.clone(), credential.key.der().clone_key())),
+            Arc::new(clock.clone()),
+        )
+        .unwrap();
+        let answer: Result<evergreen_api::CertificateBundle, _> = client
+            .json(
+                "POST",
+                "/v1/applications/certificates/renewals",
+                Some(&evergreen_api::RenewalRequest {
+                    csr: evergreen_api::encode_pem(&pem::encode("CERTIFICATE REQUEST", &csr)),
+                }),
+            )
+            .await;
+        {
+            let mut seen = seen.lock().unwrap();
+            seen.rounds += 1;
+            match answer {
+                Ok(bundle) => {
+                    let chain = pem::parse_certificates(
+                        "crt",
+                        &evergreen_api::decode_pem(&bundle.crt).unwrap(),
+                    )
+                    .unwrap();
+                    credential.chain = chain.clone();
+                    credential.key = key;
+                    seen.chain = chain;
+                }
+                Err(e) => seen.failures.push(e.to_string()),
+            }
+        }
+        tokio::time::sleep(StdDuration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_and_an_mtls_client_stay_connected_through_role_ca_and_root_rotation() {
+    let t = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let old_root = t.root();
+    let agent = start_agent(&t, dir.path(), "node-a", t.server.node_token.clone());
+    for named in [
+        spec("proxy", "cluster", &["proxy.example"]),
+        spec("kubelet", "node", &["{node}"]),
+    ] {
+        let _: Replacement = t
+            .admin()
+            .json("POST", "/v1/cluster/certificates", Some(&named))
+            .await
+            .unwrap();
+    }
+    until("both certificates installed", async || {
+        agent.installed("proxy").is_some() && agent.installed("kubelet").is_some()
+    })
+    .await;
+
+    let app = t
+        .enroll(
+            evergreen_api::Role::App,
+            &DistinguishedName::common_name("busy-app"),
+        )
+        .await;
+    let seen = Arc::new(std::sync::Mutex::new(Busy::default()));
+    let (stop, stopped) = watch::channel(false);
+    let client = tokio::spawn(busy_client(
+        t.url().to_owned(),
+        vec![old_root.clone()],
+        t.clock.clone(),
+        app,
+        seen.clone(),
+        stopped,
+    ));
+
+    // Every leaf (the agent's identity and certificates, the client's) on the current CAs.
+    let all_moved = async |server_ca: &evergreen_pki::CertificateDer<'static>,
+                           client_ca: &evergreen_pki::CertificateDer<'static>| {
+        let rounds = seen.lock().unwrap().rounds;
+        until("every leaf on the new CAs", async || {
+            let seen = seen.lock().unwrap();
+            seen.rounds > rounds + 2
+                && issued_by(&seen.chain, client_ca)
+                && issued_by(
+                    &installed_chain(&agent.data_dir.join("identity")),
+                    client_ca,
+                )
+                && issued_by(
+                    &installed_chain(&agent.data_dir.join("certs/proxy")),
+                    server_ca,
+                )
+                && issued_by(
+                    &installed_chain(&agent.data_dir.join("certs/kubelet")),
+                    server_ca,
+                )
+        })
+        .await;
+    };
+
+    // Role CAs rotate under the same root.
+    let files = evergreen_test_util::server::stage_role_cas(
+        &t.current_root_ca().await,
+        std::slice::from_ref(&old_root),
+        t.clock.now(),
+    );
+    t.rotate_ca(&files, false).await.unwrap();
+    let cluster = t.server.state.cluster.load_full();
+    all_moved(
+        cluster.server_ca.certificate(),
+        cluster.client_ca.certificate(),
+    )
+    .await;
+
+    // The root rotates, cross-signed.
+    let (root, cross) = t.new_cross_signed_root().await;
+    let mut files = evergreen_test_util::server::stage_role_cas(
+        &root,
+        std::slice::from_ref(&cross),
+        t.clock.now(),
+    );
+    files.insert("root-ca.crt".into(), root.bundle_pem());
+    files.insert("root-ca.key".into(), root.key().to_pem());
+    t.rotate_ca(&files, false).await.unwrap();
+    let cluster = t.server.state.cluster.load_full();
+    all_moved(
+        cluster.server_ca.certificate(),
+        cluster.client_ca.certificate(),
+    )
+    .await;
+    until("the agent to trust the new root", async || {
+        std::fs::read_to_string(agent.data_dir.join("root.crt"))
+            .is_ok_and(|roots| roots.contains(&root.bundle_pem()))
+    })
+    .await;
+
+    let _ = stop.send(true);
+    client.await.unwrap();
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
+    assert!(
+        seen.failures.is_empty(),
+        "the client failed: {:?}",
+        seen.failures
+    );
+    assert!(
+        seen.rounds > 6,
+        "the client kept renewing ({} rounds)",
+        seen.rounds
+    );
+    assert_eq!(
+        t.server
+            .state
+            .metrics
+            .handshake_failures
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "no TLS handshake with the server failed"
+    );
+    // At the end every leaf chains to the new root (webpki and openssl).
+    let now = t.clock.now();
+    let new_root = root.certificate();
+    evergreen_test_util::assert_chain(new_root, &seen.chain, Usage::ClientAuth, now);
+    for (path, usage) in [
+        ("identity", Usage::ClientAuth),
+        ("certs/proxy", Usage::ServerAuth),
+        ("certs/kubelet", Usage::ServerAuth),
+    ] {
+        let chain = installed_chain(&agent.data_dir.join(path));
+        evergreen_test_util::assert_chain(new_root, &chain, usage, now);
+    }
+    agent.stop().await;
+    t.shutdown().await;
+}

@@ -116,8 +116,9 @@ pub enum RotateKeys {
   evergreen keys list                              # kids, the signing key first
   evergreen keys rotate service-account --retire 3q2-7w…")]
 pub struct ServiceAccountArgs {
-    /// Remove the key with this kid instead of adding one (never the signing key).
-    #[arg(long, value_name = "KID")]
+    /// Remove the key with this kid instead of adding one (never the signing key). Kids
+    /// are base64url and may start with '-'.
+    #[arg(long, value_name = "KID", allow_hyphen_values = true)]
     pub retire: Option<String>,
     /// Type of the new key: ec-p256, ec-p384, rsa-2048, rsa-3072 or rsa-4096.
     #[arg(

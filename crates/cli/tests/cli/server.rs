@@ -655,3 +655,166 @@ fn an_agent_killed_at_any_moment_never_leaves_a_mismatched_pair() {
     let _ = agent.wait();
     runtime.block_on(t.shutdown());
 }
+
+#[test]
+fn ca_generate_and_rotate_ca_rotate_a_running_cluster_the_k3s_way() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("data");
+    let server = ServerProcess::start(&data_dir);
+    let c = server.connection();
+    let data = data_dir.to_str().unwrap();
+    let old_root = std::fs::read(data_dir.join("ca.crt")).unwrap();
+    let old_root = parse_certificates("ca.crt", &old_root).unwrap().remove(0);
+
+    // A fresh hierarchy is not related to the cluster: refused, every failure listed.
+    let unrelated = tmp.path().join("unrelated");
+    let out = evergreen(["ca", "generate", "--out", unrelated.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(
+        &[
+            "certificate",
+            "rotate-ca",
+            "--path",
+            unrelated.to_str().unwrap(),
+        ],
+        &c,
+    );
+    assert!(!out.status.success());
+    let message = stderr(&out);
+    assert!(message.contains("integrity checks failed"), "{message}");
+    assert!(message.contains("cross-signed"), "{message}");
+    assert!(message.contains("service.key"), "{message}");
+
+    // New role CAs under the current root.
+    let roles = tmp.path().join("roles");
+    let out = evergreen([
+        "ca",
+        "generate",
+        "--out",
+        roles.to_str().unwrap(),
+        "--root-from",
+        data,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!roles.join("root-ca.crt").exists() && !roles.join("service.key").exists());
+    let out = run(
+        &[
+            "certificate",
+            "rotate-ca",
+            "--path",
+            roles.to_str().unwrap(),
+        ],
+        &c,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("Rotated server-ca, client-ca, peer-ca"),
+        "{}",
+        stdout(&out)
+    );
+
+    // A new root cross-signed by the current one: accepted without --force.
+    let next = tmp.path().join("next");
+    let out = evergreen([
+        "ca",
+        "generate",
+        "--out",
+        next.to_str().unwrap(),
+        "--cross-sign-from",
+        data,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let new_root = parse_certificates(
+        "root-ca.crt",
+        &std::fs::read(next.join("root-ca.crt")).unwrap(),
+    )
+    .unwrap()
+    .remove(0);
+    let new_hash = CertificateInfo::from_der(&new_root)
+        .unwrap()
+        .fingerprint
+        .to_string();
+    assert!(
+        stdout(&out).contains(&new_hash),
+        "the new join token hash is printed"
+    );
+    let out = run(
+        &["certificate", "rotate-ca", "--path", next.to_str().unwrap()],
+        &c,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains(&new_hash), "{}", stdout(&out));
+    // The trust bundle now starts with the new root and keeps the old one.
+    let bundle =
+        parse_certificates("ca.crt", &std::fs::read(data_dir.join("ca.crt")).unwrap()).unwrap();
+    assert_eq!(bundle[0], new_root);
+    assert!(bundle.contains(&old_root));
+
+    // A leaf issued now verifies with openssl against the new root, and against the old
+    // root through the cross-signed certificate in its chain.
+    let dir = tmp.path().join("leaf");
+    std::fs::create_dir_all(&dir).unwrap();
+    let token = std::fs::read_to_string(data_dir.join("server/node-token")).unwrap();
+    assert!(
+        token.contains(&new_hash),
+        "the node token file is re-pinned"
+    );
+    let (crt, _key) = enroll_with_curl(&dir, &data_dir, token.trim(), "/CN=after-rotation");
+    verify_with_openssl(&dir, &data_dir, &crt);
+    let chain = parse_certificates("crt", &std::fs::read(&crt).unwrap()).unwrap();
+    let now = evergreen_test_util::wall_clock();
+    Openssl::find()
+        .verify(
+            &dir,
+            std::slice::from_ref(&old_root),
+            &chain[1..],
+            &chain[0],
+            "sslclient",
+            now,
+            &[],
+        )
+        .unwrap();
+    evergreen_pki::chain::verify(
+        &chain[0],
+        &chain[1..],
+        std::slice::from_ref(&old_root),
+        evergreen_pki::certificate::Usage::ClientAuth,
+        &[],
+        now,
+    )
+    .unwrap();
+
+    // Service-account keys: a new signer first, the old one kept, then retired.
+    let out = run(&["keys", "list"], &c);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let first_kid = stdout(&out).split_whitespace().next().unwrap().to_owned();
+    let out = run(&["keys", "rotate", "service-account"], &c);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines: Vec<String> = stdout(&out).lines().map(str::to_owned).collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with(&first_kid) && l.ends_with("verify only")),
+        "{lines:?}"
+    );
+    let out = run(
+        &["keys", "rotate", "service-account", "--retire", &first_kid],
+        &c,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        !stdout(&out).contains(&first_kid) || stdout(&out).starts_with("Retired"),
+        "{}",
+        stdout(&out)
+    );
+    let out = run(&["keys", "list"], &c);
+    assert_eq!(stdout(&out).lines().count(), 1, "{}", stdout(&out));
+
+    // The server restarts on the rotated CAs with its re-pinned token.
+    let (status, _) = server.stop();
+    assert!(status.success());
+    let server = ServerProcess::start(&data_dir);
+    let out = run(&["certificate", "check"], &server.connection());
+    assert!(out.status.success(), "{}", stderr(&out));
+    drop(server);
+}

@@ -6,80 +6,19 @@ use std::collections::BTreeMap;
 use base64::Engine as _;
 use evergreen_api::client::ClientError;
 use evergreen_api::{
-    CaRotateRequest, CaRotation, CertificateBundle, Clock, Jwks, NamedCertificateSpec,
-    NamedCertificateStatus, RenewalRequest, Role, ServiceKeyRotation, decode_pem, encode_pem,
+    CertificateBundle, Clock, Jwks, NamedCertificateSpec, NamedCertificateStatus, RenewalRequest,
+    Role, ServiceKeyRotation, decode_pem, encode_pem,
 };
 use evergreen_pki::certificate::{CertificateInfo, Usage};
-use evergreen_pki::hierarchy::ROLE_CAS;
 use evergreen_pki::service_keys::{ServiceKeys, key_id};
 use evergreen_pki::{
-    CertificateAuthority, CertificateDer, DistinguishedName, Duration, Fingerprint, KeyType,
-    OffsetDateTime, PrivateKey, pem,
+    CertificateDer, DistinguishedName, Duration, Fingerprint, KeyType, OffsetDateTime, PrivateKey,
+    pem,
 };
-use evergreen_test_util::server::{Credential, TestServer};
+use evergreen_test_util::server::{Credential, TestServer, stage_role_cas};
 use evergreen_test_util::{Openssl, hierarchy};
 
 use crate::{assert_audited_refusal, refusal};
-
-/// The cluster's current root with its key, read the way `ca generate --root-from` does.
-async fn current_root(t: &TestServer) -> CertificateAuthority {
-    let (root, key) = evergreen_server::current_root(&t.data_dir).await.unwrap();
-    CertificateAuthority::from_parts(vec![root], key.unwrap()).unwrap()
-}
-
-/// New role CAs under `signer`, each bundle the CA followed by `extra`, as staged files.
-fn stage_roles(
-    signer: &CertificateAuthority,
-    extra: &[CertificateDer<'static>],
-    now: OffsetDateTime,
-) -> BTreeMap<String, String> {
-    let mut files = BTreeMap::new();
-    for role in ROLE_CAS {
-        let name =
-            DistinguishedName::common_name(format!("rotated-{role}@{}", now.unix_timestamp()));
-        let key = PrivateKey::generate(KeyType::EcP256).unwrap();
-        let ca = signer
-            .new_intermediate(name, key, 0, Duration::days(3650), now)
-            .unwrap();
-        let mut bundle = vec![ca.certificate().clone()];
-        bundle.extend(extra.iter().cloned());
-        files.insert(format!("{role}.crt"), pem::encode_certificates(&bundle));
-        files.insert(format!("{role}.key"), ca.key().to_pem());
-    }
-    files
-}
-
-/// A new root, and the same root cross-signed by the current one.
-async fn new_cross_signed_root(t: &TestServer) -> (CertificateAuthority, CertificateDer<'static>) {
-    let now = t.clock.now();
-    let root = CertificateAuthority::new_root(
-        DistinguishedName::common_name(format!("next-root@{}", now.unix_timestamp())),
-        PrivateKey::generate(KeyType::EcP256).unwrap(),
-        Duration::days(3650),
-        now,
-    )
-    .unwrap();
-    let cross =
-        evergreen_pki::cross_sign::cross_sign(root.certificate(), &current_root(t).await, now)
-            .unwrap();
-    (root, cross)
-}
-
-async fn rotate(
-    t: &TestServer,
-    files: &BTreeMap<String, String>,
-    force: bool,
-) -> Result<CaRotation, ClientError> {
-    t.admin()
-        .json(
-            "PUT",
-            &format!("/v1/ca/rotate?force={force}"),
-            Some(&CaRotateRequest {
-                files: files.clone(),
-            }),
-        )
-        .await
-}
 
 /// Everything a rotation may change: the stored CAs and keys, the revision, and the files.
 async fn snapshot(t: &TestServer) -> Vec<Vec<u8>> {
@@ -151,15 +90,15 @@ async fn renew(
 async fn each_failed_check_is_refused_and_changes_nothing() {
     let t = TestServer::start().await;
     let now = t.clock.now();
-    let current = current_root(&t).await;
-    let good = stage_roles(&current, std::slice::from_ref(current.certificate()), now);
+    let current = t.current_root_ca().await;
+    let good = stage_role_cas(&current, std::slice::from_ref(current.certificate()), now);
     let before = snapshot(&t).await;
 
     // A bundle holding only the new CA.
     let mut single = good.clone();
     let lone = pem::parse_certificates("", single["server-ca.crt"].as_bytes()).unwrap();
     single.insert("server-ca.crt".into(), pem::encode("CERTIFICATE", &lone[0]));
-    let message = refusal(rotate(&t, &single, false).await, 400);
+    let message = refusal(t.rotate_ca(&single, false).await, 400);
     assert!(
         message.contains("server-ca.crt") && message.contains("holds only the new CA"),
         "{message}"
@@ -170,8 +109,8 @@ async fn each_failed_check_is_refused_and_changes_nothing() {
 
     // Role CAs under a root the cluster does not trust.
     let foreign = hierarchy(KeyType::EcP256, now);
-    let unrelated = stage_roles(&foreign.root, &foreign.root_der(), now);
-    let message = refusal(rotate(&t, &unrelated, false).await, 400);
+    let unrelated = stage_role_cas(&foreign.root, &foreign.root_der(), now);
+    let message = refusal(t.rotate_ca(&unrelated, false).await, 400);
     assert!(
         message.contains("does not verify against the current root CA"),
         "{message}"
@@ -188,7 +127,7 @@ async fn each_failed_check_is_refused_and_changes_nothing() {
         "client-ca.key".into(),
         PrivateKey::generate(KeyType::EcP256).unwrap().to_pem(),
     );
-    let message = refusal(rotate(&t, &mismatch, false).await, 400);
+    let message = refusal(t.rotate_ca(&mismatch, false).await, 400);
     assert!(
         message.contains("client-ca.key") && message.contains("does not match"),
         "{message}"
@@ -201,7 +140,7 @@ async fn each_failed_check_is_refused_and_changes_nothing() {
         "service.key".into(),
         ServiceKeys::generate(KeyType::EcP256).unwrap().to_pem(),
     );
-    let message = refusal(rotate(&t, &service, false).await, 400);
+    let message = refusal(t.rotate_ca(&service, false).await, 400);
     assert!(
         message.contains("current service-account signing key"),
         "{message}"
@@ -212,7 +151,7 @@ async fn each_failed_check_is_refused_and_changes_nothing() {
     let mut several = single.clone();
     several.insert("client-ca.key".into(), mismatch["client-ca.key"].clone());
     several.insert("service.key".into(), service["service.key"].clone());
-    let message = refusal(rotate(&t, &several, false).await, 400);
+    let message = refusal(t.rotate_ca(&several, false).await, 400);
     for expected in [
         "3 integrity checks failed",
         "holds only the new CA",
@@ -228,16 +167,16 @@ async fn each_failed_check_is_refused_and_changes_nothing() {
     let mut truncated = good.clone();
     let text = truncated["peer-ca.crt"].clone();
     truncated.insert("peer-ca.crt".into(), text[..text.len() - 40].to_owned());
-    let message = refusal(rotate(&t, &truncated, true).await, 400);
+    let message = refusal(t.rotate_ca(&truncated, true).await, 400);
     assert!(
         message.contains("peer-ca.crt") && message.contains("truncated"),
         "{message}"
     );
     let mut unknown = good.clone();
     unknown.insert("ca.pem".into(), String::new());
-    let message = refusal(rotate(&t, &unknown, true).await, 400);
+    let message = refusal(t.rotate_ca(&unknown, true).await, 400);
     assert!(message.contains("\"ca.pem\" is not a file"), "{message}");
-    let message = refusal(rotate(&t, &BTreeMap::new(), true).await, 400);
+    let message = refusal(t.rotate_ca(&BTreeMap::new(), true).await, 400);
     assert!(message.contains("nothing is staged"), "{message}");
     assert_eq!(snapshot(&t).await, before);
     // Staging the current CAs again changes nothing either.
@@ -246,12 +185,12 @@ async fn each_failed_check_is_refused_and_changes_nothing() {
         "root-ca.crt".to_owned(),
         pem::encode("CERTIFICATE", &t.root()),
     );
-    let message = refusal(rotate(&t, &same, false).await, 400);
+    let message = refusal(t.rotate_ca(&same, false).await, 400);
     assert!(message.contains("nothing to rotate"), "{message}");
     assert_eq!(snapshot(&t).await, before);
 
     // Forced: the unrelated CAs go in, the audit log says so.
-    let forced = rotate(&t, &unrelated, true).await.unwrap();
+    let forced = t.rotate_ca(&unrelated, true).await.unwrap();
     assert_eq!(forced.rotated, ["server-ca", "client-ca", "peer-ca"]);
     assert_eq!(forced.forced_past.len(), 3);
     let log = t.server.state.store.audit_log(5).await.unwrap();
@@ -282,10 +221,10 @@ async fn role_cas_rotate_under_the_same_root_while_old_leaves_keep_working() {
         .certificate()
         .clone();
     let now = t.clock.now();
-    let current = current_root(&t).await;
-    let files = stage_roles(&current, std::slice::from_ref(current.certificate()), now);
+    let current = t.current_root_ca().await;
+    let files = stage_role_cas(&current, std::slice::from_ref(current.certificate()), now);
 
-    let rotated = rotate(&t, &files, false).await.unwrap();
+    let rotated = t.rotate_ca(&files, false).await.unwrap();
     assert_eq!(rotated.rotated, ["server-ca", "client-ca", "peer-ca"]);
     assert!(rotated.forced_past.is_empty());
     assert_eq!(rotated.root_sha256, Fingerprint::of(&t.root()).to_string());
@@ -359,13 +298,13 @@ async fn a_cross_signed_root_rotates_without_force_and_old_trust_still_works() {
     let app = t
         .enroll(Role::App, &DistinguishedName::common_name("app"))
         .await;
-    let (root, cross) = new_cross_signed_root(&t).await;
+    let (root, cross) = t.new_cross_signed_root().await;
     let now = t.clock.now();
 
     // A new root that is not cross-signed is refused.
-    let mut files = stage_roles(&root, std::slice::from_ref(root.certificate()), now);
+    let mut files = stage_role_cas(&root, std::slice::from_ref(root.certificate()), now);
     files.insert("root-ca.crt".into(), root.bundle_pem());
-    let message = refusal(rotate(&t, &files, false).await, 400);
+    let message = refusal(t.rotate_ca(&files, false).await, 400);
     assert!(
         message.contains("root-ca.crt") && message.contains("cross-signed"),
         "{message}"
@@ -377,7 +316,7 @@ async fn a_cross_signed_root_rotates_without_force_and_old_trust_still_works() {
         "server-ca.crt".to_owned(),
         pem::encode("CERTIFICATE", &cross),
     );
-    let message = refusal(rotate(&t, &only_root, false).await, 400);
+    let message = refusal(t.rotate_ca(&only_root, false).await, 400);
     assert!(
         message.contains("client-ca.crt: is not staged"),
         "{message}"
@@ -386,10 +325,10 @@ async fn a_cross_signed_root_rotates_without_force_and_old_trust_still_works() {
     // Each bundle: the role CA, then the new root cross-signed by the current one (not
     // the self-signed new root, which would lead OpenSSL clients that trust only the
     // current root down a dead end).
-    let mut files = stage_roles(&root, std::slice::from_ref(&cross), now);
+    let mut files = stage_role_cas(&root, std::slice::from_ref(&cross), now);
     files.insert("root-ca.crt".into(), root.bundle_pem());
     files.insert("root-ca.key".into(), root.key().to_pem());
-    let rotated = rotate(&t, &files, false).await.unwrap();
+    let rotated = t.rotate_ca(&files, false).await.unwrap();
     assert_eq!(
         rotated.rotated,
         ["root-ca", "server-ca", "client-ca", "peer-ca"]
@@ -556,14 +495,10 @@ async fn service_account_keys_rotate_keep_old_ones_and_publish_a_jwks() {
             PrivateKey::generate(KeyType::EcP256).unwrap().to_pem()
         ),
     );
-    let answer = rotate_ca_service_key(&t, &files).await;
+    let answer = t.rotate_ca(&files, false).await.unwrap();
     assert_eq!(answer.rotated, ["service-account keys"]);
     assert_eq!(jwks().await.keys.len(), 2);
     t.shutdown().await;
-}
-
-async fn rotate_ca_service_key(t: &TestServer, files: &BTreeMap<String, String>) -> CaRotation {
-    rotate(t, files, false).await.unwrap()
 }
 
 async fn named_version(t: &TestServer, name: &str) -> i64 {
