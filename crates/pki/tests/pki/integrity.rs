@@ -179,3 +179,53 @@ fn the_current_service_account_key_must_be_kept() {
         "{err}"
     );
 }
+
+#[test]
+fn a_new_root_must_come_cross_signed_by_the_current_one() {
+    let now = fixed_now();
+    let old = evergreen_test_util::hierarchy(KeyType::EcP256, now);
+    let new = evergreen_test_util::hierarchy(KeyType::EcP256, now);
+    let cross = cross_sign(new.root.certificate(), &old.root, now).unwrap();
+    let root = new.root.certificate();
+    let check_root = |pool: &[CertificateDer<'static>], key: &PrivateKey| {
+        let mut report = IntegrityReport::new();
+        report.check_root(
+            "root-ca.crt",
+            "root-ca.key",
+            root,
+            Some(key),
+            pool,
+            &old.root_der(),
+            now,
+        );
+        report
+    };
+    let staged = [new.server.certificate().clone(), cross.clone()];
+    assert_eq!(check_root(&staged, new.root.key()).failures, vec![]);
+
+    // Not cross-signed: refused, pointing at ca generate --cross-sign-from.
+    let report = check_root(&[new.server.certificate().clone()], new.root.key());
+    assert_eq!(report.failures.len(), 1, "{report}");
+    assert!(report.to_string().contains("--cross-sign-from"), "{report}");
+
+    // Cross-signed by a root the cluster does not trust: refused too.
+    let stranger = evergreen_test_util::hierarchy(KeyType::EcP256, now);
+    let foreign_cross = cross_sign(root, &stranger.root, now).unwrap();
+    let report = check_root(&[foreign_cross], new.root.key());
+    assert_eq!(report.failures.len(), 1, "{report}");
+
+    // A key that is not the root's, and the current root staged again (no change).
+    let report = check_root(&staged, old.root.key());
+    assert!(report.to_string().contains("root-ca.key"), "{report}");
+    let mut unchanged = IntegrityReport::new();
+    unchanged.check_root(
+        "root-ca.crt",
+        "root-ca.key",
+        old.root.certificate(),
+        None,
+        &[],
+        &old.root_der(),
+        now,
+    );
+    assert_eq!(unchanged.failures, vec![]);
+}

@@ -15,6 +15,7 @@ mod keys;
 mod pem;
 mod properties;
 mod renewal;
+mod service_keys;
 mod token;
 
 use evergreen_pki::certificate::Usage;
