@@ -210,6 +210,22 @@ async fn regenerate(
     ))
 }
 
+/// The change that gives a selfsigned certificate its next version.
+async fn regenerated(
+    state: &AppState,
+    record: &NamedRecord,
+    reason: &str,
+) -> Result<NamedChange, ApiError> {
+    let (version, _) = regenerate(state, record, reason).await?;
+    let mut record = record.clone();
+    record.version = version.version;
+    record.updated_at = state.now().unix_timestamp();
+    Ok(NamedChange {
+        record,
+        new_version: Some(version),
+    })
+}
+
 /// Checks an uploaded certificate and key (as `update_cert` receives them), with Redis
 /// Enterprise's answers: 403 unknown name, 400 malformed or mismatched, 406 expired.
 fn check_upload(
@@ -752,17 +768,9 @@ pub async fn rotate(
         }
         selected
     };
-    let now = state.now().unix_timestamp();
     let mut changes = Vec::new();
     for record in selected {
-        let (version, _) = regenerate(&state, record, "rotate").await?;
-        let mut record = record.clone();
-        record.version = version.version;
-        record.updated_at = now;
-        changes.push(NamedChange {
-            record,
-            new_version: Some(version),
-        });
+        changes.push(regenerated(&state, record, "rotate").await?);
     }
     let mut answers = save_and_answer(&state, &actor, "certificate.rotate", &changes).await?;
     drop(_guard);
@@ -1049,7 +1057,6 @@ fn renewal_reason(
 /// [`renewal_reason`]) as a new version, which watching agents install.
 pub async fn renew_due(state: &AppState) -> Result<(), ApiError> {
     let _guard = state.named_lock.lock().await;
-    let now = state.now().unix_timestamp();
     let mut changes = Vec::new();
     for record in state.store.named().await? {
         if record.kind != "selfsigned" || record.scope != "cluster" || record.version == 0 {
@@ -1065,14 +1072,7 @@ pub async fn renew_due(state: &AppState) -> Result<(), ApiError> {
         let Some(reason) = renewal_reason(state, &record, &current) else {
             continue;
         };
-        let (version, _) = regenerate(state, &record, reason).await?;
-        let mut record = record.clone();
-        record.version = version.version;
-        record.updated_at = now;
-        changes.push(NamedChange {
-            record,
-            new_version: Some(version),
-        });
+        changes.push(regenerated(state, &record, reason).await?);
     }
     if !changes.is_empty() {
         save_and_answer(state, "server", "certificate.renew", &changes).await?;

@@ -514,8 +514,12 @@ async fn an_agent_and_an_mtls_client_stay_connected_through_role_ca_and_root_rot
     ));
 
     // Every leaf (the agent's identity and certificates, the client's) on the current CAs.
-    let all_moved = async |server_ca: &evergreen_pki::CertificateDer<'static>,
-                           client_ca: &evergreen_pki::CertificateDer<'static>| {
+    let all_moved = async || {
+        let cluster = t.server.state.cluster.load_full();
+        let (server_ca, client_ca) = (
+            cluster.server_ca.certificate(),
+            cluster.client_ca.certificate(),
+        );
         let rounds = seen.lock().unwrap().rounds;
         until("every leaf on the new CAs", async || {
             let seen = seen.lock().unwrap();
@@ -544,12 +548,7 @@ async fn an_agent_and_an_mtls_client_stay_connected_through_role_ca_and_root_rot
         t.clock.now(),
     );
     t.rotate_ca(&files, false).await.unwrap();
-    let cluster = t.server.state.cluster.load_full();
-    all_moved(
-        cluster.server_ca.certificate(),
-        cluster.client_ca.certificate(),
-    )
-    .await;
+    all_moved().await;
 
     // The root rotates, cross-signed.
     let (root, cross) = t.new_cross_signed_root().await;
@@ -561,12 +560,7 @@ async fn an_agent_and_an_mtls_client_stay_connected_through_role_ca_and_root_rot
     files.insert("root-ca.crt".into(), root.bundle_pem());
     files.insert("root-ca.key".into(), root.key().to_pem());
     t.rotate_ca(&files, false).await.unwrap();
-    let cluster = t.server.state.cluster.load_full();
-    all_moved(
-        cluster.server_ca.certificate(),
-        cluster.client_ca.certificate(),
-    )
-    .await;
+    all_moved().await;
     until("the agent to trust the new root", async || {
         std::fs::read_to_string(agent.data_dir.join("root.crt"))
             .is_ok_and(|roots| roots.contains(&root.bundle_pem()))
