@@ -722,7 +722,7 @@ pub async fn rotate(
     let caller = caller(&state, &peer, "certificate.rotate", &[Role::Admin]).await?;
     let actor = caller.actor();
     let request = body_or_refuse(&state, &actor, "certificate.rotate", "-", body).await?;
-    let _guard = state.named_lock.lock().await;
+    let guard = state.named_lock.lock().await;
     let records = state.store.named().await?;
     let selected: Vec<&NamedRecord> = if request.names.is_empty() {
         records.iter().filter(|r| r.kind == "selfsigned").collect()
@@ -773,7 +773,7 @@ pub async fn rotate(
         changes.push(regenerated(&state, record, "rotate").await?);
     }
     let mut answers = save_and_answer(&state, &actor, "certificate.rotate", &changes).await?;
-    drop(_guard);
+    drop(guard);
     let built_in: Vec<&str> = BUILT_IN
         .into_iter()
         .filter(|b| request.names.is_empty() || request.names.iter().any(|n| n == b))

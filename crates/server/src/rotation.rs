@@ -389,7 +389,7 @@ pub async fn rotate_service_keys(
     let caller = caller(&state, &peer, ACTION, &[Role::Admin]).await?;
     let actor = caller.actor();
     let request = body_or_refuse(&state, &actor, ACTION, "service-account", body).await?;
-    let _guard = state.rotation_lock.lock().await;
+    let guard = state.rotation_lock.lock().await;
     let cluster = state.cluster.load_full();
     let (keys, detail) = match &request.retire {
         Some(kid) => match cluster.service_keys.retired(kid) {
@@ -443,6 +443,6 @@ pub async fn rotate_service_keys(
         .await
         .map_err(ApiError::internal)?;
     state.cluster.store(Arc::new(cluster));
-    drop(_guard);
+    drop(guard);
     jwks(State(state)).await
 }
