@@ -145,12 +145,16 @@ fn load_roots(data_dir: &std::path::Path) -> Vec<CertificateDer<'static>> {
         .unwrap_or_default()
 }
 
+/// The first certificate of a base64 PEM bundle.
+fn first_certificate(bundle_b64: &str) -> Option<CertificateDer<'static>> {
+    let pem = decode_pem(bundle_b64).ok()?;
+    pem::parse_certificates("CA", &pem).ok()?.into_iter().next()
+}
+
 /// Whether `leaf` is signed by the first certificate of the base64 PEM bundle `ca`.
 fn issued_by(leaf: &CertificateDer<'_>, ca: &str) -> bool {
-    decode_pem(ca)
-        .ok()
-        .and_then(|pem| pem::parse_certificates("CA", &pem).ok())
-        .and_then(|ca| evergreen_pki::chain::is_signed_by(leaf, &ca[0]).ok())
+    first_certificate(ca)
+        .and_then(|ca| evergreen_pki::chain::is_signed_by(leaf, &ca).ok())
         .unwrap_or(false)
 }
 
@@ -446,17 +450,15 @@ impl Agent {
         let Some(leaf) = installed_leaf(&target.cert_path()) else {
             return true;
         };
-        let Ok(info) = CertificateInfo::from_der(&leaf) else {
-            return true;
+        // A CA the server sent that cannot be read counts as another CA.
+        let issuer = match assignment.ca.as_deref().map(first_certificate) {
+            Some(None) => return true,
+            Some(Some(ca)) => Some(ca),
+            None => None,
         };
-        let outdated = assignment
-            .ca
-            .as_deref()
-            .is_some_and(|ca| !issued_by(&leaf, ca));
-        outdated
-            || RenewalPolicy::default()
-                .state(info.not_before, info.not_after, self.now())
-                .needs_renewal()
+        RenewalPolicy::default()
+            .reissue(&leaf, issuer.as_ref(), None, self.now())
+            .is_some()
     }
 
     async fn credential(&self, client: &Client, assignment: &Assignment) -> Result<Credential> {

@@ -1,5 +1,9 @@
 //! When a certificate is due for renewal.
+use rustls_pki_types::CertificateDer;
 use time::{Duration, OffsetDateTime};
+
+use crate::certificate::{CertificateInfo, SubjectAltName};
+use crate::chain::is_signed_by;
 
 /// Renewal policy: renew when expired, or when the time left is under the renewal window.
 ///
@@ -118,6 +122,64 @@ impl RenewalPolicy {
             } else {
                 RenewalState::Fresh { renew_at }
             }
+        }
+    }
+}
+
+/// Why a certificate Evergreen manages must be issued again now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reissue {
+    Unreadable,
+    /// Not issued by the CA that issues it now (after a CA rotation).
+    PreviousCa,
+    /// Its names differ from what it should name.
+    NamesChanged,
+    Expired,
+    /// Inside the renewal window.
+    Due,
+}
+
+impl std::fmt::Display for Reissue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Reissue::Unreadable => "unreadable",
+            Reissue::PreviousCa => "issued by a previous CA",
+            Reissue::NamesChanged => "names changed",
+            Reissue::Expired => "expired",
+            Reissue::Due => "inside the renewal window",
+        })
+    }
+}
+
+impl RenewalPolicy {
+    /// Whether `leaf` must be issued again at `now`, and why: it is not issued by
+    /// `issuer` (when given), does not name exactly `names` (when given), is expired, or
+    /// inside the renewal window. The server asks this of its own and its named
+    /// certificates, agents of their node certificates.
+    pub fn reissue(
+        &self,
+        leaf: &CertificateDer<'_>,
+        issuer: Option<&CertificateDer<'_>>,
+        names: Option<&[SubjectAltName]>,
+        now: OffsetDateTime,
+    ) -> Option<Reissue> {
+        let Ok(info) = CertificateInfo::from_der(leaf) else {
+            return Some(Reissue::Unreadable);
+        };
+        if let Some(issuer) = issuer
+            && !is_signed_by(leaf, issuer).unwrap_or(false)
+        {
+            return Some(Reissue::PreviousCa);
+        }
+        if let Some(names) = names
+            && names != info.subject_alt_names
+        {
+            return Some(Reissue::NamesChanged);
+        }
+        match self.state(info.not_before, info.not_after, now) {
+            RenewalState::Expired => Some(Reissue::Expired),
+            RenewalState::Due => Some(Reissue::Due),
+            RenewalState::Fresh { .. } | RenewalState::NotYetValid => None,
         }
     }
 }

@@ -14,7 +14,6 @@ use anyhow::{Context, bail};
 use evergreen_api::files::{self, KEY_MODE, PUBLIC_MODE};
 use evergreen_api::{Clock, Role};
 use evergreen_pki::certificate::{CertificateInfo, Fingerprint, SubjectAltName, hex};
-use evergreen_pki::chain::is_signed_by;
 use evergreen_pki::hierarchy::Hierarchy;
 use evergreen_pki::integrity::{IntegrityReport, StagedCa};
 use evergreen_pki::name::NameAttribute;
@@ -572,12 +571,10 @@ fn current(
     let leaf = chain.first()?;
     let info = CertificateInfo::from_der(leaf).ok()?;
     let fresh = key.matches_certificate(leaf).ok()?
-        && is_signed_by(leaf, ca.certificate()).ok()?
         && info.subject == own.subject
-        && info.subject_alt_names == own.sans
-        && !policy
-            .state(info.not_before, info.not_after, now)
-            .needs_renewal();
+        && policy
+            .reissue(leaf, Some(ca.certificate()), Some(&own.sans), now)
+            .is_none();
     fresh.then(|| (chain, key.der().clone_key()))
 }
 

@@ -12,7 +12,7 @@ use evergreen_api::{
     Role, RotateRequest, UpdateCert, UpdateCerts, encode_pem,
 };
 use evergreen_pki::certificate::{CertificateInfo, SubjectAltName};
-use evergreen_pki::renewal::RenewalState;
+use evergreen_pki::renewal::Reissue;
 use evergreen_pki::{
     CertificateDer, DistinguishedName, IssueRequest, KeyType, PrivateKey, Profile, pem,
 };
@@ -1028,29 +1028,19 @@ fn renewal_reason(
     state: &AppState,
     record: &NamedRecord,
     version: &NamedVersion,
-) -> Option<&'static str> {
+) -> Option<Reissue> {
     let chain =
         pem::parse_certificates(&record.name, version.chain_pem.as_deref()?.as_bytes()).ok()?;
-    let info = CertificateInfo::from_der(&chain[0]).ok()?;
     let (_, ca) = usage(&record.usage).ok()?;
     let cluster = state.cluster.load();
     let current_ca = cluster.ca(ca)?;
     let wanted: Vec<SubjectAltName> = record.sans.iter().filter_map(|s| s.parse().ok()).collect();
-    if !evergreen_pki::chain::is_signed_by(&chain[0], current_ca.certificate()).unwrap_or(false) {
-        Some("renewal: issued by a previous CA")
-    } else if wanted != info.subject_alt_names {
-        Some("renewal: names changed")
-    } else {
-        match state
-            .settings
-            .renewal
-            .state(info.not_before, info.not_after, state.now())
-        {
-            RenewalState::Expired => Some("renewal: expired"),
-            RenewalState::Due => Some("renewal: inside the renewal window"),
-            _ => None,
-        }
-    }
+    state.settings.renewal.reissue(
+        &chain[0],
+        Some(current_ca.certificate()),
+        Some(&wanted),
+        state.now(),
+    )
 }
 
 /// Re-issues every cluster-scope selfsigned certificate that needs it (see
@@ -1072,7 +1062,7 @@ pub async fn renew_due(state: &AppState) -> Result<(), ApiError> {
         let Some(reason) = renewal_reason(state, &record, &current) else {
             continue;
         };
-        changes.push(regenerated(state, &record, reason).await?);
+        changes.push(regenerated(state, &record, &format!("renewal: {reason}")).await?);
     }
     if !changes.is_empty() {
         save_and_answer(state, "server", "certificate.renew", &changes).await?;
