@@ -76,29 +76,29 @@ impl Cluster {
     }
 
     /// Every CA of `role` that is trusted: the current one first, then retired ones, each
-    /// as (certificate, the certificates above it).
-    pub fn generations(
-        &self,
-        role: &str,
-    ) -> Vec<(&CertificateDer<'static>, &[CertificateDer<'static>])> {
-        let mut all = Vec::new();
-        if let Some(ca) = self.ca(role) {
-            all.push((ca.certificate(), ca.chain()));
-        } else if role == ROOT_CA {
-            all.push((&self.root, &[][..]));
-        }
-        for retired in self.retired.iter().filter(|r| r.role == role) {
-            if let Some((ca, chain)) = retired.bundle.split_first() {
-                all.push((ca, chain));
-            }
-        }
-        all
+    /// as (certificate, the certificates above it). Authentication walks it per request,
+    /// so it allocates nothing.
+    pub fn generations<'a>(
+        &'a self,
+        role: &'a str,
+    ) -> impl Iterator<Item = (&'a CertificateDer<'static>, &'a [CertificateDer<'static>])> + 'a
+    {
+        let current = match self.ca(role) {
+            Some(ca) => Some((ca.certificate(), ca.chain())),
+            None if role == ROOT_CA => Some((&self.root, &[][..])),
+            None => None,
+        };
+        current.into_iter().chain(
+            self.retired
+                .iter()
+                .filter(move |r| r.role == role)
+                .filter_map(|r| r.bundle.split_first()),
+        )
     }
 
     /// The roots clients may trust: the current root, then retired ones.
     pub fn roots(&self) -> Vec<CertificateDer<'static>> {
         self.generations(ROOT_CA)
-            .into_iter()
             .map(|(root, _)| root.clone())
             .collect()
     }
