@@ -256,9 +256,7 @@ impl Agent {
     /// The identity's certificate, if installed.
     fn identity_info(&self) -> Option<CertificateInfo> {
         self.identity.installed()?;
-        let chain =
-            pem::parse_certificates("", &std::fs::read(self.identity.cert_path()).ok()?).ok()?;
-        CertificateInfo::from_der(&chain[0]).ok()
+        CertificateInfo::from_der(&installed_leaf(&self.identity.cert_path())?).ok()
     }
 
     /// Makes sure a valid identity is installed: enrolls without one (or after it expired,

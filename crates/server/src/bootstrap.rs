@@ -41,8 +41,13 @@ pub const SERVICE_KEYS: &str = "service_account_keys";
 const SERVICE_KEYS_AAD: &[u8] = b"evergreen:service-account-keys";
 
 /// Associated data of a CA key's envelope: a key sealed for one CA opens for no other.
-pub fn key_aad(ca: &str) -> Vec<u8> {
+fn key_aad(ca: &str) -> Vec<u8> {
     format!("evergreen:ca-key:{ca}").into_bytes()
+}
+
+/// The key of the CA `ca` (`root-ca`, `server-ca`, …) in its envelope.
+pub fn seal_ca_key(sealing: &SealingKey, ca: &str, key: &PrivateKey) -> anyhow::Result<Vec<u8>> {
+    Ok(sealing.seal(key.to_pem().as_bytes(), &key_aad(ca))?)
 }
 
 /// The service-account key set in its envelope.
@@ -116,7 +121,7 @@ async fn first_start(
         bundle_pem: pem::encode("CERTIFICATE", &root),
         sealed_key: root_key
             .as_ref()
-            .map(|k| sealing.seal(k.to_pem().as_bytes(), &key_aad(ROOT_CA)))
+            .map(|k| seal_ca_key(&sealing, ROOT_CA, k))
             .transpose()?,
         updated_at: now.unix_timestamp(),
     }];
@@ -128,7 +133,7 @@ async fn first_start(
         records.push(CaRecord {
             name: name.into(),
             bundle_pem: ca.bundle_pem(),
-            sealed_key: Some(sealing.seal(ca.key().to_pem().as_bytes(), &key_aad(name))?),
+            sealed_key: Some(seal_ca_key(&sealing, name, ca.key())?),
             updated_at: now.unix_timestamp(),
         });
     }

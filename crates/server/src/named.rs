@@ -735,7 +735,7 @@ pub async fn rotate(
             match records.iter().find(|r| &r.name == name) {
                 None => {
                     let e = ApiError::bad_request(format!(
-                        "no named certificate {name:?}; valid names: {}",
+                        "no named certificate {name:?}; valid names: {}, and the built-in server, admin",
                         known_names(&records)
                     ));
                     return Err(refuse(

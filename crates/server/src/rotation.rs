@@ -19,7 +19,7 @@ use evergreen_pki::{
 use evergreen_store::{AuditEvent, CaRecord, Rotation};
 use serde::Deserialize;
 
-use crate::bootstrap::{SERVICE_KEYS, key_aad, seal_service_keys};
+use crate::bootstrap::{SERVICE_KEYS, seal_ca_key, seal_service_keys};
 use crate::error::{ApiError, JsonBody};
 use crate::routes::{body_or_refuse, caller, refuse};
 use crate::state::{AppState, Cluster, ROLE_CAS, ROOT_CA, RetiredCa};
@@ -241,10 +241,7 @@ pub async fn rotate_ca(
     };
     let mut rotated = Vec::new();
     let seal = |name: &str, key: &PrivateKey| {
-        state
-            .sealing
-            .seal(key.to_pem().as_bytes(), &key_aad(name))
-            .map_err(ApiError::internal)
+        seal_ca_key(&state.sealing, name, key).map_err(ApiError::internal)
     };
     if let Some(root) = staged.new_root(&cluster) {
         let key = staged.cas.get(ROOT_CA).and_then(|s| s.key.as_ref());

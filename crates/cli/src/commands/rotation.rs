@@ -139,7 +139,7 @@ pub struct ListKeysArgs {
 }
 
 pub fn keys(command: KeysCommand) -> Result<()> {
-    let (jwks, connection_note) = match command {
+    let (jwks, note) = match command {
         KeysCommand::Rotate(RotateKeys::ServiceAccount(args)) => {
             let client = args.connection.client()?;
             let request = ServiceKeyRotation {
@@ -164,7 +164,7 @@ pub fn keys(command: KeysCommand) -> Result<()> {
             (jwks, None)
         }
     };
-    if let Some(note) = connection_note {
+    if let Some(note) = note {
         println!("{note}");
     }
     for (index, key) in jwks.keys.iter().enumerate() {

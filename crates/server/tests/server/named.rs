@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 
 use crate::{assert_audited_refusal, refusal};
 
-fn spec(name: &str) -> NamedCertificateSpec {
+pub(crate) fn spec(name: &str) -> NamedCertificateSpec {
     NamedCertificateSpec {
         name: name.into(),
         scope: "cluster".into(),

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use base64::Engine as _;
 use evergreen_api::client::ClientError;
 use evergreen_api::{
-    CertificateBundle, Clock, Jwks, NamedCertificateSpec, NamedCertificateStatus, RenewalRequest,
-    Role, ServiceKeyRotation, decode_pem, encode_pem,
+    CertificateBundle, Clock, Jwks, NamedCertificateStatus, RenewalRequest, Role,
+    ServiceKeyRotation, decode_pem, encode_pem,
 };
 use evergreen_pki::certificate::{CertificateInfo, Usage};
 use evergreen_pki::service_keys::{ServiceKeys, key_id};
@@ -513,17 +513,7 @@ async fn named_version(t: &TestServer, name: &str) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issued_certificates_renew_one_day_inside_the_window_not_one_day_outside() {
     let t = TestServer::start().await;
-    let spec = NamedCertificateSpec {
-        name: "proxy".into(),
-        scope: "cluster".into(),
-        kind: "selfsigned".into(),
-        label: String::new(),
-        internal: false,
-        usage: "server".into(),
-        sans: vec!["proxy.example".into()],
-        nodes: vec![],
-        secret: None,
-    };
+    let spec = crate::named::spec("proxy");
     let _: serde_json::Value = t
         .admin()
         .json("POST", "/v1/cluster/certificates", Some(&spec))
