@@ -148,12 +148,7 @@ impl Staged {
                 }
                 // A key without its certificate must belong to the current CA.
                 (None, Some(key)) => {
-                    let current = if *ca == ROOT_CA {
-                        Some(&cluster.root)
-                    } else {
-                        cluster.ca(ca).map(CertificateAuthority::certificate)
-                    };
-                    if let Some(current) = current
+                    if let Some((current, _)) = cluster.generations(ca).next()
                         && !key.matches_certificate(current).unwrap_or(false)
                     {
                         report.fail(
