@@ -66,7 +66,13 @@ impl IntoResponse for ApiError {
 
 impl From<evergreen_store::StoreError> for ApiError {
     fn from(e: evergreen_store::StoreError) -> Self {
-        ApiError::internal(e)
+        match e {
+            evergreen_store::StoreError::Conflict(message) => ApiError::new(
+                StatusCode::CONFLICT,
+                format!("{message}; another server changed it at the same time, retry"),
+            ),
+            other => ApiError::internal(other),
+        }
     }
 }
 

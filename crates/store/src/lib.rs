@@ -2,27 +2,98 @@
 //!
 //! The [`Store`] trait is everything the control plane keeps: the CAs (keys sealed with
 //! [`envelope`]), the inventory of every issued certificate, revocations, join tokens and
-//! the audit log. [`sqlite::SqliteStore`] is the embedded default.
+//! the audit log. [`sqlite::SqliteStore`] is the embedded default;
+//! [`postgres::PostgresStore`] lets several server replicas share one database.
 //!
 //! Times are seconds since 1970 (UTC); serials and hashes are lowercase hex.
 #![forbid(unsafe_code)]
 
 pub mod envelope;
+mod locks;
+pub mod postgres;
+mod rows;
 pub mod sqlite;
 
 use async_trait::async_trait;
 
+pub use locks::{Job, JobLock};
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
+
+/// Opens the datastore a server is pointed at: `postgres://…` (or `postgresql://…`) is a
+/// shared PostgreSQL database; anything else is the path of an SQLite file.
+pub async fn open(datastore: &str) -> Result<std::sync::Arc<dyn Store>> {
+    if datastore.starts_with("postgres://") || datastore.starts_with("postgresql://") {
+        Ok(std::sync::Arc::new(
+            PostgresStore::connect(datastore).await?,
+        ))
+    } else {
+        let path = datastore.strip_prefix("sqlite://").unwrap_or(datastore);
+        Ok(std::sync::Arc::new(
+            SqliteStore::open(std::path::Path::new(path)).await?,
+        ))
+    }
+}
+
+/// A change written by another process sharing the datastore, which a server must pick
+/// up: PostgreSQL delivers them with LISTEN/NOTIFY.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// The cluster revision advanced: named certificates or CAs changed.
+    Revision,
+    /// A cluster fact changed (the service-account key set).
+    Meta,
+    /// New CRLs were published.
+    Crls,
+    /// The notification connection was lost and re-established: changes may have been
+    /// missed, so reload everything.
+    Resync,
+}
+
+impl Change {
+    fn as_str(self) -> &'static str {
+        match self {
+            Change::Revision => "revision",
+            Change::Meta => "meta",
+            Change::Crls => "crls",
+            Change::Resync => "resync",
+        }
+    }
+
+    fn parse(payload: &str) -> Change {
+        match payload {
+            "revision" => Change::Revision,
+            "meta" => Change::Meta,
+            "crls" => Change::Crls,
+            _ => Change::Resync,
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
     #[error("datastore error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
     #[error("the datastore is already initialised")]
     AlreadyInitialized,
+    /// A write lost a race with another writer (a unique constraint held); retrying
+    /// reads the winner's state.
+    #[error("{0}")]
+    Conflict(String),
     #[error("{0}")]
     Invalid(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::Database(db) if db.is_unique_violation() => {
+                StoreError::Conflict(format!("already recorded: {}", db.message()))
+            }
+            _ => StoreError::Database(e),
+        }
+    }
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -285,6 +356,18 @@ pub trait Store: Send + Sync + 'static {
     async fn acknowledgements(&self) -> Result<Vec<Acknowledgement>>;
     /// The cluster revision: advances with every change agents watch for.
     async fn revision(&self) -> Result<i64>;
+
+    /// Replaces the published CRLs, `(CA name, DER)`, all at once.
+    async fn put_crls(&self, crls: &[(String, Vec<u8>)]) -> Result<()>;
+    /// The published CRLs, by CA name.
+    async fn crls(&self) -> Result<Vec<(String, Vec<u8>)>>;
+
+    /// Waits for the cluster-wide lock of `job` and holds it until the guard is dropped:
+    /// one process at a time across every server sharing the datastore.
+    async fn lock(&self, job: Job) -> Result<JobLock>;
+    /// Changes other processes make, when the datastore can be shared; `None` for the
+    /// embedded one, whose only writer is this process.
+    fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<Change>>;
 
     /// Closes every connection, waiting for those in use; SQLite then folds its
     /// write-ahead log into the database file.

@@ -7,15 +7,17 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteRow, SqliteSynchronous,
+    SqliteSynchronous,
 };
 use sqlx::{QueryBuilder, Row, Sqlite};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::locks::LocalLocks;
+use crate::rows::{self, constant_time_eq};
 use crate::{
-    Acknowledgement, AuditEvent, CaRecord, CertificateRecord, Initialization, InventoryQuery,
-    NamedChange, NamedRecord, NamedVersion, Result, RevokeOutcome, RevokedSerial, Rotation, Store,
-    StoreError, TokenRecord, TokenUse,
+    Acknowledgement, AuditEvent, CaRecord, CertificateRecord, Change, Initialization,
+    InventoryQuery, Job, JobLock, NamedChange, NamedRecord, NamedVersion, Result, RevokeOutcome,
+    RevokedSerial, Rotation, Store, StoreError, TokenRecord, TokenUse,
 };
 
 /// Schema versions, applied in order, each in its own transaction.
@@ -25,37 +27,11 @@ const MIGRATIONS: &[(i64, &str)] = &[
         2,
         include_str!("../migrations/sqlite/0002_named_certificates.sql"),
     ),
+    (3, include_str!("../migrations/sqlite/0003_crls.sql")),
 ];
 
 const INITIALIZED: &str = "initialized";
 const REVISION: &str = "revision";
-
-fn split(list: &str) -> Vec<String> {
-    list.split(',')
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
-
-fn named(row: &SqliteRow) -> Result<NamedRecord> {
-    let keys = split(&row.try_get::<String, _>("secret_keys")?);
-    let key = |i: usize, default: &str| keys.get(i).cloned().unwrap_or_else(|| default.to_owned());
-    Ok(NamedRecord {
-        name: row.try_get("name")?,
-        scope: row.try_get("scope")?,
-        kind: row.try_get("kind")?,
-        label: row.try_get("label")?,
-        internal: row.try_get("internal")?,
-        usage: row.try_get("usage")?,
-        sans: split(&row.try_get::<String, _>("sans")?),
-        nodes: split(&row.try_get::<String, _>("nodes")?),
-        secret_path: row.try_get("secret_path")?,
-        secret_keys: [key(0, "cert"), key(1, "key"), key(2, "cacert")],
-        version: row.try_get("version")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-    })
-}
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -63,6 +39,7 @@ pub struct SqliteStore {
     reader: SqlitePool,
     /// Inventory rows and audit events go through the group-commit writer.
     commits: mpsc::Sender<Commit>,
+    locks: LocalLocks,
 }
 
 /// One write waiting for the group commit.
@@ -190,6 +167,7 @@ impl SqliteStore {
                 .await?,
             commits: Self::start_group_commit(writer.clone()),
             writer,
+            locks: LocalLocks::default(),
         };
         store.migrate().await?;
         Ok(store)
@@ -208,6 +186,7 @@ impl SqliteStore {
             writer: pool.clone(),
             commits: Self::start_group_commit(pool.clone()),
             reader: pool,
+            locks: LocalLocks::default(),
         };
         store.migrate().await?;
         Ok(store)
@@ -255,31 +234,6 @@ impl SqliteStore {
         }
         Ok(())
     }
-}
-
-fn certificate(row: &SqliteRow) -> Result<CertificateRecord> {
-    let sans: String = row.try_get("sans")?;
-    Ok(CertificateRecord {
-        serial: row.try_get("serial")?,
-        sha256: row.try_get("sha256")?,
-        subject: row.try_get("subject")?,
-        sans: sans
-            .split(',')
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect(),
-        profile: row.try_get("profile")?,
-        role: row.try_get("role")?,
-        issuer: row.try_get("issuer")?,
-        owner: row.try_get("owner")?,
-        not_before: row.try_get("not_before")?,
-        not_after: row.try_get("not_after")?,
-        issued_at: row.try_get("issued_at")?,
-        renewed_from: row.try_get("renewed_from")?,
-        revoked_at: row.try_get("revoked_at")?,
-        revocation_reason: row.try_get("revocation_reason")?,
-        der: row.try_get("der")?,
-    })
 }
 
 async fn insert_certificate(conn: &mut SqliteConnection, c: &CertificateRecord) -> Result<()> {
@@ -434,16 +388,7 @@ impl Store for SqliteStore {
             sqlx::query("SELECT name, bundle_pem, sealed_key, updated_at FROM cas ORDER BY name")
                 .fetch_all(&self.reader)
                 .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(CaRecord {
-                    name: r.try_get("name")?,
-                    bundle_pem: r.try_get("bundle_pem")?,
-                    sealed_key: r.try_get("sealed_key")?,
-                    updated_at: r.try_get("updated_at")?,
-                })
-            })
-            .collect()
+        rows.iter().map(rows::ca).collect()
     }
 
     async fn put_ca(&self, ca: &CaRecord) -> Result<()> {
@@ -513,7 +458,7 @@ impl Store for SqliteStore {
             .fetch_optional(&self.reader)
             .await?
             .as_ref()
-            .map(certificate)
+            .map(rows::certificate)
             .transpose()
     }
 
@@ -523,7 +468,7 @@ impl Store for SqliteStore {
             .fetch_optional(&self.reader)
             .await?
             .as_ref()
-            .map(certificate)
+            .map(rows::certificate)
             .transpose()
     }
 
@@ -564,7 +509,7 @@ impl Store for SqliteStore {
         sql.push(" ORDER BY not_after, serial LIMIT ")
             .push_bind(i64::from(q.limit));
         let rows = sql.build().fetch_all(&self.reader).await?;
-        rows.iter().map(certificate).collect()
+        rows.iter().map(rows::certificate).collect()
     }
 
     async fn revoke(&self, serial: &str, at: i64, reason: &str) -> Result<RevokeOutcome> {
@@ -576,7 +521,7 @@ impl Store for SqliteStore {
         else {
             return Ok(RevokeOutcome::NotFound);
         };
-        let mut record = certificate(&row)?;
+        let mut record = rows::certificate(&row)?;
         if record.revoked_at.is_some() {
             return Ok(RevokeOutcome::AlreadyRevoked(record));
         }
@@ -628,15 +573,7 @@ impl Store for SqliteStore {
         else {
             return Ok(TokenUse::Unknown);
         };
-        let mut token = TokenRecord {
-            id: row.try_get("id")?,
-            secret_sha256: row.try_get("secret_sha256")?,
-            role: row.try_get("role")?,
-            created_at: row.try_get("created_at")?,
-            expires_at: row.try_get("expires_at")?,
-            uses: row.try_get("uses")?,
-            description: row.try_get("description")?,
-        };
+        let mut token = rows::token(&row)?;
         if !constant_time_eq(token.secret_sha256.as_bytes(), secret_sha256.as_bytes()) {
             return Ok(TokenUse::WrongSecret);
         }
@@ -661,25 +598,14 @@ impl Store for SqliteStore {
             .bind(i64::from(limit))
             .fetch_all(&self.reader)
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(AuditEvent {
-                    at: r.try_get("at")?,
-                    actor: r.try_get("actor")?,
-                    action: r.try_get("action")?,
-                    target: r.try_get("target")?,
-                    outcome: r.try_get("outcome")?,
-                    detail: r.try_get("detail")?,
-                })
-            })
-            .collect()
+        rows.iter().map(rows::audit).collect()
     }
 
     async fn named(&self) -> Result<Vec<NamedRecord>> {
         let rows = sqlx::query("SELECT * FROM named_certificates ORDER BY name")
             .fetch_all(&self.reader)
             .await?;
-        rows.iter().map(named).collect()
+        rows.iter().map(rows::named).collect()
     }
 
     async fn named_by_name(&self, name: &str) -> Result<Option<NamedRecord>> {
@@ -688,7 +614,7 @@ impl Store for SqliteStore {
             .fetch_optional(&self.reader)
             .await?
             .as_ref()
-            .map(named)
+            .map(rows::named)
             .transpose()
     }
 
@@ -745,25 +671,14 @@ impl Store for SqliteStore {
     }
 
     async fn named_version(&self, name: &str, version: i64) -> Result<Option<NamedVersion>> {
-        let Some(r) = sqlx::query("SELECT * FROM named_versions WHERE name = ? AND version = ?")
+        sqlx::query("SELECT * FROM named_versions WHERE name = ? AND version = ?")
             .bind(name)
             .bind(version)
             .fetch_optional(&self.reader)
             .await?
-        else {
-            return Ok(None);
-        };
-        Ok(Some(NamedVersion {
-            name: r.try_get("name")?,
-            version: r.try_get("version")?,
-            chain_pem: r.try_get("chain_pem")?,
-            sealed_key: r.try_get("sealed_key")?,
-            ca_pem: r.try_get("ca_pem")?,
-            fingerprint: r.try_get("fingerprint")?,
-            not_after: r.try_get("not_after")?,
-            reason: r.try_get("reason")?,
-            created_at: r.try_get("created_at")?,
-        }))
+            .as_ref()
+            .map(rows::named_version)
+            .transpose()
     }
 
     async fn acknowledge(&self, ack: &Acknowledgement) -> Result<()> {
@@ -786,17 +701,7 @@ impl Store for SqliteStore {
         let rows = sqlx::query("SELECT * FROM acknowledgements ORDER BY name, node")
             .fetch_all(&self.reader)
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Acknowledgement {
-                    node: r.try_get("node")?,
-                    name: r.try_get("name")?,
-                    version: r.try_get("version")?,
-                    fingerprint: r.try_get("fingerprint")?,
-                    at: r.try_get("at")?,
-                })
-            })
-            .collect()
+        rows.iter().map(rows::acknowledgement).collect()
     }
 
     async fn revision(&self) -> Result<i64> {
@@ -806,6 +711,38 @@ impl Store for SqliteStore {
                 .fetch_optional(&self.reader)
                 .await?;
         Ok(value.and_then(|v| v.parse().ok()).unwrap_or(0))
+    }
+
+    async fn put_crls(&self, crls: &[(String, Vec<u8>)]) -> Result<()> {
+        let mut tx = self.writer.begin().await?;
+        sqlx::query("DELETE FROM crls").execute(&mut *tx).await?;
+        for (name, der) in crls {
+            sqlx::query("INSERT INTO crls (name, der) VALUES (?, ?)")
+                .bind(name)
+                .bind(der)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn crls(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        let rows = sqlx::query("SELECT name, der FROM crls ORDER BY name")
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("name")?, r.try_get("der")?)))
+            .collect()
+    }
+
+    async fn lock(&self, job: Job) -> Result<JobLock> {
+        // This process is the datastore's only writer.
+        Ok(JobLock::new(self.locks.wait(job).await, None))
+    }
+
+    fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<Change>> {
+        None
     }
 
     async fn close(&self) {
@@ -821,8 +758,4 @@ impl Store for SqliteStore {
         }
         self.writer.close().await;
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -6,11 +6,12 @@
 )]
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use evergreen_store::{
-    Acknowledgement, AuditEvent, CaRecord, CertificateRecord, Initialization, InventoryQuery,
-    NamedChange, NamedRecord, NamedVersion, RevokeOutcome, Rotation, SqliteStore, Store,
-    StoreError, TokenRecord, TokenUse,
+    Acknowledgement, AuditEvent, CaRecord, CertificateRecord, Change, Initialization,
+    InventoryQuery, Job, NamedChange, NamedRecord, NamedVersion, PostgresStore, RevokeOutcome,
+    Rotation, SqliteStore, Store, StoreError, TokenRecord, TokenUse,
 };
 
 fn cert(serial: &str, not_after: i64, issuer: &str) -> CertificateRecord {
@@ -265,6 +266,7 @@ async fn suite(store: &dyn Store) {
 
     named_certificates(store).await;
     rotations(store).await;
+    crls_and_locks(store).await;
 }
 
 async fn named_certificates(store: &dyn Store) {
@@ -468,6 +470,34 @@ async fn rotations(store: &dyn Store) {
     assert_eq!(store.audit_log(1).await.unwrap()[0], replaced);
 }
 
+/// Published CRLs are replaced as a set; a job's lock is held by one holder at a time.
+async fn crls_and_locks(store: &dyn Store) {
+    assert!(store.crls().await.unwrap().is_empty());
+    let first = vec![
+        ("client-ca".to_owned(), vec![1, 2]),
+        ("server-ca".to_owned(), vec![3]),
+    ];
+    store.put_crls(&first).await.unwrap();
+    assert_eq!(store.crls().await.unwrap(), first);
+    let second = vec![("client-ca".to_owned(), vec![4])];
+    store.put_crls(&second).await.unwrap();
+    assert_eq!(
+        store.crls().await.unwrap(),
+        second,
+        "the whole set is replaced"
+    );
+
+    let held = store.lock(Job::Named).await.unwrap();
+    let waiting = tokio::time::timeout(Duration::from_millis(300), store.lock(Job::Named)).await;
+    assert!(waiting.is_err(), "a held job lock is not granted twice");
+    let other = tokio::time::timeout(Duration::from_secs(10), store.lock(Job::Crls)).await;
+    assert!(other.is_ok(), "other jobs are not blocked");
+    drop(other);
+    drop(held);
+    let again = tokio::time::timeout(Duration::from_secs(10), store.lock(Job::Named)).await;
+    assert!(again.is_ok(), "released when the guard drops");
+}
+
 /// Writes from many tasks at once share commits; a failing one fails alone.
 async fn group_commits(store: Arc<dyn Store>) {
     let mut tasks = Vec::new();
@@ -543,4 +573,198 @@ async fn sqlite_file() {
 #[tokio::test]
 async fn sqlite_in_memory() {
     suite(&SqliteStore::in_memory().await.unwrap()).await;
+}
+
+/// A fresh database on the throwaway PostgreSQL that `scripts/test` starts
+/// (`EVERGREEN_TEST_POSTGRES` is its admin URL). Never skipped: without one the test fails
+/// and says how to start it.
+async fn postgres_database() -> String {
+    let admin = std::env::var("EVERGREEN_TEST_POSTGRES").unwrap_or_else(|_| {
+        panic!(
+            "the PostgreSQL tests need a server: run ./scripts/test, or \
+             eval \"$(scripts/postgres start)\" first"
+        )
+    });
+    let name = format!(
+        "store_{}_{}",
+        std::process::id(),
+        NEXT_DATABASE.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
+        .await
+        .unwrap();
+    sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let (base, _) = admin.rsplit_once('/').unwrap();
+    format!("{base}/{name}")
+}
+
+static NEXT_DATABASE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres() {
+    let url = postgres_database().await;
+    let store = PostgresStore::connect(&url).await.unwrap();
+    suite(&store).await;
+    store.close().await;
+    // Everything survives a reconnect, and migrating again is a no-op.
+    let again = PostgresStore::connect(&url).await.unwrap();
+    assert_eq!(
+        again
+            .certificate_by_serial("05")
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at,
+        Some(41)
+    );
+    assert_eq!(again.next_crl_number("client-ca").await.unwrap(), 3);
+    again.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_group_commit() {
+    let url = postgres_database().await;
+    let store: Arc<dyn Store> = Arc::new(PostgresStore::connect(&url).await.unwrap());
+    group_commits(store.clone()).await;
+    store.close().await;
+}
+
+/// Two replicas' connections to one database: counters stay exact, job locks exclude
+/// each other, and each sees the other's changes announced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_two_replicas() {
+    let url = postgres_database().await;
+    let a = Arc::new(PostgresStore::connect(&url).await.unwrap());
+    let b = Arc::new(PostgresStore::connect(&url).await.unwrap());
+    let mut b_changes = b.changes().unwrap();
+    a.initialize(Initialization {
+        cas: vec![CaRecord {
+            name: "client-ca".into(),
+            bundle_pem: "PEM".into(),
+            sealed_key: None,
+            updated_at: 0,
+        }],
+        tokens: vec![TokenRecord {
+            id: "t".into(),
+            secret_sha256: "a".repeat(64),
+            role: "node".into(),
+            created_at: 0,
+            expires_at: None,
+            uses: 0,
+            description: String::new(),
+        }],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert!(matches!(
+        b.initialize(Initialization::default()).await,
+        Err(StoreError::AlreadyInitialized)
+    ));
+
+    // Token uses and CRL numbers from both at once: every one counted, none repeated.
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let store: Arc<dyn Store> = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(tokio::spawn(async move {
+            let used = match store.use_token("t", &"a".repeat(64), 1).await.unwrap() {
+                TokenUse::Accepted(token) => token.uses,
+                other => panic!("{other:?}"),
+            };
+            (used, store.next_crl_number("client-ca").await.unwrap())
+        }));
+    }
+    let mut uses = Vec::new();
+    let mut numbers = Vec::new();
+    for task in tasks {
+        let (used, number) = task.await.unwrap();
+        uses.push(used);
+        numbers.push(number);
+    }
+    uses.sort_unstable();
+    numbers.sort_unstable();
+    assert_eq!(uses, (1..=40).collect::<Vec<i64>>());
+    assert_eq!(numbers, (1..=40).collect::<Vec<u64>>());
+
+    // A serial recorded through one is refused through the other.
+    a.insert_certificate(&cert("aa", 10, "client-ca"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        b.insert_certificate(&cert("aa", 10, "client-ca")).await,
+        Err(StoreError::Conflict(_))
+    ));
+
+    // The same named-certificate version written by both: one wins, the other conflicts.
+    let record = NamedRecord {
+        name: "proxy".into(),
+        scope: "cluster".into(),
+        kind: "selfsigned".into(),
+        label: String::new(),
+        internal: false,
+        usage: "server".into(),
+        sans: vec![],
+        nodes: vec![],
+        secret_path: None,
+        secret_keys: ["cert".into(), "key".into(), "cacert".into()],
+        version: 1,
+        created_at: 0,
+        updated_at: 0,
+    };
+    let version = NamedVersion {
+        name: "proxy".into(),
+        version: 1,
+        chain_pem: None,
+        sealed_key: None,
+        ca_pem: None,
+        fingerprint: None,
+        not_after: None,
+        reason: "created".into(),
+        created_at: 0,
+    };
+    let change = [NamedChange {
+        record,
+        new_version: Some(version),
+    }];
+    let (first, second) = tokio::join!(a.save_named(&change), b.save_named(&change));
+    assert!(
+        first.is_ok() != second.is_ok(),
+        "exactly one write of version 1 succeeds: {first:?} {second:?}"
+    );
+    assert!(matches!(
+        first.err().or(second.err()),
+        Some(StoreError::Conflict(_))
+    ));
+    assert_eq!(b.revision().await.unwrap(), 1, "the loser changed nothing");
+
+    // B hears A's changes when they commit.
+    let mut heard = Vec::new();
+    while let Ok(Ok(change)) = tokio::time::timeout(Duration::from_secs(5), b_changes.recv()).await
+    {
+        heard.push(change);
+        if heard.contains(&Change::Revision) {
+            break;
+        }
+    }
+    assert!(heard.contains(&Change::Revision), "{heard:?}");
+    a.put_crls(&[("client-ca".into(), vec![1])]).await.unwrap();
+    let change = tokio::time::timeout(Duration::from_secs(5), b_changes.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(change, Change::Crls);
+
+    // A job lock held through A keeps B waiting until A lets go.
+    let held = a.lock(Job::Checks).await.unwrap();
+    let waiting = tokio::time::timeout(Duration::from_millis(500), b.lock(Job::Checks)).await;
+    assert!(waiting.is_err(), "B must wait while A holds the lock");
+    drop(held);
+    let granted = tokio::time::timeout(Duration::from_secs(10), b.lock(Job::Checks)).await;
+    assert!(granted.is_ok(), "B gets the lock once A lets go");
+    drop(granted);
+    a.close().await;
+    b.close().await;
 }

@@ -1,0 +1,160 @@
+//! Reading records out of rows, once for both databases.
+use sqlx::Row;
+use sqlx::postgres::PgRow;
+use sqlx::sqlite::SqliteRow;
+
+use crate::{
+    Acknowledgement, AuditEvent, CaRecord, CertificateRecord, NamedRecord, NamedVersion, Result,
+    TokenRecord,
+};
+
+/// The column types Evergreen stores, read by name.
+pub(crate) trait Columns {
+    fn text(&self, column: &str) -> Result<String>;
+    fn text_opt(&self, column: &str) -> Result<Option<String>>;
+    fn int(&self, column: &str) -> Result<i64>;
+    fn int_opt(&self, column: &str) -> Result<Option<i64>>;
+    fn bytes(&self, column: &str) -> Result<Vec<u8>>;
+    fn bytes_opt(&self, column: &str) -> Result<Option<Vec<u8>>>;
+    fn flag(&self, column: &str) -> Result<bool>;
+}
+
+macro_rules! columns {
+    ($row:ty) => {
+        impl Columns for $row {
+            fn text(&self, column: &str) -> Result<String> {
+                Ok(self.try_get(column)?)
+            }
+            fn text_opt(&self, column: &str) -> Result<Option<String>> {
+                Ok(self.try_get(column)?)
+            }
+            fn int(&self, column: &str) -> Result<i64> {
+                Ok(self.try_get(column)?)
+            }
+            fn int_opt(&self, column: &str) -> Result<Option<i64>> {
+                Ok(self.try_get(column)?)
+            }
+            fn bytes(&self, column: &str) -> Result<Vec<u8>> {
+                Ok(self.try_get(column)?)
+            }
+            fn bytes_opt(&self, column: &str) -> Result<Option<Vec<u8>>> {
+                Ok(self.try_get(column)?)
+            }
+            fn flag(&self, column: &str) -> Result<bool> {
+                Ok(self.try_get(column)?)
+            }
+        }
+    };
+}
+
+columns!(SqliteRow);
+columns!(PgRow);
+
+/// A comma-separated list as stored.
+pub(crate) fn split(list: &str) -> Vec<String> {
+    list.split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+pub(crate) fn ca(row: &impl Columns) -> Result<CaRecord> {
+    Ok(CaRecord {
+        name: row.text("name")?,
+        bundle_pem: row.text("bundle_pem")?,
+        sealed_key: row.bytes_opt("sealed_key")?,
+        updated_at: row.int("updated_at")?,
+    })
+}
+
+pub(crate) fn certificate(row: &impl Columns) -> Result<CertificateRecord> {
+    Ok(CertificateRecord {
+        serial: row.text("serial")?,
+        sha256: row.text("sha256")?,
+        subject: row.text("subject")?,
+        sans: split(&row.text("sans")?),
+        profile: row.text("profile")?,
+        role: row.text("role")?,
+        issuer: row.text("issuer")?,
+        owner: row.text("owner")?,
+        not_before: row.int("not_before")?,
+        not_after: row.int("not_after")?,
+        issued_at: row.int("issued_at")?,
+        renewed_from: row.text_opt("renewed_from")?,
+        revoked_at: row.int_opt("revoked_at")?,
+        revocation_reason: row.text_opt("revocation_reason")?,
+        der: row.bytes("der")?,
+    })
+}
+
+pub(crate) fn token(row: &impl Columns) -> Result<TokenRecord> {
+    Ok(TokenRecord {
+        id: row.text("id")?,
+        secret_sha256: row.text("secret_sha256")?,
+        role: row.text("role")?,
+        created_at: row.int("created_at")?,
+        expires_at: row.int_opt("expires_at")?,
+        uses: row.int("uses")?,
+        description: row.text("description")?,
+    })
+}
+
+pub(crate) fn audit(row: &impl Columns) -> Result<AuditEvent> {
+    Ok(AuditEvent {
+        at: row.int("at")?,
+        actor: row.text("actor")?,
+        action: row.text("action")?,
+        target: row.text("target")?,
+        outcome: row.text("outcome")?,
+        detail: row.text("detail")?,
+    })
+}
+
+pub(crate) fn named(row: &impl Columns) -> Result<NamedRecord> {
+    let keys = split(&row.text("secret_keys")?);
+    let key = |i: usize, default: &str| keys.get(i).cloned().unwrap_or_else(|| default.to_owned());
+    Ok(NamedRecord {
+        name: row.text("name")?,
+        scope: row.text("scope")?,
+        kind: row.text("kind")?,
+        label: row.text("label")?,
+        internal: row.flag("internal")?,
+        usage: row.text("usage")?,
+        sans: split(&row.text("sans")?),
+        nodes: split(&row.text("nodes")?),
+        secret_path: row.text_opt("secret_path")?,
+        secret_keys: [key(0, "cert"), key(1, "key"), key(2, "cacert")],
+        version: row.int("version")?,
+        created_at: row.int("created_at")?,
+        updated_at: row.int("updated_at")?,
+    })
+}
+
+pub(crate) fn named_version(row: &impl Columns) -> Result<NamedVersion> {
+    Ok(NamedVersion {
+        name: row.text("name")?,
+        version: row.int("version")?,
+        chain_pem: row.text_opt("chain_pem")?,
+        sealed_key: row.bytes_opt("sealed_key")?,
+        ca_pem: row.text_opt("ca_pem")?,
+        fingerprint: row.text_opt("fingerprint")?,
+        not_after: row.int_opt("not_after")?,
+        reason: row.text("reason")?,
+        created_at: row.int("created_at")?,
+    })
+}
+
+pub(crate) fn acknowledgement(row: &impl Columns) -> Result<Acknowledgement> {
+    Ok(Acknowledgement {
+        node: row.text("node")?,
+        name: row.text("name")?,
+        version: row.int("version")?,
+        fingerprint: row.text("fingerprint")?,
+        at: row.int("at")?,
+    })
+}
+
+/// Compares secrets (hashes) in time independent of where they differ.
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
