@@ -76,17 +76,61 @@ pub struct Booted {
     pub node_token: Option<String>,
 }
 
+/// Opens the cluster the datastore holds, or creates it.
+///
+/// `join` is the server token of a replica already running on the same datastore
+/// (`evergreen server --token`): its secret must open the CA keys and it must pin the
+/// cluster's root, or nothing is written.
 pub async fn boot(
     store: &dyn Store,
     paths: &Paths,
     clock: &dyn Clock,
     key_type: KeyType,
+    join: Option<&JoinToken>,
 ) -> anyhow::Result<Booted> {
-    if store.is_initialized().await? {
-        restart(store, paths, clock).await
-    } else {
-        first_start(store, paths, clock.now(), key_type).await
+    let initialized = store.is_initialized().await?;
+    match (initialized, join) {
+        (true, Some(token)) => {
+            match read_token(&paths.token())? {
+                Some(own) if own.secret() != token.secret() => bail!(
+                    "the token given with --token is not the server token in {}; both hold the cluster secret and must be the same. Nothing was changed",
+                    paths.token().display()
+                ),
+                Some(_) => {}
+                None => join_cluster(store, paths, token).await?,
+            }
+            restart(store, paths, clock).await
+        }
+        (true, None) => restart(store, paths, clock).await,
+        (false, Some(_)) => bail!(
+            "the datastore holds no cluster yet, so there is nothing to join: start the first server without --token; it writes the token the other servers join with to DATA_DIR/server/token"
+        ),
+        (false, None) => first_start(store, paths, clock.now(), key_type).await,
     }
+}
+
+/// A replica's first start on a shared datastore: proves the token opens the CA keys and
+/// pins the cluster's root, then writes it as this server's token file.
+async fn join_cluster(store: &dyn Store, paths: &Paths, token: &JoinToken) -> anyhow::Result<()> {
+    let sealing = open_sealing(store, token, "the token given with --token").await?;
+    let cluster = load_cluster(store, &sealing).await?;
+    if !cluster
+        .roots()
+        .iter()
+        .any(|root| Fingerprint::of(root) == token.root_hash())
+    {
+        bail!(
+            "the token given with --token pins root CA sha256:{}, which is not this cluster's root; nothing was changed",
+            token.root_hash()
+        );
+    }
+    let own = JoinToken::new(
+        token.root_hash(),
+        SERVER_TOKEN_ID.into(),
+        token.secret().to_owned(),
+    )?;
+    files::replace(&paths.token(), format!("{own}\n").as_bytes(), KEY_MODE)?;
+    Ok(())
 }
 
 async fn first_start(
@@ -96,7 +140,9 @@ async fn first_start(
     key_type: KeyType,
 ) -> anyhow::Result<Booted> {
     // A token left by an interrupted first start keeps its secret.
-    let secret = match read_token(&paths.token())? {
+    let left = read_token(&paths.token())?;
+    let made_token = left.is_none();
+    let secret = match left {
         Some(token) => token.secret().to_owned(),
         None => random_string(32)?,
     };
@@ -147,7 +193,7 @@ async fn first_start(
         KEY_MODE,
     )?;
 
-    store
+    let initialized = store
         .initialize(Initialization {
             meta: vec![
                 (SALT.into(), salt.into_bytes()),
@@ -180,7 +226,18 @@ async fn first_start(
                 detail: "cluster PKI created".into(),
             }],
         })
-        .await?;
+        .await;
+    if let Err(evergreen_store::StoreError::AlreadyInitialized) = initialized {
+        // Another replica initialised the shared datastore first: this one's secret
+        // opens nothing there, so its token goes.
+        if made_token {
+            let _ = std::fs::remove_file(paths.token());
+        }
+        bail!(
+            "another server initialised this datastore at the same time; start this one with --token and that server's DATA_DIR/server/token"
+        );
+    }
+    initialized?;
     files::replace(
         &paths.node_token(),
         format!("{node_token}\n").as_bytes(),
@@ -308,7 +365,12 @@ async fn restart(store: &dyn Store, paths: &Paths, clock: &dyn Clock) -> anyhow:
             token_path.display()
         );
     };
-    let sealing = open_sealing(store, &token, paths).await?;
+    let sealing = open_sealing(
+        store,
+        &token,
+        &format!("the server token in {}", token_path.display()),
+    )
+    .await?;
     if store.get_meta(SERVICE_KEYS).await?.is_none() {
         // A datastore from before service-account keys: make the first one.
         let keys = ServiceKeys::generate(KeyType::EcP256)?;
@@ -381,7 +443,12 @@ pub async fn current_root(
                 paths.token().display()
             )
         })?;
-        let sealing = open_sealing(&store, &token, &paths).await?;
+        let sealing = open_sealing(
+            &store,
+            &token,
+            &format!("the server token in {}", paths.token().display()),
+        )
+        .await?;
         let record = store
             .cas()
             .await?
@@ -403,11 +470,12 @@ pub async fn current_root(
     result
 }
 
-/// Derives the sealing key from the token's secret and proves it opens this datastore.
+/// Derives the sealing key from the token's secret and proves it opens this datastore;
+/// `what` names the token in the error.
 async fn open_sealing(
     store: &dyn Store,
     token: &JoinToken,
-    paths: &Paths,
+    what: &str,
 ) -> anyhow::Result<SealingKey> {
     let salt = store
         .get_meta(SALT)
@@ -420,8 +488,7 @@ async fn open_sealing(
     let sealing = SealingKey::derive(token.secret().as_bytes(), &salt)?;
     if sealing.open(&check, SECRET_CHECK_AAD).is_err() {
         bail!(
-            "the server token in {} does not match this datastore: its secret cannot open the CA keys. Restore the original token file; nothing was changed",
-            paths.token().display()
+            "{what} does not match this datastore: its secret cannot open the CA keys. Use the cluster's server token (DATA_DIR/server/token of the first server); nothing was changed"
         );
     }
     Ok(sealing)

@@ -13,6 +13,7 @@ pub mod error;
 mod metrics;
 mod named;
 mod observe;
+mod replicas;
 mod rotation;
 pub mod routes;
 pub mod state;
@@ -50,6 +51,12 @@ pub struct Config {
     pub check_interval: Duration,
     /// Key type of CAs made at first start.
     pub key_type: KeyType,
+    /// A shared PostgreSQL datastore (`postgres://…`); `None` is the embedded SQLite file
+    /// in the data dir.
+    pub datastore: Option<String>,
+    /// The server token of a replica already running on the shared datastore, for this
+    /// server's first start (`evergreen server --token`).
+    pub join_token: Option<String>,
 }
 
 impl std::fmt::Debug for Config {
@@ -71,6 +78,8 @@ impl Config {
             settings: Settings::default(),
             check_interval: Duration::from_secs(600),
             key_type: KeyType::EcP256,
+            datastore: None,
+            join_token: None,
         }
     }
 }
@@ -83,7 +92,7 @@ impl Config {
 /// longer match (the new serving certificate is used by the next handshake), and re-signs
 /// CRLs past half their validity.
 pub(crate) async fn run_checks(state: &AppState) -> anyhow::Result<()> {
-    let _guard = state.check_lock.lock().await;
+    let _job = state.store.lock(evergreen_store::Job::Checks).await?;
     let cluster = state.cluster.load_full();
     for own in &state.own {
         let (chain, key, renewed) = bootstrap::ensure_own_cert(
@@ -125,6 +134,7 @@ pub struct RunningServer {
     shutdown: watch::Sender<bool>,
     serve: JoinHandle<()>,
     jobs: JoinHandle<()>,
+    follower: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for RunningServer {
@@ -140,19 +150,31 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let paths = Paths {
         data_dir: config.data_dir.clone(),
     };
-    for dir in [
-        paths.data_dir.clone(),
-        paths.server(),
-        paths.tls(),
-        paths.db().parent().map(PathBuf::from).unwrap_or_default(),
-    ] {
+    for dir in [paths.data_dir.clone(), paths.server(), paths.tls()] {
         evergreen_api::files::create_private_dir(&dir)?;
     }
-    let store = SqliteStore::open(&paths.db())
-        .await
-        .with_context(|| format!("cannot open the datastore {}", paths.db().display()))?;
-    let store: Arc<dyn Store> = Arc::new(store);
-    match start_with(&config, paths, store.clone()).await {
+    // Parsed before anything is opened: a malformed token changes nothing.
+    let join = config
+        .join_token
+        .as_deref()
+        .map(|t| t.trim().parse::<evergreen_pki::token::JoinToken>())
+        .transpose()
+        .context("the token given with --token is malformed; pass the content of the first server's DATA_DIR/server/token")?;
+    let store: Arc<dyn Store> = match &config.datastore {
+        Some(url) => evergreen_store::open(url)
+            .await
+            .with_context(|| format!("cannot open the datastore {}", redact(url)))?,
+        None => {
+            let db = paths.db();
+            evergreen_api::files::create_private_dir(db.parent().unwrap_or(&paths.server()))?;
+            Arc::new(
+                SqliteStore::open(&db)
+                    .await
+                    .with_context(|| format!("cannot open the datastore {}", db.display()))?,
+            )
+        }
+    };
+    match start_with(&config, paths, store.clone(), join.as_ref()).await {
         Ok(server) => Ok(server),
         Err(error) => {
             // A refused start leaves the datastore as it found it, connections closed.
@@ -166,12 +188,16 @@ async fn start_with(
     config: &Config,
     paths: Paths,
     store: Arc<dyn Store>,
+    join: Option<&evergreen_pki::token::JoinToken>,
 ) -> anyhow::Result<RunningServer> {
+    // Subscribed before the cluster is read, so no change made meanwhile is missed.
+    let changes = store.changes();
     let booted = bootstrap::boot(
         store.as_ref(),
         &paths,
         config.clock.as_ref(),
         config.key_type,
+        join,
     )
     .await?;
     let now = config.clock.now();
@@ -207,8 +233,6 @@ async fn start_with(
     let revision = store.revision().await?;
     let state = Arc::new(AppState {
         own,
-        check_lock: Mutex::new(()),
-        rotation_lock: Mutex::new(()),
         store,
         clock: config.clock.clone(),
         cluster: ArcSwap::from_pointee(booted.cluster),
@@ -219,7 +243,6 @@ async fn start_with(
         paths: paths.clone(),
         metrics: Default::default(),
         sealing: booted.sealing,
-        named_lock: Mutex::new(()),
         revision: tokio::sync::watch::channel(revision).0,
         crl_lock: Mutex::new(()),
     });
@@ -240,6 +263,8 @@ async fn start_with(
         router,
         receiver.clone(),
     ));
+    let follower = changes
+        .map(|changes| tokio::spawn(replicas::follow(state.clone(), changes, receiver.clone())));
     let jobs = tokio::spawn(periodic(state.clone(), config.check_interval, receiver));
     Ok(RunningServer {
         addr,
@@ -249,7 +274,22 @@ async fn start_with(
         shutdown,
         serve,
         jobs,
+        follower,
     })
+}
+
+/// A datastore URL fit to print: without its password.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
 }
 
 async fn periodic(state: Arc<AppState>, interval: Duration, mut stop: watch::Receiver<bool>) {
@@ -294,6 +334,10 @@ impl RunningServer {
         let _ = self.serve.await;
         self.jobs.abort();
         let _ = self.jobs.await;
+        if let Some(follower) = self.follower {
+            follower.abort();
+            let _ = follower.await;
+        }
         self.state.store.close().await;
     }
 }

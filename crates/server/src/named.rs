@@ -489,7 +489,7 @@ pub async fn create(
         )
         .await);
     }
-    let _guard = state.named_lock.lock().await;
+    let _guard = state.store.lock(evergreen_store::Job::Named).await?;
     if state.store.named_by_name(&spec.name).await?.is_some() {
         let e = ApiError::new(
             StatusCode::CONFLICT,
@@ -587,7 +587,7 @@ async fn set_all(
     actor: &str,
     uploads: &[UpdateCert],
 ) -> Result<Vec<Replacement>, ApiError> {
-    let _guard = state.named_lock.lock().await;
+    let _guard = state.store.lock(evergreen_store::Job::Named).await?;
     let records = state.store.named().await?;
     let mut failures: Vec<ApiError> = Vec::new();
     let mut checked = Vec::new();
@@ -722,7 +722,7 @@ pub async fn rotate(
     let caller = caller(&state, &peer, "certificate.rotate", &[Role::Admin]).await?;
     let actor = caller.actor();
     let request = body_or_refuse(&state, &actor, "certificate.rotate", "-", body).await?;
-    let guard = state.named_lock.lock().await;
+    let guard = state.store.lock(evergreen_store::Job::Named).await?;
     let records = state.store.named().await?;
     let selected: Vec<&NamedRecord> = if request.names.is_empty() {
         records.iter().filter(|r| r.kind == "selfsigned").collect()
@@ -790,7 +790,7 @@ async fn rotate_built_in(
     actor: &str,
     names: &[&str],
 ) -> Result<Vec<Replacement>, ApiError> {
-    let _guard = state.check_lock.lock().await;
+    let _guard = state.store.lock(evergreen_store::Job::Checks).await?;
     let cluster = state.cluster.load_full();
     let mut answers = Vec::new();
     for own in state.own.iter().filter(|o| names.contains(&o.name)) {
@@ -853,7 +853,7 @@ pub async fn label(
         )
         .await);
     }
-    let _guard = state.named_lock.lock().await;
+    let _guard = state.store.lock(evergreen_store::Job::Named).await?;
     let records = state.store.named().await?;
     let Some(record) = records.iter().find(|r| r.name == name) else {
         let e = ApiError::not_found(format!(
@@ -970,7 +970,7 @@ pub async fn node_bundle(
 
 /// Re-reads every `secret` certificate and makes a new version when its files changed.
 pub async fn refresh_secrets(state: &AppState) -> Result<(), ApiError> {
-    let _guard = state.named_lock.lock().await;
+    let _guard = state.store.lock(evergreen_store::Job::Named).await?;
     let records = state.store.named().await?;
     let mut changes = Vec::new();
     for record in records.iter().filter(|r| r.kind == "secret") {
@@ -1046,7 +1046,7 @@ fn renewal_reason(
 /// Re-issues every cluster-scope selfsigned certificate that needs it (see
 /// [`renewal_reason`]) as a new version, which watching agents install.
 pub async fn renew_due(state: &AppState) -> Result<(), ApiError> {
-    let _guard = state.named_lock.lock().await;
+    let _guard = state.store.lock(evergreen_store::Job::Named).await?;
     let mut changes = Vec::new();
     for record in state.store.named().await? {
         if record.kind != "selfsigned" || record.scope != "cluster" || record.version == 0 {

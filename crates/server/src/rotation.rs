@@ -202,9 +202,9 @@ pub async fn rotate_ca(
     let caller = caller(&state, &peer, ACTION, &[Role::Admin]).await?;
     let actor = caller.actor();
     let request = body_or_refuse(&state, &actor, ACTION, "-", body).await?;
-    let _guard = state.rotation_lock.lock().await;
+    let _guard = state.store.lock(evergreen_store::Job::Rotation).await?;
     let now = state.now();
-    let cluster = state.cluster.load_full();
+    let cluster = stored_cluster(&state).await?;
 
     let staged = match Staged::decode(&request.files) {
         Ok(staged) => staged,
@@ -304,13 +304,11 @@ pub async fn rotate_ca(
         )
     };
     let revision = state.store.rotate(&rotation).await?;
-    let root_changed = rotated.iter().any(|r| r == ROOT_CA);
-    let cluster = apply(&state, revision).await?;
+    let cluster = make_live(&state, stored_cluster(&state).await?, true)
+        .await
+        .map_err(ApiError::internal)?;
+    state.advance_revision(revision);
     let root_sha256 = Fingerprint::of(&cluster.root);
-    if root_changed {
-        crate::bootstrap::repin_token_files(&state.paths, root_sha256)
-            .map_err(ApiError::internal)?;
-    }
     if !forced_past.is_empty() {
         tracing::warn!(
             rotated = %rotated.join(", "),
@@ -328,26 +326,42 @@ pub async fn rotate_ca(
     }))
 }
 
-/// Makes a committed rotation live: reloads the CAs from the datastore, wakes the agents,
-/// re-signs CRLs (with the TLS configuration), re-issues the server's own and named
-/// certificates under the new CAs, and rewrites the CLI's trust bundle.
-async fn apply(state: &AppState, revision: i64) -> Result<Arc<Cluster>, ApiError> {
-    let cluster = Arc::new(
-        crate::bootstrap::load_cluster(state.store.as_ref(), &state.sealing)
-            .await
-            .map_err(ApiError::internal)?,
-    );
+/// Makes a cluster read from the datastore after a rotation live in this server: serves
+/// its CRLs (signing them when `publish`, else taking those the rotating replica
+/// published), re-issues the server's own and named certificates under the new CAs,
+/// rewrites the CLI's trust bundle and, when the root changed, re-pins the token files.
+pub(crate) async fn make_live(
+    state: &AppState,
+    cluster: Cluster,
+    publish: bool,
+) -> anyhow::Result<Arc<Cluster>> {
+    let previous_root = Fingerprint::of(&state.cluster.load().root);
+    let cluster = Arc::new(cluster);
     state.cluster.store(cluster.clone());
-    state.publish_crls().await.map_err(ApiError::internal)?;
-    crate::run_checks(state).await.map_err(ApiError::internal)?;
+    if publish {
+        state.publish_crls().await?;
+    } else {
+        state.adopt_crls().await?;
+    }
+    crate::run_checks(state).await?;
     evergreen_api::files::replace(
         &state.paths.ca_bundle(),
         pem::encode_certificates(&cluster.trust_bundle()).as_bytes(),
         evergreen_api::files::PUBLIC_MODE,
-    )
-    .map_err(ApiError::internal)?;
-    state.revision.send_replace(revision);
+    )?;
+    let root = Fingerprint::of(&cluster.root);
+    if root != previous_root {
+        crate::bootstrap::repin_token_files(&state.paths, root)?;
+    }
     Ok(cluster)
+}
+
+/// The cluster as the datastore holds it: under the rotation lock it is what another
+/// replica may just have changed, whatever this server has loaded so far.
+async fn stored_cluster(state: &AppState) -> Result<Cluster, ApiError> {
+    crate::bootstrap::load_cluster(state.store.as_ref(), &state.sealing)
+        .await
+        .map_err(ApiError::internal)
 }
 
 /// `GET /v1/keys/service-account`: the JWKS, for anyone (public keys only).
@@ -381,8 +395,8 @@ pub async fn rotate_service_keys(
     let caller = caller(&state, &peer, ACTION, &[Role::Admin]).await?;
     let actor = caller.actor();
     let request = body_or_refuse(&state, &actor, ACTION, "service-account", body).await?;
-    let guard = state.rotation_lock.lock().await;
-    let cluster = state.cluster.load_full();
+    let guard = state.store.lock(evergreen_store::Job::Rotation).await?;
+    let cluster = stored_cluster(&state).await?;
     let (keys, detail) = match &request.retire {
         Some(kid) => match cluster.service_keys.retired(kid) {
             Ok(keys) => (keys, format!("retired {kid}")),
@@ -431,10 +445,7 @@ pub async fn rotate_service_keys(
             &event,
         )
         .await?;
-    let cluster = crate::bootstrap::load_cluster(state.store.as_ref(), &state.sealing)
-        .await
-        .map_err(ApiError::internal)?;
-    state.cluster.store(Arc::new(cluster));
+    state.cluster.store(Arc::new(stored_cluster(&state).await?));
     drop(guard);
     jwks(State(state)).await
 }

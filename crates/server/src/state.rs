@@ -14,7 +14,7 @@ use evergreen_pki::{
     CertificateAuthority, CertificateDer, CertificateRevocationListDer, Duration, IssueRequest,
     IssuedCertificate, OffsetDateTime,
 };
-use evergreen_store::{AuditEvent, CertificateRecord, Store};
+use evergreen_store::{AuditEvent, CertificateRecord, Job, Store};
 use tokio::sync::Mutex;
 
 use crate::error::ApiError;
@@ -182,13 +182,11 @@ impl Paths {
     }
 }
 
+/// Cluster-wide work (checks, CRLs, rotations, named-certificate changes) runs under the
+/// datastore's job locks ([`Store::lock`]), so replicas sharing a database take turns.
 pub struct AppState {
     /// The certificates the server keeps for itself (serving, admin).
     pub own: Vec<crate::bootstrap::OwnCert>,
-    /// Serialises the periodic checks.
-    pub check_lock: Mutex<()>,
-    /// Serialises CA and service-account key rotations.
-    pub rotation_lock: Mutex<()>,
     pub store: Arc<dyn Store>,
     pub clock: Arc<dyn Clock>,
     pub cluster: ArcSwap<Cluster>,
@@ -200,11 +198,9 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Seals the keys of cluster-scope named certificates.
     pub sealing: evergreen_store::envelope::SealingKey,
-    /// Serialises named-certificate changes so versions are assigned in order.
-    pub named_lock: Mutex<()>,
     /// The cluster revision, for agents' long polls.
     pub revision: tokio::sync::watch::Sender<i64>,
-    /// Serialises CRL publication so CRL numbers and the TLS configuration move together.
+    /// Serialises swapping CRLs and the TLS configuration in this process.
     pub crl_lock: Mutex<()>,
 }
 
@@ -305,8 +301,20 @@ impl AppState {
         changes: &[evergreen_store::NamedChange],
     ) -> Result<(), ApiError> {
         let revision = self.store.save_named(changes).await?;
-        self.revision.send_replace(revision);
+        self.advance_revision(revision);
         Ok(())
+    }
+
+    /// Wakes watching agents when `revision` is newer than the one they know; revisions
+    /// arrive out of order when several replicas write.
+    pub fn advance_revision(&self, revision: i64) {
+        self.revision.send_if_modified(|known| {
+            let newer = revision > *known;
+            if newer {
+                *known = revision;
+            }
+            newer
+        });
     }
 
     /// Records an audit event; a failure to write the audit log fails the request.
@@ -334,22 +342,22 @@ impl AppState {
         Ok(())
     }
 
-    /// Signs a fresh CRL for every role CA and swaps it, with the TLS configuration that
-    /// checks client certificates against it, into place.
+    /// Publishes a current CRL for every CA that signs one and swaps them, with the TLS
+    /// configuration that checks client certificates against them, into place.
+    ///
+    /// A CRL already published (by this server or another replica) is kept when it is
+    /// signed by that CA, lists exactly the CA's revoked serials and is not past half its
+    /// validity; any other is re-signed with the next CRL number. A revocation therefore
+    /// re-signs only its CA's CRL, and a restart signs nothing new.
     pub async fn publish_crls(&self) -> anyhow::Result<()> {
+        let _job = self.store.lock(Job::Crls).await?;
         let _guard = self.crl_lock.lock().await;
         let now = self.now();
         let cluster = self.cluster.load_full();
+        let published: BTreeMap<String, Vec<u8>> = self.store.crls().await?.into_iter().collect();
         let mut crls = BTreeMap::new();
-        let signers =
-            ROLE_CAS
-                .iter()
-                .filter_map(|role| Some((*role, *role, cluster.ca(role)?)))
-                .chain(cluster.retired.iter().filter_map(|r| {
-                    Some((r.name.as_str(), r.role.as_str(), r.authority.as_ref()?))
-                }))
-                .filter(|(_, _, ca)| ca.info().not_after > now);
-        for (name, role, ca) in signers {
+        let mut signed = false;
+        for (name, role, ca) in crl_signers(&cluster, now) {
             // Serials are random and unique, so a retired CA's CRL may list its role's
             // every revoked serial without ambiguity.
             let revoked = self
@@ -365,14 +373,58 @@ impl AppState {
                     })
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
+            if let Some(der) = published.get(name) {
+                let crl = CertificateRevocationListDer::from(der.clone());
+                if is_current(&crl, ca.certificate(), &revoked, now) {
+                    crls.insert(name.to_owned(), crl);
+                    continue;
+                }
+            }
             let number = self.store.next_crl_number(name).await?;
             let next_update = (now + CRL_VALIDITY).min(ca.info().not_after);
             crls.insert(
                 name.to_owned(),
                 ca.issue_crl(number, &revoked, now, next_update)?,
             );
+            signed = true;
         }
-        let config = crate::tls::server_config(self, &cluster, &crls)?;
+        if signed || crls.len() != published.len() {
+            let rows: Vec<(String, Vec<u8>)> = crls
+                .iter()
+                .map(|(name, crl)| (name.clone(), crl.to_vec()))
+                .collect();
+            self.store.put_crls(&rows).await?;
+        }
+        self.swap_crls(&cluster, crls)
+    }
+
+    /// Serves the CRLs another replica published: each one signed by a CA this server
+    /// knows replaces the one it serves. Signs nothing.
+    pub async fn adopt_crls(&self) -> anyhow::Result<()> {
+        let _guard = self.crl_lock.lock().await;
+        let cluster = self.cluster.load_full();
+        let mut crls = (**self.crls.load()).clone();
+        crls.retain(|name, _| {
+            crl_signers(&cluster, self.now()).any(|(signer, _, _)| signer == name)
+        });
+        for (name, der) in self.store.crls().await? {
+            let crl = CertificateRevocationListDer::from(der);
+            let signer = crl_signers(&cluster, self.now()).find(|(signer, _, _)| *signer == name);
+            if let Some((_, _, ca)) = signer
+                && evergreen_pki::crl::is_signed_by(&crl, ca.certificate()).unwrap_or(false)
+            {
+                crls.insert(name, crl);
+            }
+        }
+        self.swap_crls(&cluster, crls)
+    }
+
+    fn swap_crls(
+        &self,
+        cluster: &Cluster,
+        crls: BTreeMap<String, CertificateRevocationListDer<'static>>,
+    ) -> anyhow::Result<()> {
+        let config = crate::tls::server_config(self, cluster, &crls)?;
         self.crls.store(Arc::new(crls));
         self.tls.store(Arc::new(config));
         Ok(())
@@ -382,12 +434,53 @@ impl AppState {
     pub fn crls_stale(&self) -> bool {
         let now = self.now();
         self.crls.load().values().any(|crl| {
-            evergreen_pki::crl::CrlInfo::from_der(crl).map_or(true, |info| {
-                info.next_update
-                    .is_none_or(|next| now >= info.this_update + (next - info.this_update) / 2)
-            })
+            evergreen_pki::crl::CrlInfo::from_der(crl).map_or(true, |info| half_past(&info, now))
         })
     }
+}
+
+/// The CAs that sign CRLs, as (name, role, CA): each current role CA, and each retired one
+/// whose key is kept, while valid.
+fn crl_signers(
+    cluster: &Cluster,
+    now: OffsetDateTime,
+) -> impl Iterator<Item = (&str, &str, &CertificateAuthority)> {
+    ROLE_CAS
+        .iter()
+        .filter_map(|role| Some((*role, *role, cluster.ca(role)?)))
+        .chain(
+            cluster
+                .retired
+                .iter()
+                .filter_map(|r| Some((r.name.as_str(), r.role.as_str(), r.authority.as_ref()?))),
+        )
+        .filter(move |(_, _, ca)| ca.info().not_after > now)
+}
+
+/// Whether a published CRL can be served as it is: signed by `ca`, listing exactly
+/// `revoked`, and not past half its validity.
+fn is_current(
+    crl: &CertificateRevocationListDer<'_>,
+    ca: &CertificateDer<'_>,
+    revoked: &[RevokedCertificate],
+    now: OffsetDateTime,
+) -> bool {
+    let Ok(info) = evergreen_pki::crl::CrlInfo::from_der(crl) else {
+        return false;
+    };
+    let listed: std::collections::BTreeSet<&[u8]> =
+        info.revoked.iter().map(|r| r.serial.as_slice()).collect();
+    let wanted: std::collections::BTreeSet<&[u8]> =
+        revoked.iter().map(|r| r.serial.as_slice()).collect();
+    evergreen_pki::crl::is_signed_by(crl, ca).unwrap_or(false)
+        && listed == wanted
+        && !half_past(&info, now)
+}
+
+/// Whether a CRL is past half its validity (or has no next update).
+fn half_past(info: &evergreen_pki::crl::CrlInfo, now: OffsetDateTime) -> bool {
+    info.next_update
+        .is_none_or(|next| now >= info.this_update + (next - info.this_update) / 2)
 }
 
 /// Lowercase hex to bytes.

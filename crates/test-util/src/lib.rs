@@ -2,6 +2,7 @@
 //! everything Evergreen produces, and test PKI generated at test time.
 #![forbid(unsafe_code)]
 
+pub mod postgres;
 pub mod server;
 
 use std::path::{Path, PathBuf};

@@ -17,11 +17,16 @@ use evergreen_pki::{
 };
 use evergreen_server::{Config, RunningServer};
 
+const LOOPBACK_ANY_PORT: std::net::SocketAddr =
+    std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
+
 /// A running server in a temporary data dir.
 pub struct TestServer {
     pub server: RunningServer,
     pub clock: ManualClock,
     pub data_dir: PathBuf,
+    /// The PostgreSQL datastore it shares; `None`: SQLite in the data dir.
+    pub datastore: Option<String>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -70,9 +75,37 @@ impl TestServer {
         server
     }
 
+    /// A fresh server on a fresh PostgreSQL database (see [`crate::postgres`]).
+    pub async fn start_postgres() -> Self {
+        let datastore = crate::postgres::fresh_database().await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data_dir = dir.path().join("data");
+        let clock = ManualClock::new(crate::wall_clock());
+        let mut server =
+            Self::start_with(&data_dir, clock, LOOPBACK_ANY_PORT, Some(datastore), None)
+                .await
+                .expect("server starts");
+        server._dir = Some(dir);
+        server
+    }
+
+    /// A replica of this server: its own data dir (removed with `dir`), the same
+    /// PostgreSQL datastore and clock, joined with this server's token.
+    pub async fn start_replica(&self, dir: &Path) -> anyhow::Result<Self> {
+        let token = std::fs::read_to_string(self.data_dir.join("server/token"))?;
+        Self::start_with(
+            dir,
+            self.clock.clone(),
+            LOOPBACK_ANY_PORT,
+            self.datastore.clone(),
+            Some(token),
+        )
+        .await
+    }
+
     /// A server on an existing data dir (restart), with `clock`.
     pub async fn start_in(data_dir: &Path, clock: ManualClock) -> anyhow::Result<Self> {
-        Self::start_on(data_dir, clock, "127.0.0.1:0".parse().expect("addr")).await
+        Self::start_on(data_dir, clock, LOOPBACK_ANY_PORT).await
     }
 
     /// As [`TestServer::start_in`], listening on `addr` (a restart on the same port).
@@ -81,14 +114,49 @@ impl TestServer {
         clock: ManualClock,
         addr: std::net::SocketAddr,
     ) -> anyhow::Result<Self> {
-        let config = Config::new(data_dir.to_owned(), addr, Arc::new(clock.clone()));
+        Self::start_with(data_dir, clock, addr, None, None).await
+    }
+
+    /// A server on `datastore` (`None`: SQLite in the data dir), joining with
+    /// `join_token` when given.
+    pub async fn start_with(
+        data_dir: &Path,
+        clock: ManualClock,
+        addr: std::net::SocketAddr,
+        datastore: Option<String>,
+        join_token: Option<String>,
+    ) -> anyhow::Result<Self> {
+        let mut config = Config::new(data_dir.to_owned(), addr, Arc::new(clock.clone()));
+        config.datastore = datastore.clone();
+        config.join_token = join_token;
         let server = evergreen_server::start(config).await?;
         Ok(TestServer {
             server,
             clock,
             data_dir: data_dir.to_owned(),
+            datastore,
             _dir: None,
         })
+    }
+
+    /// Stops this server and starts it again on the same data dir, datastore and port.
+    pub async fn restart(self) -> anyhow::Result<Self> {
+        self.restart_after(async {}).await
+    }
+
+    /// As [`TestServer::restart`], running `while_down` while the server is stopped.
+    pub async fn restart_after(self, while_down: impl Future<Output = ()>) -> anyhow::Result<Self> {
+        let (addr, clock, data_dir, datastore) = (
+            self.server.addr,
+            self.clock.clone(),
+            self.data_dir.clone(),
+            self.datastore.clone(),
+        );
+        let dir = self.shutdown().await;
+        while_down.await;
+        let mut server = Self::start_with(&data_dir, clock, addr, datastore, None).await?;
+        server._dir = dir;
+        Ok(server)
     }
 
     pub fn url(&self) -> &str {

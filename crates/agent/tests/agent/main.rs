@@ -17,6 +17,8 @@ use evergreen_pki::{DistinguishedName, Duration, IssueRequest, KeyType, PrivateK
 use evergreen_test_util::server::TestServer;
 use tokio::sync::watch;
 
+mod replicas;
+
 struct RunningAgent {
     data_dir: PathBuf,
     reloads: PathBuf,
@@ -169,7 +171,16 @@ fn reload_count(agent: &RunningAgent) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_agents_install_every_change_once_and_survive_a_server_restart() {
-    let t = TestServer::start().await;
+    two_agents_and_a_restart(TestServer::start().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_agents_install_every_change_once_and_survive_a_server_restart_on_postgres() {
+    two_agents_and_a_restart(TestServer::start_postgres().await).await;
+}
+
+/// The end-to-end run on each datastore: declare, set, node scope, server down and back.
+async fn two_agents_and_a_restart(t: TestServer) {
     let dir = tempfile::tempdir().unwrap();
     let token = t.server.node_token.clone();
     let a = start_agent(&t, dir.path(), "node-a", token.clone());
@@ -249,17 +260,17 @@ async fn two_agents_install_every_change_once_and_survive_a_server_restart() {
         .iter()
         .map(|x| std::fs::read(x.data_dir.join("certs/proxy/tls.crt")).unwrap())
         .collect();
-    let addr = t.server.addr;
-    let clock = t.clock.clone();
-    let data_dir = t.data_dir.clone();
-    let kept = t.shutdown().await;
-    tokio::time::sleep(StdDuration::from_secs(2)).await;
-    let after: Vec<Vec<u8>> = [&a, &b]
-        .iter()
-        .map(|x| std::fs::read(x.data_dir.join("certs/proxy/tls.crt")).unwrap())
-        .collect();
-    assert_eq!(before, after, "files kept while the server is down");
-    let t = TestServer::start_on(&data_dir, clock, addr).await.unwrap();
+    let t = t
+        .restart_after(async {
+            tokio::time::sleep(StdDuration::from_secs(2)).await;
+            let after: Vec<Vec<u8>> = [&a, &b]
+                .iter()
+                .map(|x| std::fs::read(x.data_dir.join("certs/proxy/tls.crt")).unwrap())
+                .collect();
+            assert_eq!(before, after, "files kept while the server is down");
+        })
+        .await
+        .unwrap();
     let fp3 = set_proxy(&t).await;
     until("both agents to recover and install version 3", async || {
         a.installed("proxy").as_deref() == Some(&fp3)
@@ -271,7 +282,7 @@ async fn two_agents_install_every_change_once_and_survive_a_server_restart() {
     assert_eq!(reload_count(&a), 3, "once per change");
     a.stop().await;
     b.stop().await;
-    drop(kept);
+    t.shutdown().await;
 }
 
 #[tokio::test]

@@ -18,12 +18,22 @@ use evergreen_pki::{KeyType, SubjectAltName};
 /// CA keys are encrypted with) and a node join token. A restart reuses all of it and
 /// re-issues the server's own certificates when they near expiry.
 ///
+/// Several servers (replicas) can share one PostgreSQL database with --datastore: start
+/// the first as usual; start each other one with --token and the first's server token
+/// (DIR/server/token). Every replica then issues from the same CAs, and a change made
+/// through one reaches agents watching any other within about a second.
+///
 /// Stops cleanly on SIGTERM or Ctrl-C, letting requests in flight finish.
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
   evergreen server                                   # data in ~/.local/share/evergreen
   evergreen server --data-dir /var/lib/evergreen --listen 0.0.0.0:9443 --san evergreen.example.com
-  evergreen token create --role app                  # on the same host, in another shell")]
+  evergreen token create --role app                  # on the same host, in another shell
+
+Replicas on PostgreSQL (EVERGREEN_DATASTORE and EVERGREEN_TOKEN keep secrets out of `ps`):
+  evergreen server --data-dir /srv/a --datastore postgres://evergreen:PW@db:5432/evergreen
+  evergreen server --data-dir /srv/b --datastore postgres://evergreen:PW@db:5432/evergreen \\
+      --listen 0.0.0.0:9444 --token \"$(cat /srv/a/server/token)\"")]
 pub struct ServerArgs {
     /// Where the datastore, CAs and credentials live. Default: EVERGREEN_DATA_DIR, else
     /// /var/lib/evergreen as root, ~/.local/share/evergreen otherwise.
@@ -39,6 +49,27 @@ pub struct ServerArgs {
     /// Key type of the CAs made at first start.
     #[arg(long, value_name = "TYPE", default_value = "ec-p256")]
     pub key_type: KeyType,
+    /// Keep the cluster in a shared PostgreSQL database (postgres://user:password@host:port/db)
+    /// instead of the embedded SQLite file in DIR/server/db/. Every replica is started with
+    /// the same URL.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "EVERGREEN_DATASTORE",
+        hide_env_values = true
+    )]
+    pub datastore: Option<String>,
+    /// Join the cluster already in the datastore: the server token of its first server
+    /// (DIR/server/token there). Needed once, at this server's first start; it is written to
+    /// this data dir's server/token. A token whose secret does not open the cluster's keys is
+    /// refused and nothing is changed.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "EVERGREEN_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
 }
 
 pub fn run(args: ServerArgs) -> Result<()> {
@@ -56,6 +87,8 @@ pub fn run(args: ServerArgs) -> Result<()> {
             evergreen_server::Config::new(data_dir.clone(), args.listen, Arc::new(SystemClock));
         config.sans = args.san;
         config.key_type = args.key_type;
+        config.datastore = args.datastore;
+        config.join_token = args.token;
         let server = evergreen_server::start(config).await?;
         let paths = &server.state.paths;
         println!(
