@@ -30,6 +30,13 @@ struct ServerProcess {
 
 impl ServerProcess {
     fn start(data_dir: &Path) -> Self {
+        Self::start_with(data_dir, &[], "info")
+    }
+
+    /// With `extra` arguments (the datastore, a token to join with), logging at `log`.
+    /// Nothing reads its output while it runs: a busy one logs only warnings, so the
+    /// pipes never fill.
+    fn start_with(data_dir: &Path, extra: &[&str], log: &str) -> Self {
         let _ = std::fs::remove_file(data_dir.join("server-url"));
         let child = Command::new(env!("CARGO_BIN_EXE_evergreen"))
             .args([
@@ -39,6 +46,8 @@ impl ServerProcess {
                 "--listen",
                 "127.0.0.1:0",
             ])
+            .args(extra)
+            .env("EVERGREEN_LOG", log)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -817,4 +826,186 @@ fn ca_generate_and_rotate_ca_rotate_a_running_cluster_the_k3s_way() {
     let out = run(&["certificate", "check"], &server.connection());
     assert!(out.status.success(), "{}", stderr(&out));
     drop(server);
+}
+
+/// Two `evergreen server` processes on one PostgreSQL database: a wrong token is refused
+/// at start, renewals through both at once get distinct serials, and killing one during
+/// the burst loses nothing — every certificate a client received is in the inventory.
+#[test]
+fn replicas_on_postgres_lose_nothing_when_one_is_killed_during_a_burst() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use evergreen_api::client::Client;
+    use evergreen_api::{CertificateBundle, EnrollRequest, RenewalRequest, encode_pem};
+    use evergreen_pki::{DistinguishedName, KeyType, PrivateKey, pem};
+    use evergreen_store::Store;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let datastore = runtime.block_on(evergreen_test_util::postgres::fresh_database());
+    let tmp = tempfile::tempdir().unwrap();
+    let shared = ["--datastore", datastore.as_str()];
+    let a = ServerProcess::start_with(&tmp.path().join("a"), &shared, "warn");
+    let token = std::fs::read_to_string(tmp.path().join("a/server/token")).unwrap();
+
+    // A replica started with another cluster secret refuses and writes nothing.
+    let (id_and_hash, _) = token.trim().rsplit_once('.').unwrap();
+    let wrong = format!("{id_and_hash}.{}", "z".repeat(32));
+    let refused = tmp.path().join("refused");
+    let out = evergreen([
+        "server",
+        "--data-dir",
+        refused.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--datastore",
+        &datastore,
+        "--token",
+        &wrong,
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("does not match this datastore")
+            && !stderr(&out).contains(datastore.rsplit_once('@').unwrap().0),
+        "says why, without the password: {}",
+        stderr(&out)
+    );
+    assert!(!refused.join("server/token").exists());
+
+    let b = ServerProcess::start_with(
+        &tmp.path().join("b"),
+        &["--datastore", &datastore, "--token", token.trim()],
+        "warn",
+    );
+    let out = run(&["token", "create", "--role", "app"], &a.connection());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let app_token = stdout(&out).trim().to_owned();
+    let roots = parse_certificates(
+        "ca.crt",
+        &std::fs::read(tmp.path().join("a/ca.crt")).unwrap(),
+    )
+    .unwrap();
+    let urls: Vec<String> = [&a, &b]
+        .iter()
+        .map(|s| std::fs::read_to_string(s.data_dir.join("server-url")).unwrap())
+        .map(|u| u.trim().to_owned())
+        .collect();
+
+    // Eight clients renew in a loop, alternating between the replicas.
+    let received = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let (roots, urls, app_token) = (roots.clone(), urls.clone(), app_token.clone());
+        let (received, stop) = (received.clone(), stop.clone());
+        tasks.push(runtime.spawn(async move {
+            let key = PrivateKey::generate(KeyType::EcP256).unwrap();
+            let subject = DistinguishedName::common_name(format!("app-{i}"));
+            let csr = encode_pem(&pem::encode(
+                "CERTIFICATE REQUEST",
+                &evergreen_pki::csr::build(&key, &subject, &[]).unwrap(),
+            ));
+            let enrolled: CertificateBundle = Client::new(&urls[i % 2], &roots, None)
+                .unwrap()
+                .json(
+                    "POST",
+                    "/v1/enroll",
+                    Some(&EnrollRequest {
+                        token: app_token,
+                        csr: csr.clone(),
+                    }),
+                )
+                .await
+                .unwrap();
+            let chain =
+                pem::parse_certificates("crt", &evergreen_api::decode_pem(&enrolled.crt).unwrap())
+                    .unwrap();
+            let clients: Vec<Client> = urls
+                .iter()
+                .map(|url| {
+                    Client::new(url, &roots, Some((chain.clone(), key.der().clone_key()))).unwrap()
+                })
+                .collect();
+            let mut chains = Vec::new();
+            let mut round = i;
+            while !stop.load(Ordering::Relaxed) {
+                round += 1;
+                let answer: Result<CertificateBundle, _> = clients[round % 2]
+                    .json(
+                        "POST",
+                        "/v1/applications/certificates/renewals",
+                        Some(&RenewalRequest { csr: csr.clone() }),
+                    )
+                    .await;
+                // Requests to the killed replica fail; the client moves on.
+                if let Ok(bundle) = answer {
+                    chains.push(
+                        pem::parse_certificates(
+                            "crt",
+                            &evergreen_api::decode_pem(&bundle.crt).unwrap(),
+                        )
+                        .unwrap(),
+                    );
+                    received.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            chains
+        }));
+    }
+    wait_for(60, "renewals through both replicas", || {
+        received.load(Ordering::Relaxed) >= 80
+    });
+    let mut b = b;
+    b.child.kill().unwrap();
+    b.child.wait().unwrap();
+    let at_kill = received.load(Ordering::Relaxed);
+    wait_for(60, "renewals through the survivor", || {
+        received.load(Ordering::Relaxed) >= at_kill + 80
+    });
+    stop.store(true, Ordering::Relaxed);
+    let chains: Vec<_> = tasks
+        .into_iter()
+        .flat_map(|task| runtime.block_on(task).unwrap())
+        .collect();
+
+    let mut serials: Vec<String> = chains
+        .iter()
+        .map(|chain| CertificateInfo::from_der(&chain[0]).unwrap().serial_hex())
+        .collect();
+    let total = serials.len();
+    serials.sort();
+    serials.dedup();
+    assert_eq!(serials.len(), total, "no serial issued twice");
+    let store = runtime
+        .block_on(evergreen_store::PostgresStore::connect(&datastore))
+        .unwrap();
+    for serial in &serials {
+        let recorded = runtime
+            .block_on(store.certificate_by_serial(serial))
+            .unwrap();
+        assert!(
+            recorded.is_some(),
+            "{serial} was received but is not in the inventory"
+        );
+    }
+    runtime.block_on(store.close());
+    eprintln!(
+        "{total} renewals received, {at_kill} before one replica was killed; all in the inventory"
+    );
+    // Each chain verifies with webpki and openssl against the cluster's root.
+    let now = evergreen_test_util::wall_clock();
+    for chain in &chains {
+        evergreen_test_util::assert_chain(
+            &roots[0],
+            chain,
+            evergreen_pki::certificate::Usage::ClientAuth,
+            now,
+        );
+    }
+    let (status, _) = a.stop();
+    assert!(status.success());
 }
