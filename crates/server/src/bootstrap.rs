@@ -419,23 +419,31 @@ async fn restart(store: &dyn Store, paths: &Paths, clock: &dyn Clock) -> anyhow:
 }
 
 /// The cluster's current root CA and its key (`None` when kept offline), read from a
-/// server's data dir: its token's secret opens the key sealed in the datastore. For
+/// server's data dir and datastore (`datastore`: its PostgreSQL URL, else the SQLite file
+/// in the data dir): the token's secret opens the key sealed in the datastore. For
 /// `evergreen ca generate`, which signs new role CAs or cross-signs a new root with it.
 pub async fn current_root(
     data_dir: &Path,
+    datastore: Option<&str>,
 ) -> anyhow::Result<(CertificateDer<'static>, Option<PrivateKey>)> {
     let paths = Paths {
         data_dir: data_dir.to_owned(),
     };
-    let db = paths.db();
-    if !db.exists() {
-        bail!(
-            "{} holds no Evergreen datastore ({} is missing); pass the data dir of the server (--data-dir of evergreen server)",
-            data_dir.display(),
-            db.display()
-        );
-    }
-    let store = evergreen_store::SqliteStore::open(&db).await?;
+    let store: std::sync::Arc<dyn Store> = match datastore {
+        Some(url) => evergreen_store::open(url).await?,
+        None => {
+            let db = paths.db();
+            if !db.exists() {
+                bail!(
+                    "{} holds no Evergreen datastore ({} is missing); pass the data dir of the server (--data-dir of evergreen server), and --datastore if it runs on PostgreSQL",
+                    data_dir.display(),
+                    db.display()
+                );
+            }
+            std::sync::Arc::new(evergreen_store::SqliteStore::open(&db).await?)
+        }
+    };
+    let store = store.as_ref();
     let result = async {
         let token = read_token(&paths.token())?.with_context(|| {
             format!(
@@ -444,7 +452,7 @@ pub async fn current_root(
             )
         })?;
         let sealing = open_sealing(
-            &store,
+            store,
             &token,
             &format!("the server token in {}", paths.token().display()),
         )

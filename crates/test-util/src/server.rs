@@ -274,7 +274,7 @@ impl TestServer {
     /// The cluster's current root with its key, read the way `ca generate --root-from`
     /// does.
     pub async fn current_root_ca(&self) -> CertificateAuthority {
-        let (root, key) = evergreen_server::current_root(&self.data_dir)
+        let (root, key) = evergreen_server::current_root(&self.data_dir, self.datastore.as_deref())
             .await
             .expect("current root");
         CertificateAuthority::from_parts(vec![root], key.expect("root key")).expect("root CA")

@@ -1,13 +1,14 @@
 //! Two server replicas on one PostgreSQL database, with an agent on one of them.
 use std::time::{Duration as StdDuration, Instant};
 
+use evergreen_api::Clock as _;
 use evergreen_api::client::{Client, ClientError};
 use evergreen_api::{AgentWatch, CertificateBundle, RenewalRequest, Replacement, Role, encode_pem};
 use evergreen_pki::certificate::CertificateInfo;
 use evergreen_pki::crl::CrlInfo;
 use evergreen_pki::token::JoinToken;
 use evergreen_pki::{CertificateDer, DistinguishedName, Fingerprint, PrivateKey, pem};
-use evergreen_test_util::server::TestServer;
+use evergreen_test_util::server::{TestServer, stage_role_cas};
 
 use super::{spec, start_agent, until};
 
@@ -253,6 +254,43 @@ async fn replicas_on_postgres_share_the_cluster_and_each_others_changes() {
         &published.body,
         &cluster.client_ca.bundle_pem()
     ));
+
+    // Role CAs rotated through A (their key read as `ca generate --root-from` does):
+    // B serves the new CAs, re-issues its own serving certificate under the new server CA
+    // and its CLI trust bundle lists them.
+    let now = a.clock.now();
+    let root = a.current_root_ca().await;
+    let staged = stage_role_cas(&root, std::slice::from_ref(root.certificate()), now);
+    a.rotate_ca(&staged, false).await.unwrap();
+    let new_server_ca = a
+        .server
+        .state
+        .cluster
+        .load()
+        .server_ca
+        .certificate()
+        .clone();
+    until("B to take the rotated CAs", async || {
+        b.server.state.cluster.load().server_ca.certificate() == &new_server_ca
+    })
+    .await;
+    until(
+        "B's serving certificate under the new server CA",
+        async || {
+            let serving = b.anonymous().peer_certificates().await.unwrap();
+            serving.get(1) == Some(&new_server_ca)
+        },
+    )
+    .await;
+    let bundle =
+        pem::parse_certificates("ca.crt", &std::fs::read(b.data_dir.join("ca.crt")).unwrap())
+            .unwrap();
+    assert!(bundle.contains(&new_server_ca));
+    assert_eq!(
+        b.server.state.cluster.load().retired.len(),
+        3,
+        "the replaced role CAs stay trusted on B too"
+    );
 
     agent.stop().await;
     b.shutdown().await;

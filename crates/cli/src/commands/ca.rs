@@ -76,6 +76,15 @@ pub struct GenerateArgs {
     /// dir this is (root rotation).
     #[arg(long, value_name = "DATA_DIR")]
     pub cross_sign_from: Option<PathBuf>,
+    /// With --root-from or --cross-sign-from: the server's PostgreSQL datastore, when it
+    /// runs with --datastore (the data dir then holds only its token).
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "EVERGREEN_DATASTORE",
+        hide_env_values = true
+    )]
+    pub datastore: Option<String>,
 }
 
 /// Issue a certificate from a CSR with a CA from `evergreen ca generate`, offline (as
@@ -127,9 +136,9 @@ pub fn run(command: CaCommand, clock: &dyn Clock) -> Result<()> {
 }
 
 /// The cluster's current root CA (with its key) from a server data dir.
-fn cluster_root(data_dir: &Path) -> Result<CertificateAuthority> {
+fn cluster_root(data_dir: &Path, datastore: Option<&str>) -> Result<CertificateAuthority> {
     let (root, key) = crate::runtime()?
-        .block_on(evergreen_server::current_root(data_dir))
+        .block_on(evergreen_server::current_root(data_dir, datastore))
         .with_context(|| format!("cannot read the cluster root from {}", data_dir.display()))?;
     let key = key.with_context(|| {
         format!(
@@ -160,7 +169,7 @@ fn generate(args: &GenerateArgs, clock: &dyn Clock) -> Result<()> {
         }
         load_ca(&args.out, "root-ca")?
     } else if let Some(data_dir) = &args.root_from {
-        cluster_root(data_dir)?
+        cluster_root(data_dir, args.datastore.as_deref())?
     } else {
         let root = CertificateAuthority::new_root(
             name("root-ca"),
@@ -203,7 +212,7 @@ fn generate(args: &GenerateArgs, clock: &dyn Clock) -> Result<()> {
     // Cross-signing: the new root certified by the current one.
     let mut cross = None;
     if let Some(data_dir) = &args.cross_sign_from {
-        let current = cluster_root(data_dir)?;
+        let current = cluster_root(data_dir, args.datastore.as_deref())?;
         if current.certificate() == root.certificate() {
             bail!(
                 "the root in {} is already the cluster's root; --cross-sign-from makes a new one (remove root-ca.* from --out)",
