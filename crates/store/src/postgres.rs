@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
-use sqlx::{Postgres, QueryBuilder, Row};
+use sqlx::{Postgres, Row};
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
@@ -392,40 +392,10 @@ impl Store for PostgresStore {
     }
 
     async fn list_certificates(&self, q: &InventoryQuery) -> Result<Vec<CertificateRecord>> {
-        let mut sql: QueryBuilder<'_, Postgres> =
-            QueryBuilder::new("SELECT * FROM certificates WHERE TRUE");
-        if let Some(before) = q.not_after_before {
-            sql.push(" AND not_after <= ").push_bind(before);
-        }
-        match q.status.as_deref() {
-            None => {}
-            Some("active") => {
-                sql.push(" AND revoked_at IS NULL AND not_after >= ")
-                    .push_bind(q.now);
-            }
-            Some("expired") => {
-                sql.push(" AND revoked_at IS NULL AND not_after < ")
-                    .push_bind(q.now);
-            }
-            Some("revoked") => {
-                sql.push(" AND revoked_at IS NOT NULL");
-            }
-            Some(other) => {
-                return Err(StoreError::Invalid(format!(
-                    "unknown status {other:?}; use active, expired or revoked"
-                )));
-            }
-        }
-        if let Some((not_after, serial)) = &q.after {
-            sql.push(" AND (not_after, serial) > (")
-                .push_bind(*not_after)
-                .push(", ")
-                .push_bind(serial.clone())
-                .push(")");
-        }
-        sql.push(" ORDER BY not_after, serial LIMIT ")
-            .push_bind(i64::from(q.limit));
-        let rows = sql.build().fetch_all(&self.pool).await?;
+        let rows = rows::inventory_query::<Postgres>(q)?
+            .build()
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(rows::certificate).collect()
     }
 

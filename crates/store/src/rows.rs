@@ -1,11 +1,11 @@
 //! Reading records out of rows, once for both databases.
-use sqlx::Row;
 use sqlx::postgres::PgRow;
 use sqlx::sqlite::SqliteRow;
+use sqlx::{Database, Encode, QueryBuilder, Row, Type};
 
 use crate::{
-    Acknowledgement, AuditEvent, CaRecord, CertificateRecord, NamedRecord, NamedVersion, Result,
-    TokenRecord,
+    Acknowledgement, AuditEvent, CaRecord, CertificateRecord, InventoryQuery, NamedRecord,
+    NamedVersion, Result, StoreError, TokenRecord,
 };
 
 /// The column types Evergreen stores, read by name.
@@ -157,4 +157,46 @@ pub(crate) fn acknowledgement(row: &impl Columns) -> Result<Acknowledgement> {
 /// Compares secrets (hashes) in time independent of where they differ.
 pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The inventory listing's query, in either database's placeholders.
+pub(crate) fn inventory_query<'a, DB>(q: &'a InventoryQuery) -> Result<QueryBuilder<'a, DB>>
+where
+    DB: Database,
+    i64: Encode<'a, DB> + Type<DB>,
+    String: Encode<'a, DB> + Type<DB>,
+{
+    let mut sql = QueryBuilder::new("SELECT * FROM certificates WHERE 1 = 1");
+    if let Some(before) = q.not_after_before {
+        sql.push(" AND not_after <= ").push_bind(before);
+    }
+    match q.status.as_deref() {
+        None => {}
+        Some("active") => {
+            sql.push(" AND revoked_at IS NULL AND not_after >= ")
+                .push_bind(q.now);
+        }
+        Some("expired") => {
+            sql.push(" AND revoked_at IS NULL AND not_after < ")
+                .push_bind(q.now);
+        }
+        Some("revoked") => {
+            sql.push(" AND revoked_at IS NOT NULL");
+        }
+        Some(other) => {
+            return Err(StoreError::Invalid(format!(
+                "unknown status {other:?}; use active, expired or revoked"
+            )));
+        }
+    }
+    if let Some((not_after, serial)) = &q.after {
+        sql.push(" AND (not_after, serial) > (")
+            .push_bind(*not_after)
+            .push(", ")
+            .push_bind(serial.clone())
+            .push(")");
+    }
+    sql.push(" ORDER BY not_after, serial LIMIT ")
+        .push_bind(i64::from(q.limit));
+    Ok(sql)
 }

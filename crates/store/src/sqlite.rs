@@ -9,7 +9,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Row, Sqlite};
+use sqlx::{Row, Sqlite};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::locks::LocalLocks;
@@ -473,42 +473,10 @@ impl Store for SqliteStore {
     }
 
     async fn list_certificates(&self, q: &InventoryQuery) -> Result<Vec<CertificateRecord>> {
-        let mut sql: QueryBuilder<'_, Sqlite> =
-            QueryBuilder::new("SELECT * FROM certificates WHERE 1 = 1");
-        if let Some(before) = q.not_after_before {
-            sql.push(" AND not_after <= ").push_bind(before);
-        }
-        match q.status.as_deref() {
-            None => {}
-            Some("active") => {
-                sql.push(" AND revoked_at IS NULL AND not_after >= ")
-                    .push_bind(q.now);
-            }
-            Some("expired") => {
-                sql.push(" AND revoked_at IS NULL AND not_after < ")
-                    .push_bind(q.now);
-            }
-            Some("revoked") => {
-                sql.push(" AND revoked_at IS NOT NULL");
-            }
-            Some(other) => {
-                return Err(StoreError::Invalid(format!(
-                    "unknown status {other:?}; use active, expired or revoked"
-                )));
-            }
-        }
-        if let Some((not_after, serial)) = &q.after {
-            sql.push(" AND (not_after > ")
-                .push_bind(*not_after)
-                .push(" OR (not_after = ")
-                .push_bind(*not_after)
-                .push(" AND serial > ")
-                .push_bind(serial.clone())
-                .push("))");
-        }
-        sql.push(" ORDER BY not_after, serial LIMIT ")
-            .push_bind(i64::from(q.limit));
-        let rows = sql.build().fetch_all(&self.reader).await?;
+        let rows = rows::inventory_query::<Sqlite>(q)?
+            .build()
+            .fetch_all(&self.reader)
+            .await?;
         rows.iter().map(rows::certificate).collect()
     }
 

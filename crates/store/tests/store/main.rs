@@ -556,7 +556,11 @@ async fn sqlite_file() {
     suite(&store).await;
     store.close().await;
     // Everything survives a reopen.
-    let again = SqliteStore::open(&path).await.unwrap();
+    survived(&SqliteStore::open(&path).await.unwrap()).await;
+}
+
+/// What the suite wrote, read by a new connection.
+async fn survived(again: &dyn Store) {
     assert!(again.is_initialized().await.unwrap());
     assert_eq!(
         again
@@ -611,16 +615,7 @@ async fn postgres() {
     store.close().await;
     // Everything survives a reconnect, and migrating again is a no-op.
     let again = PostgresStore::connect(&url).await.unwrap();
-    assert_eq!(
-        again
-            .certificate_by_serial("05")
-            .await
-            .unwrap()
-            .unwrap()
-            .revoked_at,
-        Some(41)
-    );
-    assert_eq!(again.next_crl_number("client-ca").await.unwrap(), 3);
+    survived(&again).await;
     again.close().await;
 }
 
