@@ -21,16 +21,19 @@ pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 /// Opens the datastore a server is pointed at: `postgres://…` (or `postgresql://…`) is a
-/// shared PostgreSQL database; anything else is the path of an SQLite file.
+/// shared PostgreSQL database, `sqlite://PATH` an SQLite file.
 pub async fn open(datastore: &str) -> Result<std::sync::Arc<dyn Store>> {
     if datastore.starts_with("postgres://") || datastore.starts_with("postgresql://") {
         Ok(std::sync::Arc::new(
             PostgresStore::connect(datastore).await?,
         ))
-    } else {
-        let path = datastore.strip_prefix("sqlite://").unwrap_or(datastore);
+    } else if let Some(path) = datastore.strip_prefix("sqlite://") {
         Ok(std::sync::Arc::new(
             SqliteStore::open(std::path::Path::new(path)).await?,
+        ))
+    } else {
+        Err(StoreError::Invalid(
+            "a datastore is postgres://user:password@host:port/database or sqlite://PATH".into(),
         ))
     }
 }

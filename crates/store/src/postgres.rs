@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use sqlx::Connection as _;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Row};
 use tokio::sync::broadcast;
@@ -60,10 +61,14 @@ impl PostgresStore {
                 "the datastore address is not a PostgreSQL URL (postgres://user:password@host:port/database): {e}"
             ))
         })?;
+        let options = options.application_name("evergreen");
+        // One connection first: a pool retries until its timeout and then reports only
+        // that, where this says what is wrong (refused, unknown host, bad password).
+        PgConnection::connect_with(&options).await?.close().await?;
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(Duration::from_secs(30))
-            .connect_with(options.application_name("evergreen"))
+            .connect_with(options)
             .await?;
         migrate(&pool).await?;
         // Listening starts before anything is read, so no change is missed in between.
