@@ -328,8 +328,8 @@ pub async fn rotate_ca(
 
 /// Makes a cluster read from the datastore after a rotation live in this server: serves
 /// its CRLs (signing them when `publish`, else taking those the rotating replica
-/// published), re-issues the server's own and named certificates under the new CAs,
-/// rewrites the CLI's trust bundle and, when the root changed, re-pins the token files.
+/// published), rewrites the CLI's trust bundle, re-issues the server's own and named
+/// certificates under the new CAs and, when the root changed, re-pins the token files.
 pub(crate) async fn make_live(
     state: &AppState,
     cluster: Cluster,
@@ -338,17 +338,18 @@ pub(crate) async fn make_live(
     let previous_root = Fingerprint::of(&state.cluster.load().root);
     let cluster = Arc::new(cluster);
     state.cluster.store(cluster.clone());
+    // The CLI's trust bundle first: it lists the new CAs before anything is issued by them.
+    evergreen_api::files::replace(
+        &state.paths.ca_bundle(),
+        pem::encode_certificates(&cluster.trust_bundle()).as_bytes(),
+        evergreen_api::files::PUBLIC_MODE,
+    )?;
     if publish {
         state.publish_crls().await?;
     } else {
         state.adopt_crls().await?;
     }
     crate::run_checks(state).await?;
-    evergreen_api::files::replace(
-        &state.paths.ca_bundle(),
-        pem::encode_certificates(&cluster.trust_bundle()).as_bytes(),
-        evergreen_api::files::PUBLIC_MODE,
-    )?;
     let root = Fingerprint::of(&cluster.root);
     if root != previous_root {
         crate::bootstrap::repin_token_files(&state.paths, root)?;
