@@ -46,8 +46,8 @@ pub(crate) async fn follow(
 
 async fn apply(state: &AppState, change: Change) -> anyhow::Result<()> {
     if change != Change::Crls {
-        // A rotation in this process holds the lock until it is live here: waiting for it
-        // keeps this from making the same rotation live a second time.
+        // A rotation handled by this process holds the lock until it is live here: waiting
+        // for it keeps two rotations from being made live here at the same time.
         let _rotation = state.store.lock(evergreen_store::Job::Rotation).await?;
         let cluster = crate::bootstrap::load_cluster(state.store.as_ref(), &state.sealing).await?;
         if differs(&state.cluster.load(), &cluster) {

@@ -403,13 +403,12 @@ impl AppState {
     pub async fn adopt_crls(&self) -> anyhow::Result<()> {
         let _guard = self.crl_lock.lock().await;
         let cluster = self.cluster.load_full();
+        let now = self.now();
         let mut crls = (**self.crls.load()).clone();
-        crls.retain(|name, _| {
-            crl_signers(&cluster, self.now()).any(|(signer, _, _)| signer == name)
-        });
+        crls.retain(|name, _| crl_signers(&cluster, now).any(|(signer, _, _)| signer == name));
         for (name, der) in self.store.crls().await? {
             let crl = CertificateRevocationListDer::from(der);
-            let signer = crl_signers(&cluster, self.now()).find(|(signer, _, _)| *signer == name);
+            let signer = crl_signers(&cluster, now).find(|(signer, _, _)| *signer == name);
             if let Some((_, _, ca)) = signer
                 && evergreen_pki::crl::is_signed_by(&crl, ca.certificate()).unwrap_or(false)
             {

@@ -368,8 +368,8 @@ pub trait Store: Send + Sync + 'static {
     /// Waits for the cluster-wide lock of `job` and holds it until the guard is dropped:
     /// one process at a time across every server sharing the datastore.
     async fn lock(&self, job: Job) -> Result<JobLock>;
-    /// Changes other processes make, when the datastore can be shared; `None` for the
-    /// embedded one, whose only writer is this process.
+    /// Changes other processes make (never this store's own), when the datastore can be
+    /// shared; `None` for the embedded one, whose only writer is this process.
     fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<Change>>;
 
     /// Closes every connection, waiting for those in use; SQLite then folds its

@@ -40,6 +40,9 @@ const MAX_CONNECTIONS: u32 = 16;
 
 pub struct PostgresStore {
     pool: PgPool,
+    /// Names this store in its notices, so it does not hear its own changes: the writer
+    /// has applied them already.
+    origin: String,
     locks: LocalLocks,
     changes: broadcast::Sender<Change>,
     listener: JoinHandle<()>,
@@ -75,8 +78,10 @@ impl PostgresStore {
         let mut listener = PgListener::connect_with(&pool).await?;
         listener.listen(CHANNEL).await?;
         let (changes, _) = broadcast::channel(256);
+        let origin = origin()?;
         Ok(PostgresStore {
-            listener: tokio::spawn(listen(listener, changes.clone())),
+            listener: tokio::spawn(listen(listener, changes.clone(), origin.clone())),
+            origin,
             pool,
             locks: LocalLocks::default(),
             changes,
@@ -92,11 +97,14 @@ impl Drop for PostgresStore {
 
 /// Forwards notifications; a lost connection is re-established by the next receive, and
 /// announced as [`Change::Resync`] since notices sent meanwhile are gone.
-async fn listen(mut listener: PgListener, changes: broadcast::Sender<Change>) {
+async fn listen(mut listener: PgListener, changes: broadcast::Sender<Change>, origin: String) {
     loop {
         match listener.try_recv().await {
             Ok(Some(notice)) => {
-                let _ = changes.send(Change::parse(notice.payload()));
+                let (change, from) = notice.payload().split_once(' ').unwrap_or_default();
+                if from != origin {
+                    let _ = changes.send(Change::parse(change));
+                }
             }
             Ok(None) => {
                 let _ = changes.send(Change::Resync);
@@ -141,11 +149,20 @@ async fn migrate(pool: &PgPool) -> Result<()> {
     Ok(())
 }
 
-/// Announces `change` to every replica when the surrounding transaction commits.
-async fn notify(conn: &mut PgConnection, change: Change) -> Result<()> {
+/// A random name for one store's notices.
+fn origin() -> Result<String> {
+    let mut bytes = [0u8; 8];
+    aws_lc_rs::rand::fill(&mut bytes)
+        .map_err(|_| StoreError::Invalid("the system random source failed".into()))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Announces `change` to every other replica when the surrounding transaction commits;
+/// the payload is `<change> <origin>`.
+async fn notify(conn: &mut PgConnection, change: Change, origin: &str) -> Result<()> {
     sqlx::query("SELECT pg_notify($1, $2)")
         .bind(CHANNEL)
-        .bind(change.as_str())
+        .bind(format!("{} {origin}", change.as_str()))
         .execute(&mut *conn)
         .await?;
     Ok(())
@@ -205,11 +222,11 @@ async fn put_meta(conn: &mut PgConnection, key: &str, value: &[u8]) -> Result<()
 }
 
 /// Advances the cluster revision and announces it.
-async fn next_revision(conn: &mut PgConnection) -> Result<i64> {
+async fn next_revision(conn: &mut PgConnection, origin: &str) -> Result<i64> {
     let revision = sqlx::query_scalar("UPDATE revision SET value = value + 1 RETURNING value")
         .fetch_one(&mut *conn)
         .await?;
-    notify(conn, Change::Revision).await?;
+    notify(conn, Change::Revision, origin).await?;
     Ok(revision)
 }
 
@@ -306,7 +323,7 @@ impl Store for PostgresStore {
         let mut tx = self.pool.begin().await?;
         put_meta(&mut tx, key, value).await?;
         audit(&mut tx, event).await?;
-        notify(&mut tx, Change::Meta).await?;
+        notify(&mut tx, Change::Meta, &self.origin).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -347,7 +364,7 @@ impl Store for PostgresStore {
             put_meta(&mut tx, key, value).await?;
         }
         audit(&mut tx, &rotation.event).await?;
-        let revision = next_revision(&mut tx).await?;
+        let revision = next_revision(&mut tx, &self.origin).await?;
         tx.commit().await?;
         Ok(revision)
     }
@@ -559,7 +576,7 @@ impl Store for PostgresStore {
                 .await?;
             }
         }
-        let revision = next_revision(&mut tx).await?;
+        let revision = next_revision(&mut tx, &self.origin).await?;
         tx.commit().await?;
         Ok(revision)
     }
@@ -615,7 +632,7 @@ impl Store for PostgresStore {
                 .execute(&mut *tx)
                 .await?;
         }
-        notify(&mut tx, Change::Crls).await?;
+        notify(&mut tx, Change::Crls, &self.origin).await?;
         tx.commit().await?;
         Ok(())
     }
