@@ -627,6 +627,19 @@ async fn postgres_group_commit() {
     store.close().await;
 }
 
+/// The next change heard within 5 s that is not one of `skip`.
+async fn next(changes: &mut tokio::sync::broadcast::Receiver<Change>, skip: &[Change]) -> Change {
+    loop {
+        let change = tokio::time::timeout(Duration::from_secs(5), changes.recv())
+            .await
+            .expect("a change within 5 s")
+            .unwrap();
+        if !skip.contains(&change) {
+            return change;
+        }
+    }
+}
+
 /// Two replicas' connections to one database: counters stay exact, job locks exclude
 /// each other, and each sees the other's changes announced.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -634,6 +647,7 @@ async fn postgres_two_replicas() {
     let url = postgres_database().await;
     let a = Arc::new(PostgresStore::connect(&url).await.unwrap());
     let b = Arc::new(PostgresStore::connect(&url).await.unwrap());
+    let mut a_changes = a.changes().unwrap();
     let mut b_changes = b.changes().unwrap();
     a.initialize(Initialization {
         cas: vec![CaRecord {
@@ -735,22 +749,34 @@ async fn postgres_two_replicas() {
     ));
     assert_eq!(b.revision().await.unwrap(), 1, "the loser changed nothing");
 
-    // B hears A's changes when they commit.
-    let mut heard = Vec::new();
-    while let Ok(Ok(change)) = tokio::time::timeout(Duration::from_secs(5), b_changes.recv()).await
-    {
-        heard.push(change);
-        if heard.contains(&Change::Revision) {
-            break;
-        }
+    // Each hears the other's changes when they commit, never its own. Whichever won the
+    // race above announced a revision only to the other: a revision through A now.
+    let mut second = change.clone();
+    second[0].record.name = "proxy-2".into();
+    if let Some(v) = second[0].new_version.as_mut() {
+        v.name = "proxy-2".into();
     }
-    assert!(heard.contains(&Change::Revision), "{heard:?}");
+    a.save_named(&second).await.unwrap();
+    assert_eq!(next(&mut b_changes, &[]).await, Change::Revision);
     a.put_crls(&[("client-ca".into(), vec![1])]).await.unwrap();
-    let change = tokio::time::timeout(Duration::from_secs(5), b_changes.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(change, Change::Crls);
+    assert_eq!(
+        next(&mut b_changes, &[Change::Revision]).await,
+        Change::Crls
+    );
+    let fact = AuditEvent {
+        at: 1,
+        actor: "test".into(),
+        action: "meta".into(),
+        target: "fact".into(),
+        outcome: "ok".into(),
+        detail: String::new(),
+    };
+    b.put_meta("fact", b"1", &fact).await.unwrap();
+    assert_eq!(
+        next(&mut a_changes, &[Change::Revision]).await,
+        Change::Meta,
+        "A hears B's fact, not its own CRLs before it"
+    );
 
     // A job lock held through A keeps B waiting until A lets go.
     let held = a.lock(Job::Checks).await.unwrap();
