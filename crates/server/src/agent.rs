@@ -54,7 +54,10 @@ pub async fn watch(
     let node = node_name(&caller)?;
     let mut revisions = state.revision.subscribe();
     let wait = Duration::from_secs(params.timeout.unwrap_or(30)).min(MAX_POLL);
-    let _ = tokio::time::timeout(wait, revisions.wait_for(|r| *r > params.revision)).await;
+    {
+        let _watching = crate::metrics::Watching::start(&state.metrics.watches);
+        let _ = tokio::time::timeout(wait, revisions.wait_for(|r| *r > params.revision)).await;
+    }
     let revision = *revisions.borrow();
 
     let cluster = state.cluster.load_full();

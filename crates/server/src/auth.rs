@@ -2,13 +2,15 @@
 //! certificate is checked in full — issued by this cluster (in the inventory), not
 //! revoked, not expired, chaining to the client CA — and its role read from the
 //! inventory. Each route then says which roles it admits.
+use std::sync::Arc;
+
 use evergreen_api::Role;
 use evergreen_pki::certificate::{CertificateInfo, Usage};
 use evergreen_pki::chain;
 use evergreen_store::CertificateRecord;
 
 use crate::error::ApiError;
-use crate::state::{AppState, CLIENT_CA};
+use crate::state::{AppState, CLIENT_CA, Cluster, Crls};
 use crate::tls::Peer;
 
 /// An authenticated caller.
@@ -44,7 +46,7 @@ impl Caller {
 
 /// How an unauthenticated peer is named in the audit log.
 pub fn peer_actor(peer: &Peer) -> String {
-    match &peer.0 {
+    match &peer.certificate {
         None => "anonymous".to_owned(),
         Some(der) => match CertificateInfo::from_der(der) {
             Ok(info) => format!(
@@ -57,12 +59,57 @@ pub fn peer_actor(peer: &Peer) -> String {
     }
 }
 
-/// The reason label for metrics, and the error, of a failed authentication.
+/// A caller authenticated on a connection, with the CAs and CRLs it was checked against.
+#[derive(Debug)]
+pub(crate) struct Authenticated {
+    caller: Caller,
+    cluster: Arc<Cluster>,
+    crls: Arc<Crls>,
+}
+
+/// The caller a peer is; or, when it cannot be authenticated, a reason label (for
+/// metrics) and the error.
+///
+/// A connection's certificate is checked in full once: while the server serves the same
+/// CAs and CRLs (a revocation publishes new CRLs; a rotation, new CAs), later requests on
+/// that connection reuse the result, checking only that the certificate is still within
+/// its validity. So a keep-alive client pays for one chain verification and one inventory
+/// lookup, not one per request.
 pub async fn authenticate(
     state: &AppState,
     peer: &Peer,
 ) -> Result<Caller, (&'static str, ApiError)> {
-    let Some(der) = &peer.0 else {
+    // Taken before the inventory is read: a revocation after this point leaves these
+    // stale, so the result is not reused.
+    let cluster = state.cluster.load_full();
+    let crls = state.crls.load_full();
+    let now = state.now();
+    {
+        let cached = peer.authenticated.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(hit) = cached.as_ref()
+            && Arc::ptr_eq(&hit.cluster, &cluster)
+            && Arc::ptr_eq(&hit.crls, &crls)
+            && hit.caller.info.not_before <= now
+            && now <= hit.caller.info.not_after
+        {
+            return Ok(hit.caller.clone());
+        }
+    }
+    let caller = authenticate_fully(state, peer, &cluster).await?;
+    *peer.authenticated.lock().unwrap_or_else(|e| e.into_inner()) = Some(Authenticated {
+        caller: caller.clone(),
+        cluster,
+        crls,
+    });
+    Ok(caller)
+}
+
+async fn authenticate_fully(
+    state: &AppState,
+    peer: &Peer,
+    cluster: &Cluster,
+) -> Result<Caller, (&'static str, ApiError)> {
+    let Some(der) = &peer.certificate else {
         return Err((
             "no_client_certificate",
             ApiError::unauthorized(
@@ -133,7 +180,6 @@ pub async fn authenticate(
         ));
     }
     // The current client CA, or one a rotation retired: its leaves work until renewed.
-    let cluster = state.cluster.load();
     let mut verified = Err(String::new());
     for (ca, chain) in cluster.generations(CLIENT_CA) {
         verified = chain::verify(

@@ -11,6 +11,8 @@ pub struct Metrics {
     pub enrolled: AtomicU64,
     pub revoked: AtomicU64,
     pub handshake_failures: AtomicU64,
+    /// Agents waiting in a watch now (a gauge).
+    pub watches: AtomicU64,
     refused: Mutex<BTreeMap<&'static str, u64>>,
 }
 
@@ -62,6 +64,11 @@ impl Metrics {
         }
         let _ = writeln!(
             out,
+            "# HELP evergreen_agent_watches Agents waiting in a watch now.\n# TYPE evergreen_agent_watches gauge\nevergreen_agent_watches {}",
+            self.watches.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
             "# HELP evergreen_requests_refused_total Requests refused, by reason.\n# TYPE evergreen_requests_refused_total counter"
         );
         for (reason, n) in self
@@ -75,6 +82,23 @@ impl Metrics {
                 "evergreen_requests_refused_total{{reason=\"{reason}\"}} {n}"
             );
         }
+    }
+}
+
+/// Counts one waiting watch for as long as it lives.
+#[derive(Debug)]
+pub struct Watching<'a>(&'a AtomicU64);
+
+impl<'a> Watching<'a> {
+    pub fn start(gauge: &'a AtomicU64) -> Self {
+        gauge.fetch_add(1, Ordering::Relaxed);
+        Watching(gauge)
+    }
+}
+
+impl Drop for Watching<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

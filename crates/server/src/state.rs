@@ -31,6 +31,9 @@ pub use evergreen_pki::hierarchy::ROLE_CAS;
 /// at once on every revocation.
 pub const CRL_VALIDITY: Duration = Duration::days(7);
 
+/// The CRLs served, by the name of the CA that signed each.
+pub type Crls = BTreeMap<String, CertificateRevocationListDer<'static>>;
+
 /// The cluster's CAs with their keys, and the service-account key set.
 #[derive(Debug)]
 pub struct Cluster {
@@ -190,7 +193,7 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub clock: Arc<dyn Clock>,
     pub cluster: ArcSwap<Cluster>,
-    pub crls: ArcSwap<BTreeMap<String, CertificateRevocationListDer<'static>>>,
+    pub crls: ArcSwap<Crls>,
     pub tls: ArcSwap<rustls::ServerConfig>,
     pub serving: Arc<crate::tls::ServingCert>,
     pub settings: Settings,

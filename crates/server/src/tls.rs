@@ -40,9 +40,23 @@ pub fn provider() -> Arc<CryptoProvider> {
 }
 
 /// The client certificate a connection presented, if any, as the handlers see it. It has
-/// passed only the revocation check at the handshake; handlers authenticate it fully.
+/// passed only the revocation check at the handshake; handlers authenticate it fully, once
+/// per connection while the cluster's CAs and CRLs stay the same (see
+/// [`crate::auth::authenticate`]).
 #[derive(Debug, Clone)]
-pub struct Peer(pub Option<CertificateDer<'static>>);
+pub struct Peer {
+    pub certificate: Option<CertificateDer<'static>>,
+    pub(crate) authenticated: Arc<std::sync::Mutex<Option<crate::auth::Authenticated>>>,
+}
+
+impl Peer {
+    pub fn new(certificate: Option<CertificateDer<'static>>) -> Self {
+        Peer {
+            certificate,
+            authenticated: Arc::default(),
+        }
+    }
+}
 
 /// The serving certificate, replaceable while running.
 #[derive(Debug)]
@@ -246,7 +260,7 @@ pub async fn serve(
                 .peer_certificates()
                 .and_then(|chain| chain.first())
                 .map(|c| c.clone().into_owned());
-            let service = TowerToHyperService::new(router.layer(axum::Extension(Peer(peer))));
+            let service = TowerToHyperService::new(router.layer(axum::Extension(Peer::new(peer))));
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(HANDSHAKE_TIMEOUT)

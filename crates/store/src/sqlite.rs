@@ -104,7 +104,16 @@ async fn commit_group(writer: &SqlitePool, writes: Vec<Write>) -> Result<Vec<Res
         return Ok(vec![apply(&mut conn, &writes[0]).await]);
     }
     sqlx::query("BEGIN").execute(&mut *conn).await?;
-    let applied = apply_group(&mut conn, writes).await;
+    // Every row in one statement per table; if one row is refused (a serial taken), the
+    // group is applied again row by row so only that write fails.
+    let applied = match insert_all(&mut conn, &writes).await {
+        Ok(()) => Ok(writes.iter().map(|_| Ok(())).collect()),
+        Err(_) => {
+            sqlx::query("ROLLBACK").execute(&mut *conn).await?;
+            sqlx::query("BEGIN").execute(&mut *conn).await?;
+            apply_group(&mut conn, writes).await
+        }
+    };
     let committed = match applied {
         Ok(results) => sqlx::query("COMMIT")
             .execute(&mut *conn)
@@ -118,6 +127,25 @@ async fn commit_group(writer: &SqlitePool, writes: Vec<Write>) -> Result<Vec<Res
         let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
     }
     committed
+}
+
+/// Inserts every certificate and audit entry of `writes` with one statement per table.
+async fn insert_all(conn: &mut SqliteConnection, writes: &[Write]) -> Result<()> {
+    let mut certificates = Vec::with_capacity(writes.len());
+    let mut events = Vec::with_capacity(writes.len());
+    for write in writes {
+        match write {
+            Write::Certificate(record) => certificates.push(&**record),
+            Write::Issued(record, event) => {
+                certificates.push(&**record);
+                events.push(event);
+            }
+            Write::Audit(event) => events.push(event),
+            Write::Flush => {}
+        }
+    }
+    insert_certificates(conn, certificates).await?;
+    insert_events(conn, events).await
 }
 
 async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<()> {
@@ -237,26 +265,39 @@ impl SqliteStore {
 }
 
 async fn insert_certificate(conn: &mut SqliteConnection, c: &CertificateRecord) -> Result<()> {
-    sqlx::query(
+    insert_certificates(conn, vec![c]).await
+}
+
+/// One INSERT for all of `certificates` (none: nothing).
+async fn insert_certificates(
+    conn: &mut SqliteConnection,
+    certificates: Vec<&CertificateRecord>,
+) -> Result<()> {
+    if certificates.is_empty() {
+        return Ok(());
+    }
+    sqlx::QueryBuilder::<Sqlite>::new(
         "INSERT INTO certificates (serial, sha256, subject, sans, profile, role, issuer, owner, \
-         not_before, not_after, issued_at, renewed_from, revoked_at, revocation_reason, der) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         not_before, not_after, issued_at, renewed_from, revoked_at, revocation_reason, der) ",
     )
-    .bind(&c.serial)
-    .bind(&c.sha256)
-    .bind(&c.subject)
-    .bind(c.sans.join(","))
-    .bind(&c.profile)
-    .bind(&c.role)
-    .bind(&c.issuer)
-    .bind(&c.owner)
-    .bind(c.not_before)
-    .bind(c.not_after)
-    .bind(c.issued_at)
-    .bind(&c.renewed_from)
-    .bind(c.revoked_at)
-    .bind(&c.revocation_reason)
-    .bind(&c.der)
+    .push_values(certificates, |mut row, c| {
+        row.push_bind(&c.serial)
+            .push_bind(&c.sha256)
+            .push_bind(&c.subject)
+            .push_bind(c.sans.join(","))
+            .push_bind(&c.profile)
+            .push_bind(&c.role)
+            .push_bind(&c.issuer)
+            .push_bind(&c.owner)
+            .push_bind(c.not_before)
+            .push_bind(c.not_after)
+            .push_bind(c.issued_at)
+            .push_bind(&c.renewed_from)
+            .push_bind(c.revoked_at)
+            .push_bind(&c.revocation_reason)
+            .push_bind(&c.der);
+    })
+    .build()
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -319,15 +360,26 @@ async fn insert_token(conn: &mut SqliteConnection, t: &TokenRecord) -> Result<()
 }
 
 async fn audit(conn: &mut SqliteConnection, e: &AuditEvent) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO audit (at, actor, action, target, outcome, detail) VALUES (?, ?, ?, ?, ?, ?)",
+    insert_events(conn, vec![e]).await
+}
+
+/// One INSERT for all of `events` (none: nothing).
+async fn insert_events(conn: &mut SqliteConnection, events: Vec<&AuditEvent>) -> Result<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    sqlx::QueryBuilder::<Sqlite>::new(
+        "INSERT INTO audit (at, actor, action, target, outcome, detail) ",
     )
-    .bind(e.at)
-    .bind(&e.actor)
-    .bind(&e.action)
-    .bind(&e.target)
-    .bind(&e.outcome)
-    .bind(&e.detail)
+    .push_values(events, |mut row, e| {
+        row.push_bind(e.at)
+            .push_bind(&e.actor)
+            .push_bind(&e.action)
+            .push_bind(&e.target)
+            .push_bind(&e.outcome)
+            .push_bind(&e.detail);
+    })
+    .build()
     .execute(&mut *conn)
     .await?;
     Ok(())
