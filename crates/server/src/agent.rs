@@ -18,7 +18,7 @@ use serde::Deserialize;
 use crate::auth::Caller;
 use crate::error::{ApiError, JsonBody};
 use crate::routes::{body_or_refuse, caller, json_body, refuse};
-use crate::state::{AppState, Issuance};
+use crate::state::{AppState, Cluster, Issuance};
 use crate::tls::Peer;
 
 /// The longest a watch waits for a change; clients allow a request longer than this
@@ -59,12 +59,45 @@ pub async fn watch(
         let _ = tokio::time::timeout(wait, revisions.wait_for(|r| *r > params.revision)).await;
     }
     let revision = *revisions.borrow();
+    let snapshot = snapshot(&state, revision).await?;
+    Ok(Json(AgentWatch {
+        revision: snapshot.revision,
+        trust_bundle: snapshot.trust_bundle.clone(),
+        identity_ca: Some(snapshot.identity_ca.clone()),
+        certificates: snapshot
+            .certificates
+            .iter()
+            .filter(|(nodes, _)| nodes.is_empty() || nodes.contains(&node))
+            .map(|(_, assignment)| assignment.clone())
+            .collect(),
+    }))
+}
 
+/// What every watch answers at one revision and cluster, before each node's own filter:
+/// built once when either changes, not once per agent (a fleet wakes all at once).
+#[derive(Debug)]
+pub struct Snapshot {
+    revision: i64,
+    cluster: Arc<Cluster>,
+    trust_bundle: String,
+    identity_ca: String,
+    /// Each assignment with the nodes it is for (none: every node).
+    certificates: Vec<(Vec<String>, Assignment)>,
+}
+
+/// The snapshot for `revision` and the cluster served now, built if missing or stale.
+async fn snapshot(state: &AppState, revision: i64) -> Result<Arc<Snapshot>, ApiError> {
     let cluster = state.cluster.load_full();
+    let mut cached = state.watch_snapshot.lock().await;
+    if let Some(snapshot) = cached.as_ref()
+        && snapshot.revision == revision
+        && Arc::ptr_eq(&snapshot.cluster, &cluster)
+    {
+        return Ok(snapshot.clone());
+    }
     let mut certificates = Vec::new();
     for record in state.store.named().await? {
-        let assigned = record.nodes.is_empty() || record.nodes.contains(&node);
-        if !assigned || record.version == 0 {
+        if record.version == 0 {
             continue;
         }
         let mut assignment = Assignment {
@@ -105,15 +138,17 @@ pub async fn watch(
             // (before a CA rotation) asks again.
             assignment.ca = Some(encode_pem(&ca.bundle_pem()));
         }
-        certificates.push(assignment);
+        certificates.push((record.nodes, assignment));
     }
-    let trust = pem::encode_certificates(&cluster.trust_bundle());
-    Ok(Json(AgentWatch {
+    let snapshot = Arc::new(Snapshot {
         revision,
-        trust_bundle: encode_pem(&trust),
-        identity_ca: Some(encode_pem(&cluster.client_ca.bundle_pem())),
+        trust_bundle: encode_pem(&pem::encode_certificates(&cluster.trust_bundle())),
+        identity_ca: encode_pem(&cluster.client_ca.bundle_pem()),
+        cluster,
         certificates,
-    }))
+    });
+    *cached = Some(snapshot.clone());
+    Ok(snapshot)
 }
 
 /// Issues a node-scope certificate: subject `CN=<node>`, names from the declaration with

@@ -245,6 +245,7 @@ async fn start_with(
         sealing: booted.sealing,
         revision: tokio::sync::watch::channel(revision).0,
         crl_lock: Mutex::new(()),
+        watch_snapshot: Mutex::new(None),
     });
     state.publish_crls().await.context("cannot publish CRLs")?;
 

@@ -205,6 +205,8 @@ pub struct AppState {
     pub revision: tokio::sync::watch::Sender<i64>,
     /// Serialises swapping CRLs and the TLS configuration in this process.
     pub crl_lock: Mutex<()>,
+    /// What watches answer at the current revision (see [`crate::agent::Snapshot`]).
+    pub watch_snapshot: Mutex<Option<Arc<crate::agent::Snapshot>>>,
 }
 
 impl std::fmt::Debug for AppState {

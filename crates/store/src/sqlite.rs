@@ -49,6 +49,8 @@ enum Write {
     /// A certificate and its audit entry, both or neither.
     Issued(Box<CertificateRecord>, AuditEvent),
     Audit(AuditEvent),
+    /// A node's report of what it installed (replaces its previous one for that name).
+    Ack(Acknowledgement),
     /// Answered once every write queued before it is committed.
     Flush,
 }
@@ -99,7 +101,9 @@ async fn group_commit(writer: SqlitePool, mut queue: mpsc::Receiver<Commit>) {
 
 async fn commit_group(writer: &SqlitePool, writes: Vec<Write>) -> Result<Vec<Result<()>>> {
     let mut conn = writer.acquire().await?;
-    if let [Write::Certificate(_) | Write::Audit(_) | Write::Flush] = writes.as_slice() {
+    if let [Write::Certificate(_) | Write::Audit(_) | Write::Ack(_) | Write::Flush] =
+        writes.as_slice()
+    {
         // Alone and one statement: its own transaction, nothing more.
         return Ok(vec![apply(&mut conn, &writes[0]).await]);
     }
@@ -133,8 +137,10 @@ async fn commit_group(writer: &SqlitePool, writes: Vec<Write>) -> Result<Vec<Res
 async fn insert_all(conn: &mut SqliteConnection, writes: &[Write]) -> Result<()> {
     let mut certificates = Vec::with_capacity(writes.len());
     let mut events = Vec::with_capacity(writes.len());
+    let mut acks = Vec::new();
     for write in writes {
         match write {
+            Write::Ack(ack) => acks.push(ack),
             Write::Certificate(record) => certificates.push(&**record),
             Write::Issued(record, event) => {
                 certificates.push(&**record);
@@ -145,7 +151,34 @@ async fn insert_all(conn: &mut SqliteConnection, writes: &[Write]) -> Result<()>
         }
     }
     insert_certificates(conn, certificates).await?;
-    insert_events(conn, events).await
+    insert_events(conn, events).await?;
+    upsert_acks(conn, acks).await
+}
+
+/// One statement for all of `acks` (none: nothing); a later report for the same node and
+/// name replaces an earlier one.
+async fn upsert_acks(conn: &mut SqliteConnection, acks: Vec<&Acknowledgement>) -> Result<()> {
+    if acks.is_empty() {
+        return Ok(());
+    }
+    sqlx::QueryBuilder::<Sqlite>::new(
+        "INSERT INTO acknowledgements (node, name, version, fingerprint, at) ",
+    )
+    .push_values(acks, |mut row, a| {
+        row.push_bind(&a.node)
+            .push_bind(&a.name)
+            .push_bind(a.version)
+            .push_bind(&a.fingerprint)
+            .push_bind(a.at);
+    })
+    .push(
+        " ON CONFLICT (node, name) DO UPDATE SET version = excluded.version, \
+         fingerprint = excluded.fingerprint, at = excluded.at",
+    )
+    .build()
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<()> {
@@ -156,6 +189,7 @@ async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<()> {
             audit(conn, event).await
         }
         Write::Audit(event) => audit(conn, event).await,
+        Write::Ack(ack) => upsert_acks(conn, vec![ack]).await,
         Write::Flush => Ok(()),
     }
 }
@@ -702,19 +736,7 @@ impl Store for SqliteStore {
     }
 
     async fn acknowledge(&self, ack: &Acknowledgement) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO acknowledgements (node, name, version, fingerprint, at) VALUES (?, ?, ?, ?, ?) \
-             ON CONFLICT (node, name) DO UPDATE SET version = excluded.version, \
-             fingerprint = excluded.fingerprint, at = excluded.at",
-        )
-        .bind(&ack.node)
-        .bind(&ack.name)
-        .bind(ack.version)
-        .bind(&ack.fingerprint)
-        .bind(ack.at)
-        .execute(&self.writer)
-        .await?;
-        Ok(())
+        self.queue(Write::Ack(ack.clone())).await
     }
 
     async fn acknowledgements(&self) -> Result<Vec<Acknowledgement>> {

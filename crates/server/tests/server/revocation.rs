@@ -214,3 +214,67 @@ async fn an_admin_revokes_by_hash_or_serial() {
     assert_eq!(response.status, 404);
     assert!(String::from_utf8_lossy(&response.body).contains("server-ca, client-ca, peer-ca"));
 }
+
+/// A connection is authenticated once and the result reused: a revocation must still stop
+/// the next request on a connection opened (and used) before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_alive_connection_is_refused_once_its_certificate_is_revoked() {
+    let t = TestServer::start().await;
+    let subject = DistinguishedName::common_name("kept-alive");
+    let app = t.enroll(Role::App, &subject).await;
+    let info = CertificateInfo::from_der(app.leaf()).unwrap();
+    let renewal = || {
+        let key = evergreen_pki::PrivateKey::generate(evergreen_pki::key::KeyType::EcP256).unwrap();
+        let csr = evergreen_pki::csr::build(&key, &subject, &[]).unwrap();
+        let body = evergreen_api::RenewalRequest {
+            csr: evergreen_api::encode_pem(&evergreen_pki::pem::encode(
+                "CERTIFICATE REQUEST",
+                &csr,
+            )),
+        };
+        serde_json::to_vec(&body).unwrap()
+    };
+    let path = "/v1/applications/certificates/renewals";
+    let mut session = t.client(&app).session().await.unwrap();
+    for _ in 0..2 {
+        let response = session.send("POST", path, Some(renewal())).await.unwrap();
+        assert_eq!(response.status, 201);
+    }
+
+    let revoke = RevocationRequest {
+        serial: Some(info.serial_hex()),
+        ..Default::default()
+    };
+    let _: CertificateSummary = t
+        .admin()
+        .json("POST", "/v1/certificates/revocations", Some(&revoke))
+        .await
+        .unwrap();
+    let issued_before = t.server.state.store.audit_log(1000).await.unwrap().len();
+    let response = session.send("POST", path, Some(renewal())).await.unwrap();
+    assert_eq!(
+        response.status,
+        403,
+        "{:?}",
+        String::from_utf8_lossy(&response.body)
+    );
+    let error: evergreen_api::ErrorBody = serde_json::from_slice(&response.body).unwrap();
+    assert!(error.error.contains("was revoked"), "{}", error.error);
+    // Refused and audited; nothing issued.
+    let log = t.server.state.store.audit_log(1000).await.unwrap();
+    assert_eq!(log.len(), issued_before + 1);
+    assert_eq!(
+        (log[0].action.as_str(), log[0].outcome.as_str()),
+        ("renew", "refused"),
+        "{:?}",
+        log[0]
+    );
+    assert_eq!(
+        t.server
+            .state
+            .metrics
+            .renewed
+            .load(std::sync::atomic::Ordering::Relaxed),
+        2
+    );
+}
