@@ -166,19 +166,22 @@ where
     i64: Encode<'a, DB> + Type<DB>,
     String: Encode<'a, DB> + Type<DB>,
 {
+    // One lower bound on not_after, the highest that applies, so the database starts its
+    // walk of the expiry index there: with a page cursor and a status bound given apart,
+    // SQLite starts at the status bound and every later page re-reads all earlier ones.
+    let mut lower = None;
+    let mut upper = q.not_after_before;
     let mut sql = QueryBuilder::new("SELECT * FROM certificates WHERE 1 = 1");
-    if let Some(before) = q.not_after_before {
-        sql.push(" AND not_after <= ").push_bind(before);
-    }
     match q.status.as_deref() {
         None => {}
         Some("active") => {
-            sql.push(" AND revoked_at IS NULL AND not_after >= ")
-                .push_bind(q.now);
+            sql.push(" AND revoked_at IS NULL");
+            lower = Some(q.now);
         }
         Some("expired") => {
-            sql.push(" AND revoked_at IS NULL AND not_after < ")
-                .push_bind(q.now);
+            sql.push(" AND revoked_at IS NULL");
+            // not_after < now
+            upper = Some(upper.map_or(q.now - 1, |u| u.min(q.now - 1)));
         }
         Some("revoked") => {
             sql.push(" AND revoked_at IS NOT NULL");
@@ -188,6 +191,15 @@ where
                 "unknown status {other:?}; use active, expired or revoked"
             )));
         }
+    }
+    if let Some((not_after, _)) = &q.after {
+        lower = Some(lower.map_or(*not_after, |l: i64| l.max(*not_after)));
+    }
+    if let Some(lower) = lower {
+        sql.push(" AND not_after >= ").push_bind(lower);
+    }
+    if let Some(upper) = upper {
+        sql.push(" AND not_after <= ").push_bind(upper);
     }
     if let Some((not_after, serial)) = &q.after {
         sql.push(" AND (not_after, serial) > (")
