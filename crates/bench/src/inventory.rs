@@ -5,7 +5,6 @@
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use evergreen_api::InventoryPage;
@@ -259,6 +258,5 @@ pub async fn run(evergreen: &Path, args: &InventoryArgs) -> Result<Report> {
         "{listed} certificates expire within 30 days: the same in the store, the API and certificate check"
     ));
     server.stop().await?;
-    let _ = Duration::ZERO;
     Ok(report)
 }

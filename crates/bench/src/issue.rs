@@ -80,7 +80,7 @@ async fn round(
     shares: Vec<Vec<Vec<u8>>>,
     expect: u16,
     server: Proc,
-) -> Result<(Tally, Vec<Session>)> {
+) -> Result<Tally> {
     let cpu_before = server.cpu_seconds()?;
     let started = now();
     let mut tasks = tokio::task::JoinSet::new();
@@ -102,7 +102,7 @@ async fn round(
                 }
                 answers.push(response.body);
             }
-            anyhow::Ok((i, session, latencies, answers))
+            anyhow::Ok((i, latencies, answers))
         });
     }
     let mut done = Vec::new();
@@ -117,14 +117,12 @@ async fn round(
         cpu_s,
         ..Tally::default()
     };
-    let mut sessions = Vec::new();
-    for (_, session, latencies, answers) in done {
+    for (_, latencies, answers) in done {
         tally.certs += answers.len();
         tally.latencies.extend(latencies);
         tally.answers.extend(answers);
-        sessions.push(session);
     }
-    Ok((tally, sessions))
+    Ok(tally)
 }
 
 fn app_subject(i: usize) -> DistinguishedName {
@@ -209,7 +207,7 @@ pub async fn run(evergreen: &Path, args: &IssueArgs) -> Result<Report> {
                                 .await?,
                         );
                     }
-                    let (tally, _) = round(
+                    let tally = round(
                         sessions,
                         RENEWAL,
                         deal(bodies, connections),
@@ -224,7 +222,7 @@ pub async fn run(evergreen: &Path, args: &IssueArgs) -> Result<Report> {
                     for i in 0..connections {
                         sessions.push(cfssl.client(i)?.session().await?);
                     }
-                    let (tally, _) = round(
+                    let tally = round(
                         sessions,
                         CFSSL_SIGN,
                         deal(bodies, connections),
@@ -280,7 +278,7 @@ pub async fn run(evergreen: &Path, args: &IssueArgs) -> Result<Report> {
                 for _ in 0..connections {
                     sessions.push(anonymous.session().await?);
                 }
-                let (tally, _) = round(
+                let tally = round(
                     sessions,
                     ENROLL,
                     deal(bodies, connections),

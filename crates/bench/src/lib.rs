@@ -64,8 +64,20 @@ pub enum Scenario {
     Inventory(InventoryArgs),
     /// RSS and CPU of an idle `evergreen agent`.
     Agent(AgentArgs),
-    /// Every scenario with its default sizes (or tiny ones with --quick).
-    All,
+    /// Every scenario, in this order; takes each one's flags (tiny sizes with --quick).
+    All(AllArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AllArgs {
+    #[command(flatten)]
+    pub issue: IssueArgs,
+    #[command(flatten)]
+    pub fleet: FleetArgs,
+    #[command(flatten)]
+    pub inventory: InventoryArgs,
+    #[command(flatten)]
+    pub agent: AgentArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -292,55 +304,44 @@ pub fn run(cli: &Cli) -> Result<Vec<Report>> {
     let quick = cli.quick;
     runtime.block_on(async {
         let mut reports = Vec::new();
-        let all = matches!(cli.scenario, Scenario::All);
-        let issue_args = match &cli.scenario {
-            Scenario::Issue(a) => Some(a.clone()),
-            Scenario::All => Some(IssueArgs {
-                connections: vec![1, 8, 64],
-                count: 6000,
-                rounds: 3,
-                vs: process::on_path("cfssl").then(|| "cfssl".into()),
-                no_enroll: false,
-            }),
-            _ => None,
+        let (issue, fleet, inventory, agent) = match &cli.scenario {
+            Scenario::Issue(a) => (Some(a.clone()), None, None, None),
+            Scenario::Fleet(a) => (None, Some(a.clone()), None, None),
+            Scenario::Inventory(a) => (None, None, Some(a.clone()), None),
+            Scenario::Agent(a) => (None, None, None, Some(a.clone())),
+            Scenario::All(all) => {
+                // Side by side with cfssl whenever it is installed.
+                let mut issue = all.issue.clone();
+                if issue.vs.is_none() && process::on_path("cfssl") {
+                    issue.vs = Some("cfssl".into());
+                }
+                (
+                    Some(issue),
+                    Some(all.fleet.clone()),
+                    Some(all.inventory.clone()),
+                    Some(all.agent.clone()),
+                )
+            }
         };
-        if let Some(args) = issue_args {
+        if let Some(args) = issue {
             let args = if quick { args.quick() } else { args };
             reports.push(issue::run(&evergreen, &args).await?);
         }
-        if let Some(mut args) = match &cli.scenario {
-            Scenario::Fleet(a) => Some(a.clone()),
-            _ if all => Some(FleetArgs {
-                agents: vec![1000, 10000],
-                updates: 3,
-            }),
-            _ => None,
-        } {
+        if let Some(mut args) = fleet {
             if quick {
                 args.agents = vec![12];
                 args.updates = 2;
             }
             reports.push(fleet::run(&evergreen, &args).await?);
         }
-        if let Some(mut args) = match &cli.scenario {
-            Scenario::Inventory(a) => Some(a.clone()),
-            _ if all => Some(InventoryArgs {
-                certificates: 1_000_000,
-                repeat: 5,
-            }),
-            _ => None,
-        } {
+        if let Some(mut args) = inventory {
             if quick {
                 args.certificates = 3000;
                 args.repeat = 2;
             }
             reports.push(inventory::run(&evergreen, &args).await?);
         }
-        if let Some(mut args) = match &cli.scenario {
-            Scenario::Agent(a) => Some(a.clone()),
-            _ if all => Some(AgentArgs { seconds: 60 }),
-            _ => None,
-        } {
+        if let Some(mut args) = agent {
             if quick {
                 args.seconds = 2;
             }
