@@ -10,6 +10,7 @@
 
 pub mod config;
 pub mod install;
+pub mod trust;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -20,9 +21,9 @@ use anyhow::{Context, Result, bail};
 use evergreen_api::client::Client;
 use evergreen_api::{
     AgentIssueRequest, AgentStatus, AgentWatch, Assignment, CertificateBundle, Clock,
-    EnrollRequest, Installed, RenewalRequest, decode_pem, encode_pem,
+    EnrollRequest, Installed, RenewalRequest, attestation_message, decode_pem, encode_pem,
 };
-use evergreen_pki::certificate::CertificateInfo;
+use evergreen_pki::certificate::{CertificateInfo, Fingerprint, Usage};
 use evergreen_pki::renewal::{Jitter, RandomJitter, RenewalPolicy};
 use evergreen_pki::token::JoinToken;
 use evergreen_pki::{CertificateDer, DistinguishedName, Duration, KeyType, PrivateKey, pem};
@@ -31,6 +32,7 @@ use tokio::sync::watch;
 
 pub use config::Config;
 use install::{Credential, Target};
+use trust::Trust;
 
 /// How the agent runs.
 #[derive(Clone)]
@@ -72,9 +74,13 @@ struct Agent {
     settings: Settings,
     identity: Target,
     state_path: PathBuf,
-    /// The cluster's roots: the one the token pins, then whatever the trust bundle holds
-    /// (old and new during a root rotation).
-    roots: Vec<CertificateDer<'static>>,
+    /// The cluster's roots: the one the token pins, then those proven to it (see
+    /// [`trust`]).
+    trust: Trust,
+    /// What this agent refused from the server and has not reported yet.
+    refused: Vec<String>,
+    /// Everything refused so far, so each refusal is logged and reported once.
+    seen_refusals: std::collections::BTreeSet<String>,
     /// The identity was issued by a CA the server no longer issues from: renew now.
     identity_outdated: bool,
     revision: i64,
@@ -93,7 +99,9 @@ pub async fn run(settings: Settings, mut stop: watch::Receiver<bool>) -> Result<
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default(),
-        roots: load_roots(&settings.data_dir),
+        trust: Trust::load(&settings.data_dir),
+        refused: Vec::new(),
+        seen_refusals: Default::default(),
         identity_outdated: false,
         revision: 0,
         jitter: None,
@@ -138,13 +146,6 @@ fn files_dir(dir: &std::path::Path) -> Result<()> {
     evergreen_api::files::create_private_dir(dir)
 }
 
-fn load_roots(data_dir: &std::path::Path) -> Vec<CertificateDer<'static>> {
-    std::fs::read(data_dir.join("root.crt"))
-        .ok()
-        .and_then(|bytes| pem::parse_certificates("root.crt", &bytes).ok())
-        .unwrap_or_default()
-}
-
 /// The first certificate of a base64 PEM bundle.
 fn first_certificate(bundle_b64: &str) -> Option<CertificateDer<'static>> {
     let pem = decode_pem(bundle_b64).ok()?;
@@ -179,11 +180,25 @@ impl Agent {
     }
 
     /// Fetches `/cacerts` without trusting the server yet and accepts it only if its root
-    /// hashes to the token's pin; from then on every connection trusts that root only,
-    /// and the roots of trust bundles received over it.
+    /// hashes to the token's pin; from then on every connection trusts the trusted roots
+    /// only (see [`trust`]). A token that pins a root not trusted yet is the operator's
+    /// word for it, and adds it.
     async fn pin_root(&mut self) -> Result<Vec<CertificateDer<'static>>> {
-        if !self.roots.is_empty() {
-            return Ok(self.roots.clone());
+        let token = self
+            .settings
+            .token
+            .as_deref()
+            .map(str::parse::<JoinToken>)
+            .transpose()?;
+        let pins_new = token.as_ref().is_some_and(|t| {
+            !self
+                .trust
+                .roots()
+                .iter()
+                .any(|r| Fingerprint::of(r) == t.root_hash())
+        });
+        if !self.trust.roots().is_empty() && !pins_new {
+            return Ok(self.trust.roots().to_vec());
         }
         let token = self.token()?;
         let response = Client::unauthenticated(&self.settings.server)?
@@ -200,39 +215,73 @@ impl Agent {
                     .is_ok_and(|i| i.self_signed && i.fingerprint == token.root_hash())
             })
             .context("the pinned root is not in the bundle")?;
-        self.save_roots(vec![root])?;
-        Ok(self.roots.clone())
+        self.trust.add(root)?;
+        Ok(self.trust.roots().to_vec())
     }
 
-    fn save_roots(&mut self, roots: Vec<CertificateDer<'static>>) -> Result<()> {
-        evergreen_api::files::replace(
-            &self.settings.data_dir.join("root.crt"),
-            pem::encode_certificates(&roots).as_bytes(),
-            evergreen_api::files::PUBLIC_MODE,
-        )?;
-        self.roots = roots;
-        Ok(())
+    /// Notes a refusal: logged and reported to the server once.
+    fn refuse(&mut self, message: String) {
+        if self.seen_refusals.insert(message.clone()) {
+            tracing::warn!("{message}");
+            self.refused.push(message);
+        }
     }
 
-    /// Trusts the roots of a trust bundle that arrived over a connection verified with
-    /// the current roots: a root rotation reaches the agent this way.
+    /// Follows a trust bundle that arrived over a connection verified with the trusted
+    /// roots: a root rotation reaches the agent this way, proven by cross-signatures.
     fn follow_trust_bundle(&mut self, bundle_b64: &str) -> Result<()> {
         let bundle = pem::parse_certificates(
             "the trust bundle",
             &decode_pem(bundle_b64).map_err(anyhow::Error::msg)?,
         )?;
-        let roots: Vec<CertificateDer<'static>> = bundle
-            .into_iter()
-            .filter(|c| CertificateInfo::from_der(c).is_ok_and(|i| i.self_signed && i.is_ca))
-            .collect();
-        if !roots.is_empty() && roots != self.roots {
-            tracing::info!(
-                roots = roots.len(),
-                "the cluster's roots changed; trusting the new set"
-            );
-            self.save_roots(roots)?;
+        for refusal in self.trust.follow(&bundle)? {
+            self.refuse(refusal);
         }
         Ok(())
+    }
+
+    /// Whether a credential may be installed: its chain verifies to the trusted roots, or
+    /// the cluster attests it (a cluster-scope certificate an admin set).
+    fn check_credential(
+        &self,
+        watch: &AgentWatch,
+        assignment: &Assignment,
+        credential: &Credential,
+    ) -> Result<(), String> {
+        let chain = pem::parse_certificates("certificate", credential.chain_pem.as_bytes())
+            .map_err(|e| e.to_string())?;
+        let usage = match assignment.usage.as_str() {
+            "client" => Usage::ClientAuth,
+            _ => Usage::ServerAuth,
+        };
+        let verified = self.trust.verifies(&chain, usage, self.now());
+        if verified.is_ok() || assignment.scope != "cluster" {
+            return verified;
+        }
+        let (Some(signature), Some(signer)) = (&assignment.attestation, &watch.attested_by) else {
+            return verified;
+        };
+        use base64::Engine as _;
+        let signature = base64::engine::general_purpose::STANDARD
+            .decode(signature)
+            .map_err(|_| "the attestation is not base64".to_owned())?;
+        let signer = decode_pem(signer)
+            .ok()
+            .and_then(|pem| pem::parse_certificates("the attesting CA", &pem).ok())
+            .ok_or_else(|| "the attesting CA cannot be read".to_owned())?;
+        let message = attestation_message(
+            &assignment.name,
+            assignment.version,
+            &credential.fingerprint.to_string(),
+        );
+        self.trust
+            .attests(&signer, &message, &signature, self.now())
+            .map_err(|attestation| {
+                format!(
+                    "{} and it carries no valid attestation ({attestation})",
+                    verified.err().unwrap_or_default()
+                )
+            })
     }
 
     fn client(&self, roots: &[CertificateDer<'static>], with_identity: bool) -> Result<Client> {
@@ -348,6 +397,8 @@ impl Agent {
             .await
             .context("watching the server for changes failed")?;
         self.follow_trust_bundle(&watch.trust_bundle)?;
+        let roots = self.trust.roots().to_vec();
+        let client = self.client(&roots, true)?;
         if let (Some(ca), Some(leaf)) = (
             &watch.identity_ca,
             installed_leaf(&self.identity.cert_path()),
@@ -375,6 +426,13 @@ impl Agent {
                 .credential(&client, assignment)
                 .await
                 .with_context(|| format!("cannot get {}", assignment.name))?;
+            if let Err(why) = self.check_credential(&watch, assignment, &credential) {
+                self.refuse(format!(
+                    "refused to install {} version {} (sha256:{}): {why}",
+                    assignment.name, assignment.version, credential.fingerprint
+                ));
+                continue;
+            }
             install::install(&target, &credential, &config)
                 .with_context(|| format!("cannot install {}", assignment.name))?;
             tracing::info!(name = %assignment.name, version = assignment.version, fingerprint = %credential.fingerprint, "installed");
@@ -422,9 +480,10 @@ impl Agent {
             )?;
             changed = true;
         }
-        if changed || watch.revision != self.revision {
+        if changed || watch.revision != self.revision || !self.refused.is_empty() {
             let report = AgentStatus {
                 certificates: self.state.installed.values().cloned().collect(),
+                refused: self.refused.clone(),
             };
             let response = client
                 .send(
@@ -434,6 +493,7 @@ impl Agent {
                 )
                 .await?;
             evergreen_api::client::check(&response)?;
+            self.refused.clear();
         }
         self.revision = watch.revision;
         Ok(())
@@ -485,7 +545,6 @@ impl Agent {
         let request = AgentIssueRequest {
             name: assignment.name.clone(),
             csr: encode_pem(&pem::encode("CERTIFICATE REQUEST", &csr)),
-            ip: local_ip(&self.settings.server).map(|ip| ip.to_string()),
         };
         let bundle: CertificateBundle = client
             .json("POST", "/v1/agent/issue", Some(&request))
@@ -496,12 +555,4 @@ impl Agent {
             text(&Some(bundle.ca_crt), "CA")?,
         )
     }
-}
-
-/// The local address this node uses to reach the server.
-fn local_ip(server: &str) -> Option<std::net::IpAddr> {
-    let (host, port) = evergreen_api::client::parse_url(server).ok()?;
-    let socket = std::net::UdpSocket::bind(("0.0.0.0", 0)).ok()?;
-    socket.connect((host.as_str(), port)).ok()?;
-    Some(socket.local_addr().ok()?.ip())
 }

@@ -6,6 +6,7 @@
 #[cfg(feature = "client")]
 pub mod client;
 pub mod clock;
+pub mod duration;
 pub mod files;
 pub mod types;
 

@@ -12,6 +12,7 @@ pub struct ErrorBody {
 
 /// `POST /v1/enroll`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct EnrollRequest {
     pub token: String,
     /// Base64 of the PEM CSR.
@@ -20,6 +21,7 @@ pub struct EnrollRequest {
 
 /// `POST /v1/applications/certificates/renewals`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RenewalRequest {
     /// Base64 of the PEM CSR.
     pub csr: String,
@@ -41,6 +43,7 @@ pub struct CertificateBundle {
 /// `POST /v1/certificates/revocations` (admin): one of `hash` (SHA-256 of the DER, hex) or
 /// `serial` (hex).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RevocationRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hash: Option<String>,
@@ -52,12 +55,13 @@ pub struct RevocationRequest {
 }
 
 /// Who a certificate or token is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Operators: may change cluster state.
     Admin,
-    /// A node's agent.
+    /// A node's agent (what `evergreen token create` makes unless told otherwise).
+    #[default]
     Node,
     /// An application client.
     App,
@@ -97,13 +101,31 @@ impl std::fmt::Display for Role {
     }
 }
 
-/// `POST /v1/tokens` (admin).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `POST /v1/tokens` (admin): a join token that proves a right to one identity.
+///
+/// A node token names its node (`node`), or a pattern of names (`nodes`, `*` for any run
+/// of characters) with a number of `uses`; an app token names the subject it may enroll
+/// (`subject`, whose CN may hold `*`). Tokens are single-use unless `uses` says otherwise
+/// and expire after `ttl_seconds` (default 24 hours).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TokenRequest {
     pub role: Role,
-    /// Lifetime in seconds; absent: never expires.
+    /// Lifetime in seconds; absent: 24 hours.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_seconds: Option<u64>,
+    /// Node tokens: the one node name it enrolls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// Node tokens: a pattern of node names (`worker-*`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<String>,
+    /// App tokens: the subject it enrolls (`CN=billing, O=team`; the CN may hold `*`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// How many enrollments it allows; absent: 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uses: Option<u32>,
     #[serde(default)]
     pub description: String,
 }
@@ -114,9 +136,12 @@ pub struct TokenResponse {
     pub token: String,
     pub id: String,
     pub role: Role,
-    /// RFC 3339, absent when the token never expires.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expires_at: Option<String>,
+    /// What it may enroll: `node node-1`, `nodes matching worker-*`, `subject CN=app`.
+    pub enrolls: String,
+    /// How many enrollments it allows.
+    pub uses: u32,
+    /// RFC 3339.
+    pub expires_at: String,
 }
 
 /// One row of the inventory.
@@ -199,6 +224,7 @@ mod tests {
 
 /// A named certificate's declaration (`POST /v1/cluster/certificates`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NamedCertificateSpec {
     pub name: String,
     /// `cluster` (one certificate and key for every node) or `node` (one per node, key
@@ -226,6 +252,13 @@ pub struct NamedCertificateSpec {
     /// For `secret`: the directory and the file names in it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<SecretRef>,
+    /// DNS suffixes every DNS name of the certificate must end with (`nodes.example.com`);
+    /// empty: any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_dns: Vec<String>,
+    /// IP ranges every address of the certificate must lie in (`10.0.0.0/8`); empty: any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_cidrs: Vec<String>,
 }
 
 fn default_scope() -> String {
@@ -241,6 +274,7 @@ fn default_usage() -> String {
 /// Where a `secret` certificate is read from: `path/cert`, `path/key`, `path/cacert`
 /// unless other file names are given (as Event Streams' `tls.cert`, `tls.key`, `tls.cacert`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SecretRef {
     pub path: String,
     #[serde(default = "default_cert_key")]
@@ -263,6 +297,7 @@ fn default_cacert_key() -> String {
 
 /// `PUT /v1/cluster/update_cert`, as Redis Enterprise: PEM text, not base64.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct UpdateCert {
     pub name: String,
     pub key: String,
@@ -271,6 +306,7 @@ pub struct UpdateCert {
 
 /// `PUT /v1/cluster/certificates`: all validated before any is changed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct UpdateCerts {
     pub certificates: Vec<UpdateCert>,
 }
@@ -293,6 +329,7 @@ pub struct Replacement {
 /// `POST /v1/cluster/certificates/rotate`: the names to regenerate; empty: every
 /// selfsigned one.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RotateRequest {
     #[serde(default)]
     pub names: Vec<String>,
@@ -300,6 +337,7 @@ pub struct RotateRequest {
 
 /// `PUT /v1/cluster/certificates/{name}/label`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LabelRequest {
     pub label: String,
 }
@@ -331,6 +369,10 @@ pub struct NamedCertificateStatus {
     pub fingerprint: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_after: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_dns: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_cidrs: Vec<String>,
     pub acknowledged: Vec<NodeAck>,
 }
 
@@ -355,6 +397,10 @@ pub struct AgentWatch {
     /// another (before a CA rotation) is renewed at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity_ca: Option<String>,
+    /// The CA whose key signed the assignments' attestations, with its chain, base64 of
+    /// PEM; an agent trusts it only if it chains to a root the agent trusts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attested_by: Option<String>,
     pub certificates: Vec<Assignment>,
 }
 
@@ -374,26 +420,66 @@ pub struct Assignment {
     pub key: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca: Option<String>,
+    /// Cluster scope: the cluster's word that this is the certificate an admin set, for
+    /// one not issued by the cluster's CAs (`provided`, `secret`): base64 of a signature by
+    /// the current `server-ca` key over [`attestation_message`]. Agents install a
+    /// certificate only when it chains to the roots they trust or carries this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attestation: Option<String>,
 }
 
-/// `POST /v1/agent/issue`: a node-scope certificate for the calling node.
+/// What an [`Assignment`]'s attestation signs: the name, version and SHA-256 of the leaf,
+/// after a label no certificate or CRL begins with.
+pub fn attestation_message(name: &str, version: i64, fingerprint: &str) -> Vec<u8> {
+    format!("evergreen assignment v1\n{name}\n{version}\n{fingerprint}\n").into_bytes()
+}
+
+/// `POST /v1/agent/issue`: a node-scope certificate for the calling node. Its names are
+/// the declaration's, with `{node}` the node's enrolled name and `{ip}` the addresses an
+/// admin allowed for it (`evergreen node allow`), else the address the server sees it
+/// connect from; nothing in the request chooses them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AgentIssueRequest {
     pub name: String,
-    /// Base64 of the PEM CSR; its subject must be `CN=<node>`.
+    /// Base64 of the PEM CSR; only its key is used.
     pub csr: String,
-    /// The node's address, for `{ip}` in the certificate's names.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ip: Option<String>,
 }
 
-/// `POST /v1/agent/status`: what the node installed.
+/// `POST /v1/agent/status`: what the node installed, and what it refused to trust.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AgentStatus {
     pub certificates: Vec<Installed>,
+    /// What the agent refused from the server since its last report (a root not
+    /// cross-signed by one it trusts, an assignment that does not verify), one line each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<String>,
+}
+
+/// `PUT /v1/nodes/{node}/addresses` (admin): the IP addresses `{ip}` stands for in the
+/// node's certificates, replacing those allowed before; empty: the address the server
+/// sees the node connect from.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeAddresses {
+    pub addresses: Vec<String>,
+}
+
+/// What the server knows of a node (`PUT /v1/nodes/{node}/addresses`,
+/// `POST /v1/nodes/{node}/replace`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub node: String,
+    pub addresses: Vec<String>,
+    /// Serials of the node's live identity certificates.
+    pub identities: Vec<String>,
+    /// What was done, for people.
+    pub detail: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Installed {
     pub name: String,
     pub version: i64,
@@ -419,6 +505,7 @@ pub const STAGED_CA_FILES: [&str; 9] = [
 /// `client-ca.key`, `peer-ca.crt`, `peer-ca.key`, `service.key`), as PEM text. A file
 /// left out or empty keeps the current value.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CaRotateRequest {
     pub files: std::collections::BTreeMap<String, String>,
 }
@@ -441,6 +528,7 @@ pub struct CaRotation {
 /// `POST /v1/keys/service-account/rotate`: with `retire`, only removes that key;
 /// without, puts a new signing key first and keeps the others.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ServiceKeyRotation {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retire: Option<String>,

@@ -16,7 +16,7 @@ pub async fn run(evergreen: &Path, args: &AgentArgs) -> Result<Report> {
     let mut report = Report::new("agent");
     let dir = tempfile::tempdir()?;
     let server = Server::start(evergreen, &dir.path().join("evergreen")).await?;
-    let token = load::token(&server.admin()?, Role::Node).await?;
+    let token = load::token(&server.admin()?, Role::Node, "bench-node", 1).await?;
     let agent_dir = dir.path().join("agent");
     let mut command = Command::new(evergreen);
     command

@@ -83,6 +83,7 @@ async fn agent(client: Client, events: mpsc::UnboundedSender<Event>) {
                     version: assignment.version,
                     fingerprint: fingerprint.clone(),
                 }],
+                refused: Vec::new(),
             };
             let response = session
                 .send(
@@ -160,6 +161,8 @@ async fn one_size(evergreen: &Path, n: usize, updates: usize, report: &mut Repor
         sans: vec!["fleet-proxy.example".into()],
         nodes: Vec::new(),
         secret: None,
+        allowed_dns: Vec::new(),
+        allowed_cidrs: Vec::new(),
     };
     let _: Replacement = admin
         .json("POST", "/v1/cluster/certificates", Some(&spec))
@@ -167,7 +170,7 @@ async fn one_size(evergreen: &Path, n: usize, updates: usize, report: &mut Repor
         .context("declaring the fleet's named certificate")?;
 
     eprintln!("fleet: enrolling {n} nodes");
-    let token = load::token(&admin, Role::Node).await?;
+    let token = load::token(&admin, Role::Node, "node-*", n).await?;
     let identities = load::enroll_all(
         &server.anonymous()?,
         &token,

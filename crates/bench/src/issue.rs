@@ -162,7 +162,9 @@ pub async fn run(evergreen: &Path, args: &IssueArgs) -> Result<Report> {
     let server = Server::start(evergreen, &dir.path().join("evergreen")).await?;
     let admin = server.admin()?;
     let anonymous = server.anonymous()?;
-    let token = load::token(&admin, Role::App).await?;
+    // Enough uses for the identities and every enrollment measured.
+    let uses = widest + levels.len() * rounds * per_round;
+    let token = load::token(&admin, Role::App, "CN=bench-*", uses).await?;
     eprintln!("issue: enrolling {widest} application identities");
     let identities = load::enroll_all(
         &anonymous,

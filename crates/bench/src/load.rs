@@ -97,8 +97,13 @@ pub fn csr_pem(subject: &DistinguishedName) -> Result<(PrivateKey, String)> {
     Ok((key, pem::encode("CERTIFICATE REQUEST", &der)))
 }
 
-/// A join token of `role`, made through the admin API.
-pub async fn token(admin: &Client, role: Role) -> Result<String> {
+/// A join token made through the admin API: for node names matching `nodes`, or app
+/// subjects matching `subject`, `uses` times, for a day.
+pub async fn token(admin: &Client, role: Role, pattern: &str, uses: usize) -> Result<String> {
+    let (nodes, subject) = match role {
+        Role::Node => (Some(pattern.to_owned()), None),
+        _ => (None, Some(pattern.to_owned())),
+    };
     let response: TokenResponse = admin
         .json(
             "POST",
@@ -106,7 +111,15 @@ pub async fn token(admin: &Client, role: Role) -> Result<String> {
             Some(&TokenRequest {
                 role,
                 ttl_seconds: Some(86_400),
+                nodes,
+                subject,
+                uses: Some(
+                    u32::try_from(uses.max(1))
+                        .unwrap_or(u32::MAX)
+                        .min(1_000_000),
+                ),
                 description: "evergreen-bench".into(),
+                ..TokenRequest::default()
             }),
         )
         .await

@@ -23,9 +23,10 @@ use evergreen_api::SystemClock;
     version,
     propagate_version = true,
     after_help = "Start here:
-  evergreen server                           run the control plane (prints a join token)
+  evergreen server                           run the control plane
+  evergreen token create --node NODE         a join token for one node
   evergreen agent --server URL --token T     on every node: enroll, install certificates
-  evergreen token create --role app          a join token for an application
+  evergreen token create --role app --subject 'CN=app'   a join token for an application
   evergreen certificate check                every certificate the server issued
   evergreen ca generate --out ./pki          a CA hierarchy made offline
 
@@ -47,7 +48,7 @@ enum Command {
     Token(token::TokenCommand),
     /// Renew a client certificate over mTLS, keeping its subject (Kyma style).
     Renew(renew::RenewArgs),
-    /// Credentials for nodes that run no agent.
+    /// Nodes: credentials for nodes that run no agent, allowed addresses, replacement.
     #[command(subcommand)]
     Node(node::NodeCommand),
     /// Create a CA hierarchy and sign CSRs offline.

@@ -118,6 +118,66 @@ pub fn is_signed_by(
         && child.verify_signature(Some(issuer.public_key())).is_ok())
 }
 
+/// How many CA certificates a path from a CA to a root may pass through.
+const MAX_DEPTH: usize = 8;
+
+/// Whether CA certificate `cert` is signed by one of `roots`, directly or through
+/// certificates of `pool` (cross-signed ones included): a depth-first search with
+/// signatures checked by x509-parser, since webpki validates end entities only.
+pub fn chains_to(
+    cert: &CertificateDer<'_>,
+    pool: &[CertificateDer<'_>],
+    roots: &[CertificateDer<'_>],
+) -> bool {
+    chains_to_within(cert, pool, roots, &mut Vec::new())
+}
+
+fn chains_to_within(
+    cert: &CertificateDer<'_>,
+    pool: &[CertificateDer<'_>],
+    roots: &[CertificateDer<'_>],
+    visited: &mut Vec<Vec<u8>>,
+) -> bool {
+    if roots.iter().any(|r| is_signed_by(cert, r).unwrap_or(false)) {
+        return true;
+    }
+    if visited.len() >= MAX_DEPTH {
+        return false;
+    }
+    visited.push(cert.to_vec());
+    for candidate in pool {
+        if visited.iter().any(|v| v.as_slice() == candidate.as_ref()) {
+            continue;
+        }
+        if is_signed_by(cert, candidate).unwrap_or(false)
+            && chains_to_within(candidate, pool, roots, visited)
+        {
+            return true;
+        }
+    }
+    visited.pop();
+    false
+}
+
+/// Whether the self-signed `root` is vouched for by `trusted`: `pool` holds a copy of it
+/// (its subject and public key) that chains to one of `trusted`. This is how a new root
+/// proves itself to whoever trusts only the old one.
+pub fn is_cross_signed(
+    root: &CertificateDer<'_>,
+    pool: &[CertificateDer<'_>],
+    trusted: &[CertificateDer<'_>],
+) -> bool {
+    let Ok(info) = CertificateInfo::from_der(root) else {
+        return false;
+    };
+    pool.iter().any(|candidate| {
+        candidate.as_ref() != root.as_ref()
+            && CertificateInfo::from_der(candidate)
+                .is_ok_and(|c| c.subject == info.subject && c.public_key == info.public_key)
+            && chains_to(candidate, pool, trusted)
+    })
+}
+
 pub(crate) fn unix_time(t: OffsetDateTime) -> Option<UnixTime> {
     let secs = u64::try_from(t.unix_timestamp()).ok()?;
     Some(UnixTime::since_unix_epoch(std::time::Duration::from_secs(

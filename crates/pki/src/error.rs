@@ -87,6 +87,21 @@ pub enum PolicyError {
     },
     #[error("CSR subject is empty; give it at least a common name (CN)")]
     EmptySubject,
+    /// A subject that cannot be issued: too long, a control character, too many attributes.
+    #[error("CSR subject {subject} cannot be issued: {reason}")]
+    BadSubject {
+        subject: DistinguishedName,
+        reason: String,
+    },
+    /// A subject outside what the caller may ask for (a token's subject or name pattern).
+    #[error("CSR subject {requested} is not one this request may have: {reason}")]
+    SubjectNotAllowed {
+        requested: DistinguishedName,
+        reason: String,
+    },
+    /// A requested name that is not a syntactically valid DNS name, IP, email or URI.
+    #[error("CSR requests subject alternative name {requested:?}, which is not valid: {reason}")]
+    BadSan { requested: String, reason: String },
     #[error(
         "CSR requests subject alternative name {requested}, which is not allowed here (allowed: {allowed})"
     )]

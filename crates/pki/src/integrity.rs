@@ -8,12 +8,9 @@ use rustls_pki_types::CertificateDer;
 use time::OffsetDateTime;
 
 use crate::certificate::CertificateInfo;
-use crate::chain::is_signed_by;
+use crate::chain::{chains_to, is_cross_signed};
 use crate::key::{PrivateKey, PublicKey};
 use crate::name::DistinguishedName;
-
-/// How many CA certificates a path from a staged CA to a current root may pass through.
-const MAX_DEPTH: usize = 8;
 
 /// A CA as staged for rotation: its bundle (the CA first, then the certificates that link
 /// it to a root, cross-signed ones included) and its key.
@@ -165,7 +162,7 @@ impl IntegrityReport {
                 );
             }
         }
-        if !unchanged_root && !chains_to(ca, staged.bundle, current_roots, &mut Vec::new()) {
+        if !unchanged_root && !chains_to(ca, staged.bundle, current_roots) {
             let roots: Vec<String> = current_roots
                 .iter()
                 .filter_map(|r| CertificateInfo::from_der(r).ok())
@@ -239,13 +236,7 @@ impl IntegrityReport {
                 Err(e) => self.fail(key_file, subject, e.to_string()),
             }
         }
-        let cross_signed = pool.iter().any(|candidate| {
-            candidate.as_ref() != root.as_ref()
-                && CertificateInfo::from_der(candidate)
-                    .is_ok_and(|c| c.subject == info.subject && c.public_key == info.public_key)
-                && chains_to(candidate, pool, current_roots, &mut Vec::new())
-        });
-        if !cross_signed {
+        if !is_cross_signed(root, pool, current_roots) {
             self.fail(
                 cert_file,
                 subject,
@@ -279,32 +270,4 @@ impl IntegrityReport {
             Err(self)
         }
     }
-}
-
-/// Depth-first search for a path from `cert` to one of `roots` through `pool`.
-fn chains_to(
-    cert: &CertificateDer<'_>,
-    pool: &[CertificateDer<'_>],
-    roots: &[CertificateDer<'_>],
-    visited: &mut Vec<Vec<u8>>,
-) -> bool {
-    if roots.iter().any(|r| is_signed_by(cert, r).unwrap_or(false)) {
-        return true;
-    }
-    if visited.len() >= MAX_DEPTH {
-        return false;
-    }
-    visited.push(cert.to_vec());
-    for candidate in pool {
-        if visited.iter().any(|v| v.as_slice() == candidate.as_ref()) {
-            continue;
-        }
-        if is_signed_by(cert, candidate).unwrap_or(false)
-            && chains_to(candidate, pool, roots, visited)
-        {
-            return true;
-        }
-    }
-    visited.pop();
-    false
 }

@@ -189,6 +189,16 @@ impl PrivateKey {
         }
     }
 
+    /// Signs `message` with the key type's algorithm (ECDSA with SHA-256 or SHA-384 and a
+    /// DER signature, Ed25519, RSA PKCS#1 v1.5 with SHA-256): for statements a CA makes
+    /// that are not certificates, such as an assignment's attestation.
+    pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, Error> {
+        rcgen::SigningKey::sign(&self.pair, message).map_err(|e| Error::Crypto {
+            what: "signing",
+            reason: e.to_string(),
+        })
+    }
+
     /// Whether this key is the private half of the certificate's public key.
     pub fn matches_certificate(&self, cert: &CertificateDer<'_>) -> Result<bool, Error> {
         let x509 = crate::certificate::parse_x509("certificate", cert)?;
@@ -257,6 +267,22 @@ impl PublicKey {
     /// The DER SubjectPublicKeyInfo.
     pub fn spki_der(&self) -> &[u8] {
         &self.spki
+    }
+
+    /// Whether `signature` is this key's signature of `message` (see [`PrivateKey::sign`]).
+    pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
+        use aws_lc_rs::signature as sig;
+        let algorithm: &dyn sig::VerificationAlgorithm = match self.key_type {
+            KeyType::EcP256 => &sig::ECDSA_P256_SHA256_ASN1,
+            KeyType::EcP384 => &sig::ECDSA_P384_SHA384_ASN1,
+            KeyType::Ed25519 => &sig::ED25519,
+            KeyType::Rsa2048 | KeyType::Rsa3072 | KeyType::Rsa4096 => {
+                &sig::RSA_PKCS1_2048_8192_SHA256
+            }
+        };
+        sig::UnparsedPublicKey::new(algorithm, &self.raw)
+            .verify(message, signature)
+            .is_ok()
     }
 }
 

@@ -17,6 +17,7 @@
 //! - [`cross_sign`]: re-signing an existing CA under another issuer.
 //! - [`crl`]: revocation lists.
 //! - [`renewal`]: when a certificate is due for renewal.
+//! - [`san_policy`]: which names a certificate may carry.
 //! - [`service_keys`]: the service-account signing key set and its JWKS.
 //! - [`token`]: join tokens that pin the cluster's root CA.
 #![forbid(unsafe_code)]
@@ -36,6 +37,7 @@ pub mod pem;
 pub mod policy;
 pub mod profile;
 pub mod renewal;
+pub mod san_policy;
 pub mod service_keys;
 pub mod token;
 

@@ -2,6 +2,7 @@
 //! and written back with the same string types so issuer and subject names match byte for
 //! byte.
 use std::fmt;
+use std::str::FromStr;
 
 use rcgen::string::{BmpString, Ia5String, PrintableString, TeletexString, UniversalString};
 use rcgen::{DnType, DnValue};
@@ -56,6 +57,19 @@ impl NameAttribute {
         }
     }
 
+    /// The largest value RFC 5280 allows for the attribute (its `ub-*` bound), in
+    /// characters; attributes it gives no bound get 256.
+    fn upper_bound(&self) -> usize {
+        match self {
+            NameAttribute::CommonName
+            | NameAttribute::Organization
+            | NameAttribute::OrganizationalUnit => 64,
+            NameAttribute::StateOrProvince | NameAttribute::Locality => 128,
+            NameAttribute::Country => 2,
+            NameAttribute::Other(_) => 256,
+        }
+    }
+
     fn dn_type(&self) -> DnType {
         match self {
             NameAttribute::CommonName => DnType::CommonName,
@@ -66,6 +80,35 @@ impl NameAttribute {
             NameAttribute::Locality => DnType::LocalityName,
             NameAttribute::Other(_) => DnType::CustomDnType(self.oid()),
         }
+    }
+}
+
+/// `CN`, `O`, `OU`, `C`, `ST`, `L` (any case) or a dotted OID such as `2.5.4.5`.
+impl FromStr for NameAttribute {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s.trim().to_ascii_uppercase().as_str() {
+            "CN" => NameAttribute::CommonName,
+            "O" => NameAttribute::Organization,
+            "OU" => NameAttribute::OrganizationalUnit,
+            "C" => NameAttribute::Country,
+            "ST" => NameAttribute::StateOrProvince,
+            "L" => NameAttribute::Locality,
+            oid if !oid.is_empty()
+                && oid.split('.').count() >= 2
+                && oid
+                    .split('.')
+                    .all(|p| !p.is_empty() && p.parse::<u64>().is_ok()) =>
+            {
+                NameAttribute::Other(oid.to_owned())
+            }
+            _ => {
+                return Err(format!(
+                    "unknown name attribute {s:?}; use CN, O, OU, C, ST, L or a dotted OID"
+                ));
+            }
+        })
     }
 }
 
@@ -102,6 +145,9 @@ struct Entry {
     /// Shares its RDN with the previous entry (a multi-valued RDN such as `CN=a+O=b`).
     joined: bool,
 }
+
+/// The most attributes a name Evergreen issues may hold.
+const MAX_ATTRIBUTES: usize = 16;
 
 /// A distinguished name: an ordered list of attributes.
 ///
@@ -184,6 +230,39 @@ impl DistinguishedName {
             .entries
             .get(self.entries.len())
             .map(|missing| format!("{}={} is missing", missing.attribute, missing.value))
+    }
+
+    /// Whether the name may go into a certificate Evergreen issues and into its logs: at
+    /// most 16 attributes, each value non-empty, within RFC 5280's upper bound for its
+    /// attribute (64 characters for CN, O and OU) and free of control characters.
+    pub fn check_bounds(&self) -> Result<(), String> {
+        if self.entries.len() > MAX_ATTRIBUTES {
+            return Err(format!(
+                "has {} attributes; at most {MAX_ATTRIBUTES} are allowed",
+                self.entries.len()
+            ));
+        }
+        for e in &self.entries {
+            let chars = e.value.chars().count();
+            if chars == 0 {
+                return Err(format!("{} is empty", e.attribute));
+            }
+            let bound = e.attribute.upper_bound();
+            if chars > bound {
+                return Err(format!(
+                    "{} is {chars} characters long; RFC 5280 allows at most {bound}",
+                    e.attribute
+                ));
+            }
+            if e.value.chars().any(char::is_control) {
+                return Err(format!(
+                    "{} holds a control character ({:?}); names may hold printable characters only",
+                    e.attribute,
+                    e.value.escape_debug().to_string()
+                ));
+            }
+        }
+        Ok(())
     }
 
     pub(crate) fn from_x509(name: &X509Name<'_>) -> Result<Self, Error> {
@@ -338,5 +417,66 @@ impl fmt::Display for DistinguishedName {
             }
         }
         Ok(())
+    }
+}
+
+/// Reads a name as people write it: `CN=app, O=team` (in the order Evergreen prints names,
+/// a backslash before a `,`, `+` or `=` that is part of a value), or OpenSSL's
+/// `/CN=app/O=team`.
+impl FromStr for DistinguishedName {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        let (text, separator) = match s.strip_prefix('/') {
+            Some(rest) => (rest, '/'),
+            None => (s, ','),
+        };
+        let mut name = DistinguishedName::new();
+        let mut part = String::new();
+        let mut parts = Vec::new();
+        let mut chars = text.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => match chars.next() {
+                    Some(next) => {
+                        part.push('\\');
+                        part.push(next);
+                    }
+                    None => return Err(format!("{s:?} ends with a lone backslash")),
+                },
+                c if c == separator => parts.push(std::mem::take(&mut part)),
+                '+' if separator == ',' => {
+                    return Err(format!(
+                        "{s:?} has a multi-valued RDN ('+'), which Evergreen cannot issue; escape it as \\+"
+                    ));
+                }
+                c => part.push(c),
+            }
+        }
+        parts.push(part);
+        for part in parts {
+            if part.trim().is_empty() && separator == ',' {
+                return Err(format!("{s:?} has an empty attribute"));
+            }
+            let Some((attribute, value)) = part.split_once('=') else {
+                return Err(format!("{part:?} in {s:?} is not ATTRIBUTE=VALUE"));
+            };
+            let attribute: NameAttribute = attribute.parse()?;
+            let mut unescaped = String::new();
+            let mut value_chars = value.trim().chars();
+            while let Some(c) = value_chars.next() {
+                if c == '\\' {
+                    unescaped.extend(value_chars.next());
+                } else {
+                    unescaped.push(c);
+                }
+            }
+            name = name.with(attribute, unescaped);
+        }
+        if name.is_empty() {
+            return Err("the name is empty".into());
+        }
+        Ok(name)
     }
 }

@@ -16,6 +16,10 @@ pub enum SubjectRule {
     /// The CSR must carry exactly this subject, attribute for attribute (renewal of an
     /// existing certificate: the subject is the identity and may not change).
     Exactly(DistinguishedName),
+    /// The CSR's subject, which must have this name's attributes in this order, each value
+    /// equal or, where the pattern's value holds `*`, matching it ([`glob_match`]): what a
+    /// join token bound to `CN=billing-*, O=team` may enroll.
+    Matching(DistinguishedName),
 }
 
 /// Which subject alternative names the certificate gets.
@@ -65,10 +69,26 @@ impl CsrPolicy {
                 }
                 expected.clone()
             }
+            SubjectRule::Matching(pattern) => {
+                if let Some(reason) = pattern_difference(csr.subject(), pattern) {
+                    return Err(PolicyError::SubjectNotAllowed {
+                        requested: csr.subject().clone(),
+                        reason,
+                    });
+                }
+                csr.subject().clone()
+            }
         };
         if subject.is_empty() {
             return Err(PolicyError::EmptySubject);
         }
+        subject
+            .check_bounds()
+            .map_err(|reason| PolicyError::BadSubject {
+                subject: subject.clone(),
+                reason,
+            })?;
+
         let subject_alt_names = match &self.subject_alt_names {
             SanRule::AsRequested => csr.subject_alt_names().to_vec(),
             SanRule::AtMost(allowed) => {
@@ -94,6 +114,9 @@ impl CsrPolicy {
             }
             SanRule::Replace(sans) => sans.clone(),
         };
+        for san in &subject_alt_names {
+            check_san_syntax(san)?;
+        }
         if self.profile.needs_subject_alt_names() && subject_alt_names.is_empty() {
             return Err(PolicyError::NoSubjectAltNames {
                 profile: self.profile.name().into(),
@@ -106,5 +129,78 @@ impl CsrPolicy {
             profile: self.profile,
             validity: self.validity,
         })
+    }
+}
+
+/// Describes how `subject` differs from `pattern`, or `None` when it matches.
+fn pattern_difference(subject: &DistinguishedName, pattern: &DistinguishedName) -> Option<String> {
+    let mine: Vec<_> = subject.attributes().collect();
+    let wanted: Vec<_> = pattern.attributes().collect();
+    if mine.len() != wanted.len() {
+        return Some(format!("it must be {pattern}"));
+    }
+    for ((attribute, value), (want_attribute, want_value)) in mine.iter().zip(&wanted) {
+        if attribute != want_attribute || !glob_match(want_value, value) {
+            return Some(format!(
+                "{attribute}={value} does not match {want_attribute}={want_value}; it must match {pattern}"
+            ));
+        }
+    }
+    None
+}
+
+/// Whether `value` matches `pattern`, where `*` stands for any run of characters
+/// (possibly empty) and every other character for itself: `worker-*` matches `worker-1`.
+pub fn glob_match(pattern: &str, value: &str) -> bool {
+    let pattern: Vec<char> = pattern.chars().collect();
+    let value: Vec<char> = value.chars().collect();
+    // Iterative matching with one backtrack point: linear in practice, never exponential.
+    let (mut p, mut v) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while v < value.len() {
+        if p < pattern.len() && pattern[p] == '*' {
+            star = Some((p, v));
+            p += 1;
+        } else if p < pattern.len() && pattern[p] == value[v] {
+            p += 1;
+            v += 1;
+        } else if let Some((star_p, star_v)) = star {
+            p = star_p + 1;
+            v = star_v + 1;
+            star = Some((star_p, star_v + 1));
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|c| *c == '*')
+}
+
+/// The longest email or URI name accepted in a CSR.
+const MAX_NAME_LEN: usize = 255;
+
+/// A requested SAN must be what its kind says: a DNS name of letters, digits, `-` and `_`
+/// labels (a leading `*` label allowed), an email or URI of printable characters.
+fn check_san_syntax(san: &SubjectAltName) -> Result<(), PolicyError> {
+    let bad = |reason: &str| PolicyError::BadSan {
+        requested: san.to_string().chars().take(MAX_NAME_LEN).collect(),
+        reason: reason.to_owned(),
+    };
+    match san {
+        SubjectAltName::Ip(_) => Ok(()),
+        SubjectAltName::Dns(name) => match name.parse::<SubjectAltName>() {
+            Ok(SubjectAltName::Dns(parsed)) if parsed == name.to_ascii_lowercase() => Ok(()),
+            _ => Err(bad(
+                "a DNS name holds labels of letters, digits, '-' and '_' (at most 63 each, 253 in all)",
+            )),
+        },
+        SubjectAltName::Email(text) | SubjectAltName::Uri(text) => {
+            if text.is_empty() || text.len() > MAX_NAME_LEN {
+                Err(bad("it must hold 1 to 255 characters"))
+            } else if text.chars().any(|c| c.is_control() || c.is_whitespace()) {
+                Err(bad("it holds a control or space character"))
+            } else {
+                Ok(())
+            }
+        }
     }
 }

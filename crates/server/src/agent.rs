@@ -1,23 +1,30 @@
 //! What agents call: the long-poll watch, issuance of node-scope certificates, and status
 //! reports that become the per-node acknowledgements.
+//!
+//! The names in a node's certificates are facts the server checks, never claims the node
+//! makes: `{node}` is the name its join token bound it to, `{ip}` the addresses an admin
+//! allowed for it (or the address the server sees it connect from), and nothing a node
+//! asks for may name the server itself, `localhost`, a loopback address or a wildcard, or
+//! fall outside the named certificate's allowed names.
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use evergreen_api::{
-    AgentIssueRequest, AgentStatus, AgentWatch, Assignment, CertificateBundle, Role, encode_pem,
+    AgentIssueRequest, AgentStatus, AgentWatch, Assignment, CertificateBundle, Installed,
+    attestation_message, encode_pem,
 };
 use evergreen_pki::name::NameAttribute;
 use evergreen_pki::policy::{CsrPolicy, SanRule, SubjectRule};
-use evergreen_pki::{DistinguishedName, pem};
-use evergreen_store::Acknowledgement;
+use evergreen_pki::san_policy::{SanPolicy, never_for_a_node};
+use evergreen_pki::{DistinguishedName, SubjectAltName, pem};
+use evergreen_store::{Acknowledgement, NamedRecord};
 use serde::Deserialize;
 
-use crate::auth::Caller;
-use crate::error::{ApiError, JsonBody};
-use crate::routes::{body_or_refuse, caller, json_body, refuse};
+use crate::auth::{Agent, Caller, Identity};
+use crate::error::{ApiError, JsonBody, QueryOf};
 use crate::state::{AppState, Cluster, Issuance};
 use crate::tls::Peer;
 
@@ -25,10 +32,13 @@ use crate::tls::Peer;
 /// (`evergreen_api::client::REQUEST_TIMEOUT`).
 pub const MAX_POLL: Duration = Duration::from_secs(60);
 
+/// The most refusals one status report may carry to the audit log.
+const MAX_REPORTED_REFUSALS: usize = 16;
+
 type AppStateRef = State<Arc<AppState>>;
 
-/// The node a caller is: its certificate's common name.
-fn node_name(caller: &Caller) -> Result<String, ApiError> {
+/// The node a caller is: its certificate's common name, which its join token bound.
+fn node_name(caller: &Identity) -> Result<String, ApiError> {
     caller
         .info
         .subject
@@ -38,6 +48,7 @@ fn node_name(caller: &Caller) -> Result<String, ApiError> {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct WatchParams {
     #[serde(default)]
     revision: i64,
@@ -47,10 +58,9 @@ pub struct WatchParams {
 
 pub async fn watch(
     State(state): AppStateRef,
-    Extension(peer): Extension<Peer>,
-    Query(params): Query<WatchParams>,
+    caller: Caller<Agent>,
+    QueryOf(params): QueryOf<WatchParams>,
 ) -> Result<Json<AgentWatch>, ApiError> {
-    let caller = caller(&state, &peer, "agent.watch", &[Role::Node]).await?;
     let node = node_name(&caller)?;
     let mut revisions = state.revision.subscribe();
     let wait = Duration::from_secs(params.timeout.unwrap_or(30)).min(MAX_POLL);
@@ -64,6 +74,7 @@ pub async fn watch(
         revision: snapshot.revision,
         trust_bundle: snapshot.trust_bundle.clone(),
         identity_ca: Some(snapshot.identity_ca.clone()),
+        attested_by: Some(snapshot.attested_by.clone()),
         certificates: snapshot
             .certificates
             .iter()
@@ -81,6 +92,8 @@ pub struct Snapshot {
     cluster: Arc<Cluster>,
     trust_bundle: String,
     identity_ca: String,
+    /// The CA whose key signs the attestations: `server-ca` with its chain.
+    attested_by: String,
     /// Each assignment with the nodes it is for (none: every node).
     certificates: Vec<(Vec<String>, Assignment)>,
 }
@@ -108,6 +121,7 @@ async fn snapshot(state: &AppState, revision: i64) -> Result<Arc<Snapshot>, ApiE
             crt: None,
             key: None,
             ca: None,
+            attestation: None,
         };
         if record.scope == "cluster" {
             let Some(version) = state
@@ -117,7 +131,9 @@ async fn snapshot(state: &AppState, revision: i64) -> Result<Arc<Snapshot>, ApiE
             else {
                 continue;
             };
-            let (Some(chain), Some(sealed)) = (version.chain_pem, version.sealed_key) else {
+            let (Some(chain), Some(sealed), Some(fingerprint)) =
+                (version.chain_pem, version.sealed_key, version.fingerprint)
+            else {
                 continue;
             };
             let key = state
@@ -127,9 +143,16 @@ async fn snapshot(state: &AppState, revision: i64) -> Result<Arc<Snapshot>, ApiE
                     &crate::named::key_aad(&record.name, record.version),
                 )
                 .map_err(ApiError::internal)?;
+            let message = attestation_message(&record.name, record.version, &fingerprint);
+            let signature = cluster
+                .server_ca
+                .key()
+                .sign(&message)
+                .map_err(ApiError::internal)?;
             assignment.crt = Some(encode_pem(&chain));
             assignment.key = Some(encode_pem(&String::from_utf8_lossy(&key)));
             assignment.ca = version.ca_pem.map(|c| encode_pem(&c));
+            assignment.attestation = Some(base64_encode(&signature));
         } else if let Some(ca) = crate::named::usage(&record.usage)
             .ok()
             .and_then(|(_, ca)| cluster.ca(ca))
@@ -144,6 +167,7 @@ async fn snapshot(state: &AppState, revision: i64) -> Result<Arc<Snapshot>, ApiE
         revision,
         trust_bundle: encode_pem(&pem::encode_certificates(&cluster.trust_bundle())),
         identity_ca: encode_pem(&cluster.client_ca.bundle_pem()),
+        attested_by: encode_pem(&cluster.server_ca.bundle_pem()),
         cluster,
         certificates,
     });
@@ -151,133 +175,250 @@ async fn snapshot(state: &AppState, revision: i64) -> Result<Arc<Snapshot>, ApiE
     Ok(snapshot)
 }
 
+fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// The names of a node-scope certificate for one node: each template with `{node}` the
+/// node's name and `{ip}` each of its addresses, every one checked.
+fn node_names(
+    state: &AppState,
+    record: &NamedRecord,
+    node: &str,
+    addresses: &[std::net::IpAddr],
+) -> Result<Vec<SubjectAltName>, ApiError> {
+    let policy =
+        SanPolicy::new(&record.allowed_dns, &record.allowed_cidrs).map_err(ApiError::internal)?;
+    let mut sans: Vec<SubjectAltName> = Vec::new();
+    for template in &record.sans {
+        let expanded: Vec<String> = if template.contains("{ip}") {
+            addresses
+                .iter()
+                .map(|ip| {
+                    template
+                        .replace("{node}", node)
+                        .replace("{ip}", &ip.to_string())
+                })
+                .collect()
+        } else {
+            vec![template.replace("{node}", node)]
+        };
+        for text in expanded {
+            let san: SubjectAltName = text.parse().map_err(|e: String| {
+                ApiError::bad_request(format!("{} for node {node}: {e}", record.name))
+            })?;
+            if let Some(why) = never_for_a_node(&san) {
+                return Err(ApiError::forbidden(format!(
+                    "{} would name {san} for node {node}, which is never issued to a node: {why}",
+                    record.name
+                ))
+                .reason("name_not_allowed"));
+            }
+            if state.serves_name(&san) {
+                return Err(ApiError::forbidden(format!(
+                    "{} would name {san} for node {node}, which is a name of this server; a node never gets a certificate for the server's names",
+                    record.name
+                ))
+                .reason("name_not_allowed"));
+            }
+            policy.check(&san).map_err(|why| {
+                ApiError::forbidden(format!("{} for node {node}: {why}", record.name))
+                    .reason("name_not_allowed")
+            })?;
+            if !sans.contains(&san) {
+                sans.push(san);
+            }
+        }
+    }
+    Ok(sans)
+}
+
+/// The addresses `{ip}` stands for in `node`'s certificates: those an admin allowed,
+/// else the address the node connects from, if that may be named.
+async fn node_addresses(
+    state: &AppState,
+    node: &str,
+    peer: &Peer,
+) -> Result<Vec<std::net::IpAddr>, ApiError> {
+    let allowed = state
+        .store
+        .node(node)
+        .await?
+        .map(|n| n.addresses)
+        .unwrap_or_default();
+    if !allowed.is_empty() {
+        return allowed
+            .iter()
+            .map(|a| a.parse().map_err(ApiError::internal))
+            .collect();
+    }
+    let seen = match peer.remote.ip() {
+        std::net::IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
+        v4 => v4,
+    };
+    match never_for_a_node(&SubjectAltName::Ip(seen)) {
+        None => Ok(vec![seen]),
+        Some(why) => Err(ApiError::forbidden(format!(
+            "node {node} has no address for {{ip}}: the server sees it connect from {seen}, which is never put in a node's certificate ({why}); allow its address with 'evergreen node allow {node} --ip ADDR'"
+        ))
+        .reason("no_address")),
+    }
+}
+
 /// Issues a node-scope certificate: subject `CN=<node>`, names from the declaration with
-/// `{node}` and `{ip}` filled in; the CSR gives only the key.
+/// `{node}` and `{ip}` filled in by the server; the CSR gives only the key.
 pub async fn issue(
     State(state): AppStateRef,
     Extension(peer): Extension<Peer>,
-    body: Result<JsonBody<AgentIssueRequest>, ApiError>,
+    caller: Caller<Agent>,
+    JsonBody(request): JsonBody<AgentIssueRequest>,
 ) -> Result<(StatusCode, Json<CertificateBundle>), ApiError> {
-    let caller = caller(&state, &peer, "agent.issue", &[Role::Node]).await?;
-    let actor = caller.actor();
     let node = node_name(&caller)?;
-    let request = body_or_refuse(&state, &actor, "agent.issue", "-", body).await?;
-    let fail = |status: StatusCode, message: String| {
-        let state = state.clone();
-        let actor = actor.clone();
-        let name = request.name.clone();
-        async move {
-            refuse(
-                &state,
-                &actor,
-                "agent.issue",
-                &name,
-                "bad_request",
-                ApiError::new(status, message),
-            )
-            .await
-        }
-    };
+    let name = crate::audit::bounded(&request.name, 64);
     let record = match state.store.named_by_name(&request.name).await? {
         Some(r) if r.scope == "node" && (r.nodes.is_empty() || r.nodes.contains(&node)) => r,
         Some(r) if r.scope != "node" => {
-            return Err(fail(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "{} has cluster scope; its certificate comes with the watch",
-                    r.name
-                ),
-            )
-            .await);
+            return Err(ApiError::bad_request(format!(
+                "{} has cluster scope; its certificate comes with the watch",
+                r.name
+            ))
+            .target(name));
         }
         _ => {
-            return Err(fail(
-                StatusCode::FORBIDDEN,
-                format!(
-                    "no node-scope certificate {:?} is assigned to node {node}",
-                    request.name
-                ),
-            )
-            .await);
+            return Err(ApiError::forbidden(format!(
+                "no node-scope certificate {name:?} is assigned to node {node}"
+            ))
+            .reason("not_assigned")
+            .target(name));
         }
     };
-    let ip = match request.ip.as_deref() {
-        Some(ip) => match ip.parse::<std::net::IpAddr>() {
-            Ok(ip) => ip.to_string(),
-            Err(_) => {
-                return Err(fail(
-                    StatusCode::BAD_REQUEST,
-                    format!("ip {ip:?} is not an IP address"),
-                )
-                .await);
-            }
-        },
-        None if record.sans.iter().any(|s| s.contains("{ip}")) => {
-            return Err(fail(
-                StatusCode::BAD_REQUEST,
-                format!("{} names the node's {{ip}}: send ip", record.name),
-            )
-            .await);
-        }
-        None => String::new(),
+    let addresses = if record.sans.iter().any(|s| s.contains("{ip}")) {
+        node_addresses(&state, &node, &peer)
+            .await
+            .map_err(|e| e.target(&name))?
+    } else {
+        Vec::new()
     };
-    let sans = match crate::named::node_sans(&record.sans, &node, &ip) {
-        Ok(s) => s,
-        Err(e) => return Err(fail(StatusCode::BAD_REQUEST, e).await),
-    };
+    let sans = node_names(&state, &record, &node, &addresses).map_err(|e| e.target(&name))?;
     let (profile, ca) = crate::named::usage(&record.usage).map_err(ApiError::internal)?;
-    let csr = match evergreen_api::decode_pem(&request.csr)
-        .map_err(|e| format!("csr is {e}"))
-        .and_then(|pem| {
-            evergreen_pki::CertificateRequest::from_pem("csr", &pem).map_err(|e| e.to_string())
-        }) {
-        Ok(csr) => csr,
-        Err(e) => return Err(fail(StatusCode::BAD_REQUEST, e).await),
-    };
+    let csr = crate::enrollment::read_csr(&request.csr).map_err(|e| e.target(&name))?;
     let policy = CsrPolicy {
         profile,
         validity: state.settings.node_validity,
         subject: SubjectRule::Exactly(DistinguishedName::common_name(&node)),
         subject_alt_names: SanRule::Replace(sans),
     };
-    let issue = match policy.decide(&csr) {
-        Ok(i) => i,
-        Err(e) => return Err(fail(StatusCode::FORBIDDEN, e.to_string()).await),
-    };
+    let issue = policy.decide(&csr).map_err(|e| {
+        ApiError::forbidden(e.to_string())
+            .reason("policy")
+            .target(&name)
+    })?;
     let how = Issuance {
         ca,
-        role: Role::Service,
-        owner: format!("node {node}, {} version {}", record.name, record.version),
+        role: evergreen_api::Role::Service,
+        owner: node_owner(&node, &record.name, record.version),
         renewed_from: None,
-        actor: actor.clone(),
+        actor: caller.actor(),
         action: "agent.issue",
     };
     let (issued, _) = state.issue(&issue, how).await?;
-    let chain = state
-        .cluster
-        .load()
-        .ca(ca)
-        .map(|c| c.bundle_pem())
-        .unwrap_or_default();
-    let leaf = pem::encode("CERTIFICATE", &issued.der);
     Ok((
         StatusCode::CREATED,
-        Json(CertificateBundle {
-            crt: encode_pem(&format!("{leaf}{chain}")),
-            client_crt: encode_pem(&leaf),
-            ca_crt: encode_pem(&chain),
-        }),
+        Json(crate::routes::bundle(&state, &issued, ca)?),
     ))
+}
+
+/// The inventory's owner of a node-scope certificate.
+fn node_owner(node: &str, name: &str, version: i64) -> String {
+    format!("node {node}, {name} version {version}")
+}
+
+/// Checks one acknowledgement against what the server assigned to `node`.
+async fn check_installed(
+    state: &AppState,
+    node: &str,
+    installed: &Installed,
+    records: &[NamedRecord],
+) -> Result<(), ApiError> {
+    let name = crate::audit::bounded(&installed.name, 64);
+    let Some(record) = records.iter().find(|r| {
+        r.name == installed.name && (r.nodes.is_empty() || r.nodes.iter().any(|n| n == node))
+    }) else {
+        return Err(ApiError::bad_request(format!(
+            "{name:?} is not a certificate assigned to node {node}"
+        ))
+        .reason("not_assigned")
+        .target(name));
+    };
+    if !(1..=record.version).contains(&installed.version) {
+        return Err(ApiError::bad_request(format!(
+            "{name} has no version {} (the current one is {})",
+            installed.version, record.version
+        ))
+        .target(name));
+    }
+    let known = if record.scope == "cluster" {
+        state
+            .store
+            .named_version(&record.name, installed.version)
+            .await?
+            .and_then(|v| v.fingerprint)
+            .is_some_and(|f| f == installed.fingerprint)
+    } else {
+        let owner = node_owner(node, &record.name, installed.version);
+        state
+            .store
+            .certificate_by_sha256(&installed.fingerprint)
+            .await?
+            .is_some_and(|c| c.owner == owner)
+    };
+    if !known {
+        return Err(ApiError::bad_request(format!(
+            "{name} version {} was not issued with fingerprint {}",
+            installed.version,
+            crate::audit::bounded(&installed.fingerprint, 64)
+        ))
+        .target(name));
+    }
+    Ok(())
 }
 
 pub async fn status(
     State(state): AppStateRef,
-    Extension(peer): Extension<Peer>,
-    body: Result<JsonBody<AgentStatus>, ApiError>,
+    caller: Caller<Agent>,
+    JsonBody(report): JsonBody<AgentStatus>,
 ) -> Result<StatusCode, ApiError> {
-    let caller = caller(&state, &peer, "agent.status", &[Role::Node]).await?;
     let node = node_name(&caller)?;
-    let report = json_body(body)?;
+    let records = state.store.named().await?;
+    if report.certificates.len() > records.len() {
+        return Err(ApiError::bad_request(format!(
+            "the report lists {} certificates; at most the {} declared can be installed",
+            report.certificates.len(),
+            records.len()
+        )));
+    }
+    for (i, installed) in report.certificates.iter().enumerate() {
+        if report.certificates[..i]
+            .iter()
+            .any(|p| p.name == installed.name)
+        {
+            return Err(ApiError::bad_request(format!(
+                "{} is listed twice",
+                crate::audit::bounded(&installed.name, 64)
+            )));
+        }
+        check_installed(&state, &node, installed, &records).await?;
+    }
+    let actor = caller.actor();
+    for refused in report.refused.iter().take(MAX_REPORTED_REFUSALS) {
+        tracing::warn!(%node, refused = %crate::audit::bounded(refused, 512), "the agent refused what a server sent it");
+        state
+            .audit(&actor, "agent.trust", &node, Err(refused))
+            .await?;
+    }
     let at = state.now().unix_timestamp();
     for installed in report.certificates {
         state

@@ -1,27 +1,116 @@
 //! Who is calling. The TLS layer only refuses revoked certificates; here a presented
 //! certificate is checked in full — issued by this cluster (in the inventory), not
 //! revoked, not expired, chaining to the client CA — and its role read from the
-//! inventory. Each route then says which roles it admits.
-use std::sync::Arc;
+//! inventory. Each route then says which roles it admits, with a [`Caller`] extractor.
+use std::marker::PhantomData;
+use std::sync::{Arc, OnceLock};
 
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
 use evergreen_api::Role;
 use evergreen_pki::certificate::{CertificateInfo, Usage};
 use evergreen_pki::chain;
 use evergreen_store::CertificateRecord;
 
+use crate::audit::{MAX_FIELD, bounded};
 use crate::error::ApiError;
 use crate::state::{AppState, CLIENT_CA, Cluster, Crls};
 use crate::tls::Peer;
 
-/// An authenticated caller.
+/// A caller whose certificate was checked in full.
 #[derive(Debug, Clone)]
-pub struct Caller {
+pub struct Identity {
     pub record: CertificateRecord,
     pub role: Role,
     pub info: CertificateInfo,
 }
 
-impl Caller {
+/// What one request learns about its caller, shared between the extractor that
+/// authenticates it and [`crate::routes::audit_refusals`], which audits a refusal under
+/// the caller's name once it is known.
+#[derive(Debug, Clone, Default)]
+pub struct RequestContext(Arc<OnceLock<String>>);
+
+impl RequestContext {
+    /// The authenticated caller's audit name, once an extractor has set it.
+    pub fn actor(&self) -> Option<&str> {
+        self.0.get().map(String::as_str)
+    }
+
+    fn authenticated(&self, identity: &Identity) {
+        let _ = self.0.set(identity.actor());
+    }
+}
+
+/// Which roles a route admits.
+pub trait Roles: Send + Sync + 'static {
+    const ROLES: &'static [Role];
+}
+
+/// Operators: may change cluster state.
+#[derive(Debug)]
+pub struct Admin;
+impl Roles for Admin {
+    const ROLES: &'static [Role] = &[Role::Admin];
+}
+
+/// A node's agent.
+#[derive(Debug)]
+pub struct Agent;
+impl Roles for Agent {
+    const ROLES: &'static [Role] = &[Role::Node];
+}
+
+/// Whoever holds a client certificate of the cluster: node, app or admin (Kyma renewal
+/// and revocation of one's own certificate).
+#[derive(Debug)]
+pub struct Holder;
+impl Roles for Holder {
+    const ROLES: &'static [Role] = &[Role::Node, Role::App, Role::Admin];
+}
+
+/// An authenticated caller of one of `R`'s roles. Extracting it authenticates the peer's
+/// certificate and checks the role; a failure is the refusal to answer with.
+#[derive(Debug)]
+pub struct Caller<R: Roles> {
+    pub identity: Identity,
+    roles: PhantomData<R>,
+}
+
+impl<R: Roles> std::ops::Deref for Caller<R> {
+    type Target = Identity;
+
+    fn deref(&self) -> &Identity {
+        &self.identity
+    }
+}
+
+impl<R: Roles> FromRequestParts<Arc<AppState>> for Caller<R> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
+        let peer = parts
+            .extensions
+            .get::<Peer>()
+            .ok_or_else(|| ApiError::internal("a request without its connection's peer"))?;
+        let identity = authenticate(state, peer)
+            .await
+            .map_err(|(reason, error)| error.reason(reason))?;
+        if let Some(context) = parts.extensions.get::<RequestContext>() {
+            context.authenticated(&identity);
+        }
+        identity.require(R::ROLES)?;
+        Ok(Caller {
+            identity,
+            roles: PhantomData,
+        })
+    }
+}
+
+impl Identity {
     /// How the audit log names the caller.
     pub fn actor(&self) -> String {
         format!(
@@ -40,21 +129,24 @@ impl Caller {
             wanted.join(" or "),
             self.record.subject,
             self.role
-        )))
+        ))
+        .reason("wrong_role"))
     }
 }
 
-/// How an unauthenticated peer is named in the audit log.
+/// How an unauthenticated peer is named in the audit log: its address, and the subject
+/// it claims (bounded: it is whatever the peer put in its certificate).
 pub fn peer_actor(peer: &Peer) -> String {
+    let source = peer.remote.ip();
     match &peer.certificate {
-        None => "anonymous".to_owned(),
+        None => format!("anonymous from {source}"),
         Some(der) => match CertificateInfo::from_der(der) {
             Ok(info) => format!(
-                "{} (serial {}, not authenticated)",
-                info.subject,
-                info.serial_hex()
+                "{} (serial {}, not authenticated) from {source}",
+                bounded(&info.subject.to_string(), MAX_FIELD / 2),
+                bounded(&info.serial_hex(), 64)
             ),
-            Err(_) => "unreadable client certificate".to_owned(),
+            Err(_) => format!("unreadable client certificate from {source}"),
         },
     }
 }
@@ -62,7 +154,7 @@ pub fn peer_actor(peer: &Peer) -> String {
 /// A caller authenticated on a connection, with the CAs and CRLs it was checked against.
 #[derive(Debug)]
 pub(crate) struct Authenticated {
-    caller: Caller,
+    caller: Identity,
     cluster: Arc<Cluster>,
     crls: Arc<Crls>,
 }
@@ -78,7 +170,7 @@ pub(crate) struct Authenticated {
 pub async fn authenticate(
     state: &AppState,
     peer: &Peer,
-) -> Result<Caller, (&'static str, ApiError)> {
+) -> Result<Identity, (&'static str, ApiError)> {
     // Taken before the inventory is read: a revocation after this point leaves these
     // stale, so the result is not reused.
     let cluster = state.cluster.load_full();
@@ -108,7 +200,7 @@ async fn authenticate_fully(
     state: &AppState,
     peer: &Peer,
     cluster: &Cluster,
-) -> Result<Caller, (&'static str, ApiError)> {
+) -> Result<Identity, (&'static str, ApiError)> {
     let Some(der) = &peer.certificate else {
         return Err((
             "no_client_certificate",
@@ -134,7 +226,8 @@ async fn authenticate_fully(
                 "foreign_certificate",
                 ApiError::unauthorized(format!(
                     "the client certificate {} (issuer {}) was not issued by this cluster",
-                    info.subject, info.issuer
+                    bounded(&info.subject.to_string(), MAX_FIELD),
+                    bounded(&info.issuer.to_string(), MAX_FIELD)
                 )),
             )
         })?;
@@ -207,7 +300,7 @@ async fn authenticate_fully(
             ApiError::internal(format!("unknown role {:?}", record.role)),
         )
     })?;
-    Ok(Caller { role, info, record })
+    Ok(Identity { role, info, record })
 }
 
 pub fn rfc3339(unix: i64) -> String {

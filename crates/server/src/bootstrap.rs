@@ -25,9 +25,7 @@ use evergreen_pki::{
     OffsetDateTime, PrivateKey, PrivateKeyDer, Profile, pem,
 };
 use evergreen_store::envelope::SealingKey;
-use evergreen_store::{
-    AuditEvent, CaRecord, CertificateRecord, Initialization, Store, TokenRecord,
-};
+use evergreen_store::{AuditEvent, CaRecord, CertificateRecord, Initialization, Store};
 
 use crate::state::{CLIENT_CA, Cluster, PEER_CA, Paths, ROOT_CA, RetiredCa, SERVER_CA, Settings};
 
@@ -72,8 +70,8 @@ pub struct Booted {
     pub cluster: Cluster,
     /// Seals and opens keys kept in the datastore.
     pub sealing: SealingKey,
-    /// The node join token printed at start, when its file exists.
-    pub node_token: Option<String>,
+    /// Whether this start created the cluster.
+    pub first_start: bool,
 }
 
 /// Opens the cluster the datastore holds, or creates it.
@@ -185,7 +183,6 @@ async fn first_start(
     }
 
     let root_hash = Fingerprint::of(&root);
-    let node_token = JoinToken::new(root_hash, random_string(6)?, random_string(16)?)?;
     let server_token = JoinToken::new(root_hash, SERVER_TOKEN_ID.into(), secret)?;
     files::replace(
         &paths.token(),
@@ -207,15 +204,7 @@ async fn first_start(
                 ),
             ],
             cas: records,
-            tokens: vec![TokenRecord {
-                id: node_token.id().to_owned(),
-                secret_sha256: Fingerprint::of(node_token.secret().as_bytes()).to_string(),
-                role: Role::Node.as_str().into(),
-                created_at: now.unix_timestamp(),
-                expires_at: None,
-                uses: 0,
-                description: "node join token made at first start".into(),
-            }],
+            tokens: Vec::new(),
             certificates: Vec::new(),
             audit: vec![AuditEvent {
                 at: now.unix_timestamp(),
@@ -238,11 +227,6 @@ async fn first_start(
         );
     }
     initialized?;
-    files::replace(
-        &paths.node_token(),
-        format!("{node_token}\n").as_bytes(),
-        KEY_MODE,
-    )?;
     let [server_ca, client_ca, peer_ca] = cas;
     Ok(Booted {
         cluster: Cluster {
@@ -253,7 +237,7 @@ async fn first_start(
             retired: Vec::new(),
             service_keys,
         },
-        node_token: Some(node_token.to_string()),
+        first_start: true,
         sealing,
     })
 }
@@ -408,14 +392,30 @@ async fn restart(store: &dyn Store, paths: &Paths, clock: &dyn Clock) -> anyhow:
         }
         repin_token_files(paths, root_hash)?;
     }
-    let node_token = std::fs::read_to_string(paths.node_token())
-        .ok()
-        .map(|t| t.trim().to_owned());
+    retire_node_token_file(paths);
     Ok(Booted {
         cluster,
-        node_token,
+        first_start: false,
         sealing,
     })
+}
+
+/// Removes the reusable node join token that servers before bound tokens wrote at first
+/// start (its datastore row is expired by the schema migration): every node now gets a
+/// token of its own from `evergreen token create`.
+fn retire_node_token_file(paths: &Paths) {
+    let path = paths.node_token();
+    if path.exists() {
+        match std::fs::remove_file(&path) {
+            Ok(()) => tracing::warn!(
+                file = %path.display(),
+                "retired the reusable node join token of first start; give each node its own: evergreen token create --role node --node NAME"
+            ),
+            Err(error) => {
+                tracing::warn!(file = %path.display(), %error, "cannot remove the retired node join token")
+            }
+        }
+    }
 }
 
 /// The cluster's current root CA and its key (`None` when kept offline), read from a

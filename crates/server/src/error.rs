@@ -1,24 +1,62 @@
-//! Errors as the API answers them: `{"code": <status>, "error": "<message>"}`.
+//! Errors as the API answers them: `{"code": <status>, "error": "<message>"}`, each with a
+//! short, stable reason (for `/metrics` and the audit log) and what it was about.
+//!
+//! Refusals are counted and audited in one place, [`crate::routes::audit_refusals`], which
+//! reads what a handler's error carries from the response; so are the answers a handler
+//! never sees (an unknown route, a method the route does not take, a body too large).
+use std::time::Duration;
+
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::QueryRejection;
 use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use evergreen_api::ErrorBody;
 use serde::de::DeserializeOwned;
 
+/// The largest request body accepted: a CSR is a few KiB, a staged CA directory a few dozen.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// How long a client may take to send its request body.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
     pub status: StatusCode,
+    pub message: String,
+    /// A short, stable label for metrics and the audit log (`bad_token`, `expired`, …).
+    pub reason: &'static str,
+    /// What the refused request was about (a subject, a certificate name), for the audit log.
+    pub target: Option<String>,
+}
+
+/// What a refusal's response carries to [`crate::routes::audit_refusals`].
+#[derive(Debug, Clone)]
+pub struct Refused {
+    pub reason: &'static str,
+    pub target: Option<String>,
     pub message: String,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        let reason = match status {
+            StatusCode::BAD_REQUEST => "bad_request",
+            StatusCode::UNAUTHORIZED => "unauthorized",
+            StatusCode::FORBIDDEN => "forbidden",
+            StatusCode::NOT_FOUND => "not_found",
+            StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+            StatusCode::CONFLICT => "conflict",
+            StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+            StatusCode::REQUEST_TIMEOUT => "timeout",
+            s if s.is_server_error() => "internal",
+            _ => "refused",
+        };
         ApiError {
             status,
             message: message.into(),
+            reason,
+            target: None,
         }
     }
 
@@ -38,6 +76,10 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, message)
     }
 
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, message)
+    }
+
     /// An internal failure: logged in full, answered without details.
     pub fn internal(error: impl std::fmt::Display) -> Self {
         tracing::error!(%error, "internal error");
@@ -45,6 +87,18 @@ impl ApiError {
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal error; see the server log",
         )
+    }
+
+    /// The same error with another reason label.
+    pub fn reason(mut self, reason: &'static str) -> Self {
+        self.reason = reason;
+        self
+    }
+
+    /// The same error, saying what it was about.
+    pub fn target(mut self, target: impl Into<String>) -> Self {
+        self.target = Some(target.into());
+        self
     }
 }
 
@@ -56,28 +110,58 @@ impl std::fmt::Display for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let refused = Refused {
+            reason: self.reason,
+            target: self.target,
+            message: self.message.clone(),
+        };
         let body = ErrorBody {
             code: self.status.as_u16(),
             error: self.message,
         };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        response.extensions_mut().insert(refused);
+        response
     }
 }
 
 impl From<evergreen_store::StoreError> for ApiError {
     fn from(e: evergreen_store::StoreError) -> Self {
         match e {
-            evergreen_store::StoreError::Conflict(message) => ApiError::new(
-                StatusCode::CONFLICT,
-                format!("{message}; another server changed it at the same time, retry"),
-            ),
+            evergreen_store::StoreError::Conflict(message) => ApiError::conflict(format!(
+                "{message}; another server changed it at the same time, retry"
+            )),
             other => ApiError::internal(other),
         }
     }
 }
 
-/// A JSON request body, read whatever the Content-Type says: the Kyma procedure posts
-/// JSON with `curl -d`, which labels it as a form. Errors are answered as JSON.
+/// Reads a request body of at most [`BODY_LIMIT`] bytes within [`BODY_TIMEOUT`].
+async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    let read = Bytes::from_request(req, state);
+    match tokio::time::timeout(BODY_TIMEOUT, read).await {
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request body did not arrive within {} s",
+                BODY_TIMEOUT.as_secs()
+            ),
+        )),
+        Ok(Err(r)) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body is larger than {BODY_LIMIT} bytes"),
+        )),
+        Ok(Err(r)) => Err(ApiError::new(
+            r.status(),
+            format!("cannot read the request body: {}", r.body_text()),
+        )),
+        Ok(Ok(bytes)) => Ok(bytes),
+    }
+}
+
+/// A JSON object as the request body, read whatever the Content-Type says (the Kyma
+/// procedure posts JSON with `curl -d`, which labels it as a form). Anything but one
+/// object of the route's type — an array, a scalar, an unknown field — is refused.
 #[derive(Debug)]
 pub struct JsonBody<T>(pub T);
 
@@ -89,30 +173,64 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|r| {
-            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!(
-                        "request body is larger than {} bytes",
-                        crate::routes::BODY_LIMIT
-                    ),
-                )
-            } else {
-                ApiError::new(
-                    r.status(),
-                    format!("cannot read the request body: {}", r.body_text()),
-                )
-            }
-        })?;
-        serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| {
-            ApiError::bad_request(format!("request body is not the expected JSON: {e}"))
-        })
+        let bytes = read_body(req, state).await?;
+        parse_object(&bytes).map(JsonBody)
     }
 }
 
-impl From<QueryRejection> for ApiError {
-    fn from(r: QueryRejection) -> Self {
-        ApiError::bad_request(format!("invalid query: {}", r.body_text()))
+/// Parses one JSON object of type `T`: serde would also read a struct from an array of its
+/// fields (`[null,null]`), which is never what a client means.
+pub fn parse_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        return Err(ApiError::bad_request(
+            "request body must be a JSON object ({…})",
+        ));
+    }
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::bad_request(format!("request body is not the expected JSON: {e}")))
+}
+
+/// The body of a route that takes none: empty, or `{}`.
+#[derive(Debug)]
+pub struct NoBody;
+
+impl<S: Send + Sync> FromRequest<S> for NoBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = read_body(req, state).await?;
+        let text: String = String::from_utf8_lossy(&bytes)
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect();
+        if text.is_empty() || text == "{}" {
+            Ok(NoBody)
+        } else {
+            Err(ApiError::bad_request(
+                "this endpoint takes no request body; send none",
+            ))
+        }
+    }
+}
+
+/// A query string of type `T`, its errors answered as JSON.
+#[derive(Debug)]
+pub struct QueryOf<T>(pub T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for QueryOf<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::try_from_uri(&parts.uri)
+            .map(|q| QueryOf(q.0))
+            .map_err(|e| ApiError::bad_request(format!("invalid query: {}", e.body_text())))
     }
 }

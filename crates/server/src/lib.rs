@@ -7,8 +7,10 @@
 #![forbid(unsafe_code)]
 
 mod agent;
+mod audit;
 mod auth;
 mod bootstrap;
+mod enrollment;
 pub mod error;
 mod metrics;
 mod named;
@@ -29,7 +31,6 @@ use arc_swap::ArcSwap;
 use evergreen_api::Clock;
 use evergreen_pki::{KeyType, SubjectAltName};
 use evergreen_store::{SqliteStore, Store};
-use tokio::net::TcpListener;
 use tokio::sync::{Mutex, watch};
 use tokio::task::JoinHandle;
 
@@ -37,6 +38,7 @@ pub use agent::MAX_POLL as MAX_WATCH;
 pub use bootstrap::current_root;
 pub use observe::document as openapi_document;
 pub use state::{AppState, Paths, Settings};
+pub use tls::Limits;
 
 /// How `evergreen server` runs.
 #[derive(Clone)]
@@ -57,6 +59,8 @@ pub struct Config {
     /// The server token of a replica already running on the shared datastore, for this
     /// server's first start (`evergreen server --token`).
     pub join_token: Option<String>,
+    /// Connections admitted at once and timeouts.
+    pub limits: Limits,
 }
 
 impl std::fmt::Debug for Config {
@@ -80,6 +84,7 @@ impl Config {
             key_type: KeyType::EcP256,
             datastore: None,
             join_token: None,
+            limits: Limits::default(),
         }
     }
 }
@@ -114,6 +119,7 @@ pub(crate) async fn run_checks(state: &AppState) -> anyhow::Result<()> {
     if state.crls_stale() {
         state.publish_crls().await?;
     }
+    state.flush_refusals().await?;
     named::refresh_secrets(state)
         .await
         .map_err(|e| anyhow::anyhow!(e.message))?;
@@ -128,8 +134,8 @@ pub struct RunningServer {
     pub addr: SocketAddr,
     /// `https://127.0.0.1:PORT` (a wildcard listen address is reached on loopback).
     pub url: String,
-    /// The node join token made at first start.
-    pub node_token: Option<String>,
+    /// Whether this start created the cluster.
+    pub first_start: bool,
     pub state: Arc<AppState>,
     shutdown: watch::Sender<bool>,
     serve: JoinHandle<()>,
@@ -246,11 +252,11 @@ async fn start_with(
         revision: tokio::sync::watch::channel(revision).0,
         crl_lock: Mutex::new(()),
         watch_snapshot: Mutex::new(None),
+        refusals: Default::default(),
     });
     state.publish_crls().await.context("cannot publish CRLs")?;
 
-    let listener = TcpListener::bind(config.listen)
-        .await
+    let listener = tls::listen(config.listen)
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     let url = tls::local_url(addr);
@@ -262,6 +268,7 @@ async fn start_with(
         state.clone(),
         listener,
         router,
+        config.limits.clone().within_open_file_limit(),
         receiver.clone(),
     ));
     let follower = changes
@@ -270,7 +277,7 @@ async fn start_with(
     Ok(RunningServer {
         addr,
         url,
-        node_token: booted.node_token,
+        first_start: booted.first_start,
         state,
         shutdown,
         serve,
@@ -294,9 +301,18 @@ fn redact(url: &str) -> String {
 }
 
 async fn periodic(state: Arc<AppState>, interval: Duration, mut stop: watch::Receiver<bool>) {
+    let mut checks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    let window = std::time::Duration::try_from(audit::WINDOW).unwrap_or(interval);
+    let mut refusals = tokio::time::interval_at(tokio::time::Instant::now() + window, window);
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
+            _ = checks.tick() => {}
+            _ = refusals.tick() => {
+                if let Err(error) = state.flush_refusals().await {
+                    tracing::error!(%error, "cannot write the audit log");
+                }
+                continue;
+            }
             changed = stop.changed() => {
                 if changed.is_err() || *stop.borrow() {
                     return;

@@ -11,6 +11,8 @@ pub struct Metrics {
     pub enrolled: AtomicU64,
     pub revoked: AtomicU64,
     pub handshake_failures: AtomicU64,
+    /// Connections closed at once because a connection limit was reached.
+    pub shed: AtomicU64,
     /// Agents waiting in a watch now (a gauge).
     pub watches: AtomicU64,
     refused: Mutex<BTreeMap<&'static str, u64>>,
@@ -53,6 +55,11 @@ impl Metrics {
                 "evergreen_tls_handshake_failures_total",
                 "TLS handshakes that failed or timed out.",
                 &self.handshake_failures,
+            ),
+            (
+                "evergreen_connections_shed_total",
+                "Connections closed at once because a connection limit was reached.",
+                &self.shed,
             ),
         ];
         for (name, help, value) in counters {

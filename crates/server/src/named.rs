@@ -3,7 +3,6 @@
 //! for itself.
 use std::sync::Arc;
 
-use axum::Extension;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -13,16 +12,16 @@ use evergreen_api::{
 };
 use evergreen_pki::certificate::{CertificateInfo, SubjectAltName};
 use evergreen_pki::renewal::Reissue;
+use evergreen_pki::san_policy::SanPolicy;
 use evergreen_pki::{
     CertificateDer, DistinguishedName, IssueRequest, KeyType, PrivateKey, Profile, pem,
 };
 use evergreen_store::{NamedChange, NamedRecord, NamedVersion};
 
 use crate::auth::rfc3339;
+use crate::auth::{Admin, Caller};
 use crate::error::{ApiError, JsonBody};
-use crate::routes::{body_or_refuse, caller, refuse};
 use crate::state::{AppState, CLIENT_CA, Issuance, PEER_CA, SERVER_CA};
-use crate::tls::Peer;
 
 /// Names the server keeps for itself.
 const BUILT_IN: [&str; 2] = ["server", "admin"];
@@ -359,9 +358,8 @@ async fn replacement(
 
 pub async fn list(
     State(state): AppStateRef,
-    Extension(peer): Extension<Peer>,
+    _caller: Caller<Admin>,
 ) -> Result<Json<Vec<NamedCertificateStatus>>, ApiError> {
-    caller(&state, &peer, "certificates.list", &[Role::Admin]).await?;
     let acks = state.store.acknowledgements().await?;
     let mut out = Vec::new();
     for r in state.store.named().await? {
@@ -391,6 +389,8 @@ pub async fn list(
             sans: r.sans,
             nodes: r.nodes,
             version: r.version,
+            allowed_dns: r.allowed_dns,
+            allowed_cidrs: r.allowed_cidrs,
         });
     }
     Ok(Json(out))
@@ -430,11 +430,12 @@ fn check_spec(spec: &NamedCertificateSpec) -> Result<(), String> {
         ));
     }
     let (profile, _) = usage(&spec.usage)?;
+    let policy = SanPolicy::new(&spec.allowed_dns, &spec.allowed_cidrs)?;
     if spec.scope == "node" {
         node_sans(&spec.sans, "node-1", "10.0.0.1")?;
     } else {
         for san in &spec.sans {
-            san.parse::<SubjectAltName>()?;
+            policy.check(&san.parse::<SubjectAltName>()?)?;
         }
     }
     if profile.needs_subject_alt_names() && spec.sans.is_empty() && spec.kind == "selfsigned" {
@@ -444,8 +445,7 @@ fn check_spec(spec: &NamedCertificateSpec) -> Result<(), String> {
         ));
     }
     for node in &spec.nodes {
-        valid_name(node)
-            .map_err(|_| format!("node name {node:?} must be lowercase letters, digits and '-'"))?;
+        crate::enrollment::check_node_name(node)?;
     }
     Ok(())
 }
@@ -472,41 +472,20 @@ fn read_secret(record: &NamedRecord) -> Result<(String, String), ApiError> {
 
 pub async fn create(
     State(state): AppStateRef,
-    Extension(peer): Extension<Peer>,
-    body: Result<JsonBody<NamedCertificateSpec>, ApiError>,
+    caller: Caller<Admin>,
+    JsonBody(spec): JsonBody<NamedCertificateSpec>,
 ) -> Result<(StatusCode, Json<Replacement>), ApiError> {
-    let caller = caller(&state, &peer, "certificate.create", &[Role::Admin]).await?;
     let actor = caller.actor();
-    let spec = body_or_refuse(&state, &actor, "certificate.create", "-", body).await?;
-    if let Err(message) = check_spec(&spec) {
-        return Err(refuse(
-            &state,
-            &actor,
-            "certificate.create",
-            &spec.name,
-            "bad_request",
-            ApiError::bad_request(message),
-        )
-        .await);
-    }
+    let target = crate::audit::bounded(&spec.name, 64);
+    check_spec(&spec).map_err(|message| ApiError::bad_request(message).target(&target))?;
     let _guard = state.store.lock(evergreen_store::Job::Named).await?;
     if state.store.named_by_name(&spec.name).await?.is_some() {
-        let e = ApiError::new(
-            StatusCode::CONFLICT,
-            format!(
-                "{} already exists; use set, label or rotate to change it",
-                spec.name
-            ),
-        );
-        return Err(refuse(
-            &state,
-            &actor,
-            "certificate.create",
-            &spec.name,
-            "exists",
-            e,
-        )
-        .await);
+        return Err(ApiError::conflict(format!(
+            "{} already exists; use set, label or rotate to change it",
+            spec.name
+        ))
+        .reason("exists")
+        .target(target));
     }
     let now = state.now().unix_timestamp();
     let secret = spec.secret.clone();
@@ -524,6 +503,8 @@ pub async fn create(
             Some(s) => [s.cert.clone(), s.key.clone(), s.cacert.clone()],
             None => ["cert".into(), "key".into(), "cacert".into()],
         },
+        allowed_dns: spec.allowed_dns.clone(),
+        allowed_cidrs: spec.allowed_cidrs.clone(),
         version: 0,
         created_at: now,
         updated_at: now,
@@ -533,20 +514,8 @@ pub async fn create(
         "secret" => {
             let (cert, key) = read_secret(&record)?;
             let records = vec![record.clone()];
-            let material = match check_upload(&state, &records, &record.name, &cert, &key) {
-                Ok(m) => m,
-                Err(e) => {
-                    return Err(refuse(
-                        &state,
-                        &actor,
-                        "certificate.create",
-                        &record.name,
-                        "bad_secret",
-                        e,
-                    )
-                    .await);
-                }
-            };
+            let material = check_upload(&state, &records, &record.name, &cert, &key)
+                .map_err(|e| e.reason("bad_secret").target(&record.name))?;
             Some(material.version(&state, &record.name, 1, "created from secret")?)
         }
         _ => None,
@@ -623,21 +592,18 @@ async fn set_all(
                 all.join("; ")
             )
         };
-        let target: Vec<&str> = uploads.iter().map(|u| u.name.as_str()).collect();
+        let target: Vec<String> = uploads
+            .iter()
+            .map(|u| crate::audit::bounded(&u.name, 64))
+            .collect();
         let reason = match first.status {
             StatusCode::FORBIDDEN => "unknown_certificate",
             StatusCode::NOT_ACCEPTABLE => "expired",
             _ => "bad_certificate",
         };
-        return Err(refuse(
-            state,
-            actor,
-            "certificate.set",
-            &target.join(","),
-            reason,
-            ApiError::new(first.status, message),
-        )
-        .await);
+        return Err(ApiError::new(first.status, message)
+            .reason(reason)
+            .target(target.join(",")));
     }
     let now = state.now().unix_timestamp();
     let mut changes = Vec::new();
@@ -689,11 +655,9 @@ async fn save_and_answer(
 /// Redis Enterprise's `PUT /v1/cluster/update_cert`.
 pub async fn update_cert(
     State(state): AppStateRef,
-    Extension(peer): Extension<Peer>,
-    body: Result<JsonBody<UpdateCert>, ApiError>,
+    caller: Caller<Admin>,
+    JsonBody(upload): JsonBody<UpdateCert>,
 ) -> Result<Json<Replacement>, ApiError> {
-    let caller = caller(&state, &peer, "certificate.set", &[Role::Admin]).await?;
-    let upload = body_or_refuse(&state, &caller.actor(), "certificate.set", "-", body).await?;
     let mut answers = set_all(&state, &caller.actor(), std::slice::from_ref(&upload)).await?;
     answers
         .pop()
@@ -703,11 +667,9 @@ pub async fn update_cert(
 
 pub async fn update_certs(
     State(state): AppStateRef,
-    Extension(peer): Extension<Peer>,
-    body: Result<JsonBody<UpdateCerts>, ApiError>,
+    caller: Caller<Admin>,
+    JsonBody(uploads): JsonBody<UpdateCerts>,
 ) -> Result<Json<Vec<Replacement>>, ApiError> {
-    let caller = caller(&state, &peer, "certificate.set", &[Role::Admin]).await?;
-    let uploads = body_or_refuse(&state, &caller.actor(), "certificate.set", "-", body).await?;
     Ok(Json(
         set_all(&state, &caller.actor(), &uploads.certificates).await?,
     ))
@@ -716,12 +678,10 @@ pub async fn update_certs(
 /// Regenerates selfsigned certificates: the names given, or every selfsigned one.
 pub async fn rotate(
     State(state): AppStateRef,
-    Extension(peer): Extension<Peer>,
-    body: Result<JsonBody<RotateRequest>, ApiError>,
+    caller: Caller<Admin>,
+    JsonBody(request): JsonBody<RotateRequest>,
 ) -> Result<Json<Vec<Replacement>>, ApiError> {
-    let caller = caller(&state, &peer, "certificate.rotate", &[Role::Admin]).await?;
     let actor = caller.actor();
-    let request = body_or_refuse(&state, &actor, "certificate.rotate", "-", body).await?;
     let guard = state.store.lock(evergreen_store::Job::Named).await?;
     let records = state.store.named().await?;
     let selected: Vec<&NamedRecord> = if request.names.is_empty() {
@@ -734,34 +694,21 @@ pub async fn rotate(
             }
             match records.iter().find(|r| &r.name == name) {
                 None => {
-                    let e = ApiError::bad_request(format!(
-                        "no named certificate {name:?}; valid names: {}, and the built-in server, admin",
+                    return Err(ApiError::bad_request(format!(
+                        "no named certificate {:?}; valid names: {}, and the built-in server, admin",
+                        crate::audit::bounded(name, 64),
                         known_names(&records)
-                    ));
-                    return Err(refuse(
-                        &state,
-                        &actor,
-                        "certificate.rotate",
-                        name,
-                        "unknown_certificate",
-                        e,
-                    )
-                    .await);
+                    ))
+                    .reason("unknown_certificate")
+                    .target(crate::audit::bounded(name, 64)));
                 }
                 Some(r) if r.kind != "selfsigned" => {
-                    let e = ApiError::bad_request(format!(
+                    return Err(ApiError::bad_request(format!(
                         "{name} is {}: replace it with 'evergreen certificate set' instead",
                         r.kind
-                    ));
-                    return Err(refuse(
-                        &state,
-                        &actor,
-                        "certificate.rotate",
-                        name,
-                        "not_selfsigned",
-                        e,
-                    )
-                    .await);
+                    ))
+                    .reason("not_selfsigned")
+                    .target(name));
                 }
                 Some(r) => selected.push(r),
             }
@@ -835,40 +782,23 @@ async fn rotate_built_in(
 /// Streams' way to ask for a new certificate).
 pub async fn label(
     State(state): AppStateRef,
-    Extension(peer): Extension<Peer>,
+    caller: Caller<Admin>,
     Path(name): Path<String>,
-    body: Result<JsonBody<LabelRequest>, ApiError>,
+    JsonBody(request): JsonBody<LabelRequest>,
 ) -> Result<Json<Replacement>, ApiError> {
-    let caller = caller(&state, &peer, "certificate.label", &[Role::Admin]).await?;
     let actor = caller.actor();
-    let request = body_or_refuse(&state, &actor, "certificate.label", &name, body).await?;
-    if let Err(message) = valid_label(&request.label) {
-        return Err(refuse(
-            &state,
-            &actor,
-            "certificate.label",
-            &name,
-            "bad_request",
-            ApiError::bad_request(message),
-        )
-        .await);
-    }
+    let target = crate::audit::bounded(&name, 64);
+    valid_label(&request.label)
+        .map_err(|message| ApiError::bad_request(message).target(&target))?;
     let _guard = state.store.lock(evergreen_store::Job::Named).await?;
     let records = state.store.named().await?;
     let Some(record) = records.iter().find(|r| r.name == name) else {
-        let e = ApiError::not_found(format!(
-            "no named certificate {name:?}; known: {}",
+        return Err(ApiError::not_found(format!(
+            "no named certificate {target:?}; known: {}",
             known_names(&records)
-        ));
-        return Err(refuse(
-            &state,
-            &actor,
-            "certificate.label",
-            &name,
-            "unknown_certificate",
-            e,
-        )
-        .await);
+        ))
+        .reason("unknown_certificate")
+        .target(target));
     };
     let current = match record.version {
         0 => None,
@@ -924,21 +854,13 @@ pub async fn label(
 /// agent: Konnect's "Generate certificate".
 pub async fn node_bundle(
     State(state): AppStateRef,
-    Extension(peer): Extension<Peer>,
+    caller: Caller<Admin>,
     Path(node): Path<String>,
+    _: crate::error::NoBody,
 ) -> Result<(StatusCode, Json<NodeBundle>), ApiError> {
-    let caller = caller(&state, &peer, "node.bundle", &[Role::Admin]).await?;
-    if let Err(message) = valid_name(&node) {
-        return Err(refuse(
-            &state,
-            &caller.actor(),
-            "node.bundle",
-            &node,
-            "bad_request",
-            ApiError::bad_request(message),
-        )
-        .await);
-    }
+    crate::enrollment::check_node_name(&node).map_err(|message| {
+        ApiError::bad_request(message).target(crate::audit::bounded(&node, 64))
+    })?;
     let key = PrivateKey::generate(KeyType::EcP256).map_err(ApiError::internal)?;
     let request = IssueRequest {
         subject: DistinguishedName::common_name(&node),

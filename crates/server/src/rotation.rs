@@ -7,10 +7,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::Extension;
 use axum::Json;
-use axum::extract::{Query, State};
-use evergreen_api::{CaRotateRequest, CaRotation, Jwks, Role, STAGED_CA_FILES, ServiceKeyRotation};
+use axum::extract::State;
+use evergreen_api::{CaRotateRequest, CaRotation, Jwks, STAGED_CA_FILES, ServiceKeyRotation};
 use evergreen_pki::integrity::{IntegrityReport, StagedCa};
 use evergreen_pki::service_keys::{ServiceKeys, jwk, key_id};
 use evergreen_pki::{
@@ -19,11 +18,10 @@ use evergreen_pki::{
 use evergreen_store::{AuditEvent, CaRecord, Rotation};
 use serde::Deserialize;
 
+use crate::auth::{Admin, Caller};
 use crate::bootstrap::{SERVICE_KEYS, seal_ca_key, seal_service_keys};
-use crate::error::{ApiError, JsonBody};
-use crate::routes::{body_or_refuse, caller, refuse};
+use crate::error::{ApiError, JsonBody, QueryOf};
 use crate::state::{AppState, Cluster, ROLE_CAS, ROOT_CA, RetiredCa};
-use crate::tls::Peer;
 
 type AppStateRef = State<Arc<AppState>>;
 
@@ -186,6 +184,7 @@ impl Staged {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RotateParams {
     #[serde(default)]
     force: bool,
@@ -194,32 +193,27 @@ pub struct RotateParams {
 /// `PUT /v1/ca/rotate?force=BOOL`.
 pub async fn rotate_ca(
     State(state): AppStateRef,
-    Extension(peer): Extension<Peer>,
-    Query(params): Query<RotateParams>,
-    body: Result<JsonBody<CaRotateRequest>, ApiError>,
+    caller: Caller<Admin>,
+    QueryOf(params): QueryOf<RotateParams>,
+    JsonBody(request): JsonBody<CaRotateRequest>,
 ) -> Result<Json<CaRotation>, ApiError> {
     const ACTION: &str = "ca.rotate";
-    let caller = caller(&state, &peer, ACTION, &[Role::Admin]).await?;
     let actor = caller.actor();
-    let request = body_or_refuse(&state, &actor, ACTION, "-", body).await?;
     let _guard = state.store.lock(evergreen_store::Job::Rotation).await?;
     let now = state.now();
     let cluster = stored_cluster(&state).await?;
 
     let staged = match Staged::decode(&request.files) {
         Ok(staged) => staged,
-        Err(message) => {
-            let e = ApiError::bad_request(message);
-            return Err(refuse(&state, &actor, ACTION, "-", "malformed", e).await);
-        }
+        Err(message) => return Err(ApiError::bad_request(message).reason("malformed")),
     };
     let report = staged.check(&cluster, now);
     let forced_past: Vec<String> = report.failures.iter().map(ToString::to_string).collect();
     if !report.failures.is_empty() && !params.force {
-        let e = ApiError::bad_request(format!(
+        return Err(ApiError::bad_request(format!(
             "{report}\nNothing was changed. Fix the staged files, or pass --force to rotate anyway"
-        ));
-        return Err(refuse(&state, &actor, ACTION, "-", "integrity", e).await);
+        ))
+        .reason("integrity"));
     }
 
     let mut rotation = Rotation {
@@ -254,17 +248,21 @@ pub async fn rotate_ca(
     for (role, files) in staged.changed_roles(&cluster) {
         let (Some(bundle), Some(key)) = (&files.bundle, &files.key) else {
             // Even forced, a CA without its key cannot issue.
-            let e = ApiError::bad_request(format!(
+            return Err(ApiError::bad_request(format!(
                 "{role}.crt is staged without {role}.key; a role CA needs its key to issue"
-            ));
-            return Err(refuse(&state, &actor, ACTION, role, "missing_key", e).await);
+            ))
+            .reason("missing_key")
+            .target(role));
         };
         if let Err(e) = CertificateAuthority::from_parts(
             bundle.clone(),
             key.try_clone().map_err(ApiError::internal)?,
         ) {
-            let e = ApiError::bad_request(format!("{role}.crt cannot be used as a CA: {e}"));
-            return Err(refuse(&state, &actor, ACTION, role, "unusable_ca", e).await);
+            return Err(
+                ApiError::bad_request(format!("{role}.crt cannot be used as a CA: {e}"))
+                    .reason("unusable_ca")
+                    .target(role),
+            );
         }
         let current = cluster
             .ca(role)
@@ -288,10 +286,10 @@ pub async fn rotate_ca(
         rotated.push("service-account keys".into());
     }
     if rotation.cas.is_empty() && rotation.meta.is_empty() {
-        let e = ApiError::bad_request(
-            "nothing to rotate: every staged certificate is the current one".to_owned(),
-        );
-        return Err(refuse(&state, &actor, ACTION, "-", "unchanged", e).await);
+        return Err(ApiError::bad_request(
+            "nothing to rotate: every staged certificate is the current one",
+        )
+        .reason("unchanged"));
     }
     rotation.event.target = rotated.join(", ");
     rotation.event.detail = if forced_past.is_empty() {
@@ -389,33 +387,31 @@ pub async fn jwks(State(state): AppStateRef) -> Result<Json<Jwks>, ApiError> {
 /// one key removed.
 pub async fn rotate_service_keys(
     State(state): AppStateRef,
-    Extension(peer): Extension<Peer>,
-    body: Result<JsonBody<ServiceKeyRotation>, ApiError>,
+    caller: Caller<Admin>,
+    JsonBody(request): JsonBody<ServiceKeyRotation>,
 ) -> Result<Json<Jwks>, ApiError> {
     const ACTION: &str = "keys.rotate";
-    let caller = caller(&state, &peer, ACTION, &[Role::Admin]).await?;
     let actor = caller.actor();
-    let request = body_or_refuse(&state, &actor, ACTION, "service-account", body).await?;
     let guard = state.store.lock(evergreen_store::Job::Rotation).await?;
     let cluster = stored_cluster(&state).await?;
     let (keys, detail) = match &request.retire {
         Some(kid) => match cluster.service_keys.retired(kid) {
             Ok(keys) => (keys, format!("retired {kid}")),
             Err(message) => {
-                let e = ApiError::bad_request(message);
-                return Err(refuse(&state, &actor, ACTION, "service-account", "retire", e).await);
+                return Err(ApiError::bad_request(message)
+                    .reason("retire")
+                    .target("service-account"));
             }
         },
         None => {
             let key_type: KeyType = match request.key_type.as_deref().unwrap_or("ec-p256").parse() {
                 Ok(KeyType::Ed25519) | Err(_) => {
-                    let e = ApiError::bad_request(format!(
+                    return Err(ApiError::bad_request(format!(
                         "service-account key type {:?} is not supported; use ec-p256, ec-p384, rsa-2048, rsa-3072 or rsa-4096",
-                        request.key_type.as_deref().unwrap_or_default()
-                    ));
-                    return Err(
-                        refuse(&state, &actor, ACTION, "service-account", "key_type", e).await,
-                    );
+                        crate::audit::bounded(request.key_type.as_deref().unwrap_or_default(), 40)
+                    ))
+                    .reason("key_type")
+                    .target("service-account"));
                 }
                 Ok(key_type) => key_type,
             };

@@ -1,33 +1,30 @@
 //! The REST API. Every refusal is answered with `{"code","error"}`, counted by reason in
-//! `/metrics`, and written to the audit log with who asked and why it was refused.
+//! `/metrics`, and written to the audit log with who asked and why it was refused — in one
+//! place, [`audit_refusals`], whatever produced it (a handler, an extractor, the router).
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Request, State};
+use axum::http::{Method, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use axum::{Extension, Json, Router};
+use axum::{Json, Router};
 use evergreen_api::{
-    CertificateBundle, CertificateSummary, EnrollRequest, InventoryPage, RenewalRequest,
-    RevocationRequest, Role, TokenRequest, TokenResponse, decode_pem, encode_pem,
+    CertificateBundle, CertificateSummary, EnrollRequest, InventoryPage, NodeAddresses, NodeStatus,
+    RenewalRequest, RevocationRequest, TokenRequest, TokenResponse,
 };
 use evergreen_pki::certificate::Fingerprint;
 use evergreen_pki::crl::RevocationReason;
 use evergreen_pki::policy::{CsrPolicy, SanRule, SubjectRule};
-use evergreen_pki::token::{JoinToken, random_string};
-use evergreen_pki::{CertificateRequest, Duration, IssuedCertificate, Profile, pem};
-use evergreen_store::{CertificateRecord, InventoryQuery, RevokeOutcome, TokenRecord, TokenUse};
+use evergreen_pki::{DistinguishedName, IssuedCertificate, Profile, SubjectAltName};
+use evergreen_store::{CertificateRecord, InventoryQuery, NodeRecord, RevokeOutcome};
 use serde::Deserialize;
 
-use crate::auth::{Caller, authenticate, peer_actor, rfc3339};
-use crate::error::{ApiError, JsonBody};
-use crate::state::{AppState, CLIENT_CA, Issuance, ROLE_CAS};
+use crate::auth::{Admin, Caller, Holder, RequestContext, peer_actor, rfc3339};
+use crate::error::{ApiError, BODY_LIMIT, JsonBody, NoBody, QueryOf, Refused};
+use crate::state::{AppState, CLIENT_CA, Issuance, ROLE_CAS, Refusal};
 use crate::tls::Peer;
-
-/// The largest request body accepted: a CSR is a few KiB.
-pub const BODY_LIMIT: usize = 64 * 1024;
 
 type AppStateRef = State<Arc<AppState>>;
 
@@ -56,97 +53,160 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .post(crate::named::create)
                 .put(crate::named::update_certs),
         )
-        .route(
-            "/v1/cluster/update_cert",
-            axum::routing::put(crate::named::update_cert),
-        )
+        .route("/v1/cluster/update_cert", put(crate::named::update_cert))
         .route(
             "/v1/cluster/certificates/rotate",
             post(crate::named::rotate),
         )
         .route(
             "/v1/cluster/certificates/{name}/label",
-            axum::routing::put(crate::named::label),
+            put(crate::named::label),
         )
         .route("/v1/nodes/{node}/bundle", post(crate::named::node_bundle))
+        .route("/v1/nodes/{node}/addresses", put(node_addresses))
+        .route("/v1/nodes/{node}/replace", post(node_replace))
         .route("/v1/agent/watch", get(crate::agent::watch))
         .route("/v1/agent/issue", post(crate::agent::issue))
         .route("/v1/agent/status", post(crate::agent::status))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(crate::observe::metrics))
+        .route(
+            "/v1/metrics/certificates",
+            get(crate::observe::certificate_metrics),
+        )
         .route("/v1/openapi.json", get(crate::observe::openapi))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            audit_refusals,
+        ))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
 }
 
-/// Counts and audits a refusal, and returns the error to answer with.
-pub(crate) async fn refuse(
-    state: &AppState,
-    actor: &str,
-    action: &str,
-    target: &str,
-    reason: &'static str,
-    error: ApiError,
-) -> ApiError {
-    state.metrics.refuse(reason);
-    tracing::info!(%actor, %action, %target, reason, error = %error.message, "refused");
-    if let Err(audit_error) = state
-        .audit(actor, action, target, Err(&error.message))
-        .await
-    {
-        return audit_error;
-    }
-    error
-}
-
-/// Authenticates the peer and checks its role; a failure is refused and audited.
-pub(crate) async fn caller(
-    state: &AppState,
-    peer: &Peer,
-    action: &str,
-    roles: &[Role],
-) -> Result<Caller, ApiError> {
-    let caller = match authenticate(state, peer).await {
-        Ok(caller) => caller,
-        Err((reason, error)) => {
-            return Err(refuse(state, &peer_actor(peer), action, "-", reason, error).await);
+/// The audit log's name for what a route does.
+fn action_of(method: &Method, path: &str) -> Option<&'static str> {
+    Some(match (method.as_str(), path) {
+        ("POST", "/v1/enroll") => "enroll",
+        ("POST", "/v1/applications/certificates/renewals") => "renew",
+        ("POST", "/v1/applications/certificates/revocations")
+        | ("POST", "/v1/certificates/revocations") => "revoke",
+        ("GET", "/v1/certificates") => "inventory",
+        ("PUT", "/v1/ca/rotate") => "ca.rotate",
+        ("POST", "/v1/keys/service-account/rotate") => "keys.rotate",
+        ("POST", "/v1/tokens") => "token.create",
+        ("GET", "/v1/cluster/certificates") => "certificates.list",
+        ("POST", "/v1/cluster/certificates") => "certificate.create",
+        ("PUT", "/v1/cluster/certificates") | ("PUT", "/v1/cluster/update_cert") => {
+            "certificate.set"
         }
+        ("POST", "/v1/cluster/certificates/rotate") => "certificate.rotate",
+        ("PUT", "/v1/cluster/certificates/{name}/label") => "certificate.label",
+        ("POST", "/v1/nodes/{node}/bundle") => "node.bundle",
+        ("PUT", "/v1/nodes/{node}/addresses") => "node.allow",
+        ("POST", "/v1/nodes/{node}/replace") => "node.replace",
+        ("GET", "/v1/agent/watch") => "agent.watch",
+        ("POST", "/v1/agent/issue") => "agent.issue",
+        ("POST", "/v1/agent/status") => "agent.status",
+        ("GET", "/v1/metrics/certificates") => "metrics.certificates",
+        _ => return None,
+    })
+}
+
+/// How much of a non-JSON error body is kept as the message.
+const MAX_ERROR_BODY: usize = 4096;
+
+/// Every 4xx answer leaves here as `{"code","error"}`, counted and audited: under the
+/// caller's name once it authenticated (in full), else under its address (aggregated).
+pub async fn audit_refusals(
+    State(state): AppStateRef,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let context = RequestContext::default();
+    request.extensions_mut().insert(context.clone());
+    let peer = request.extensions().get::<Peer>().cloned();
+    let method = request.method().clone();
+    let uri_path = request.uri().path().to_owned();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned());
+    let response = next.run(request).await;
+    if !response.status().is_client_error() {
+        return response;
+    }
+    let (response, refused) = as_json_error(response).await;
+    let action = route
+        .as_deref()
+        .and_then(|r| action_of(&method, r))
+        .map_or_else(|| format!("http {method}"), str::to_owned);
+    let target = refused
+        .target
+        .clone()
+        .unwrap_or_else(|| crate::audit::bounded(&uri_path, 128));
+    let (actor, source) = match &peer {
+        Some(peer) => (
+            context
+                .actor()
+                .map_or_else(|| peer_actor(peer), str::to_owned),
+            peer.remote.ip(),
+        ),
+        None => ("unknown".to_owned(), std::net::Ipv4Addr::UNSPECIFIED.into()),
     };
-    if let Err(error) = caller.require(roles) {
-        return Err(refuse(state, &caller.actor(), action, "-", "wrong_role", error).await);
+    state
+        .record_refusal(Refusal {
+            actor: &actor,
+            source,
+            authenticated: context.actor().is_some(),
+            action: &action,
+            target: &target,
+            reason: refused.reason,
+            message: &refused.message,
+        })
+        .await;
+    response
+}
+
+/// A 4xx answer as `{"code","error"}` with what it refused: ours as they are, others (a
+/// query string axum could not read, a body over the limit) with their text as message.
+async fn as_json_error(response: Response) -> (Response, Refused) {
+    if let Some(refused) = response.extensions().get::<Refused>().cloned() {
+        return (response, refused);
     }
-    Ok(caller)
-}
-
-pub(crate) fn json_body<T>(body: Result<JsonBody<T>, ApiError>) -> Result<T, ApiError> {
-    body.map(|JsonBody(v)| v)
-}
-
-/// The request body, or the refusal (counted and audited) of a body that cannot be read.
-pub(crate) async fn body_or_refuse<T>(
-    state: &AppState,
-    actor: &str,
-    action: &str,
-    target: &str,
-    body: Result<JsonBody<T>, ApiError>,
-) -> Result<T, ApiError> {
-    match body {
-        Ok(JsonBody(value)) => Ok(value),
-        Err(e) => Err(refuse(state, actor, action, target, "bad_request", e).await),
+    let (parts, body) = response.into_parts();
+    let text = match axum::body::to_bytes(body, MAX_ERROR_BODY).await {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).trim().to_owned(),
+        Err(_) => String::new(),
+    };
+    let message = if text.is_empty() {
+        parts
+            .status
+            .canonical_reason()
+            .unwrap_or("refused")
+            .to_owned()
+    } else {
+        text
+    };
+    let error = ApiError::new(parts.status, message);
+    let refused = Refused {
+        reason: error.reason,
+        target: None,
+        message: error.message.clone(),
+    };
+    let mut answer = error.into_response();
+    for (name, value) in &parts.headers {
+        if name == header::ALLOW || name == header::RETRY_AFTER {
+            answer.headers_mut().insert(name, value.clone());
+        }
     }
-}
-
-/// The CSR in a request: base64 of PEM.
-fn read_csr(b64: &str) -> Result<CertificateRequest, ApiError> {
-    let pem = decode_pem(b64)
-        .map_err(|e| ApiError::bad_request(format!("csr is {e}; send base64 of the PEM CSR")))?;
-    CertificateRequest::from_pem("csr", &pem).map_err(|e| ApiError::bad_request(e.to_string()))
+    (answer, refused)
 }
 
 /// The Kyma answer: the certificate with its chain, alone, and the CA chain.
-fn bundle(
+pub(crate) fn bundle(
     state: &AppState,
     issued: &IssuedCertificate,
     ca: &str,
@@ -155,128 +215,28 @@ fn bundle(
     let ca = cluster
         .ca(ca)
         .ok_or_else(|| ApiError::internal(format!("no CA {ca}")))?;
-    let leaf = pem::encode("CERTIFICATE", &issued.der);
-    let chain = ca.bundle_pem();
-    Ok(CertificateBundle {
-        crt: encode_pem(&format!("{leaf}{chain}")),
-        client_crt: encode_pem(&leaf),
-        ca_crt: encode_pem(&chain),
-    })
+    Ok(crate::enrollment::kyma_bundle(
+        &issued.der,
+        &ca.bundle_pem(),
+    ))
 }
 
 async fn cacerts(State(state): AppStateRef) -> Response {
-    let pem = pem::encode_certificates(&state.cluster.load().trust_bundle());
+    let pem = evergreen_pki::pem::encode_certificates(&state.cluster.load().trust_bundle());
     ([(header::CONTENT_TYPE, "application/x-pem-file")], pem).into_response()
 }
 
 async fn enroll(
     State(state): AppStateRef,
-    Extension(peer): Extension<Peer>,
-    body: Result<JsonBody<EnrollRequest>, ApiError>,
+    JsonBody(request): JsonBody<EnrollRequest>,
 ) -> Result<(StatusCode, Json<CertificateBundle>), ApiError> {
-    let actor = peer_actor(&peer);
-    let request = body_or_refuse(&state, &actor, "enroll", "-", body).await?;
-    let token: JoinToken = match request.token.parse() {
-        Ok(t) => t,
-        Err(e) => {
-            let e = ApiError::unauthorized(format!("join token is malformed: {e}"));
-            return Err(refuse(&state, &actor, "enroll", "-", "bad_token", e).await);
-        }
-    };
-    let actor = format!("token:{}", token.id());
-    let root = Fingerprint::of(&state.cluster.load().root);
-    if token.root_hash() != root {
-        let e = ApiError::unauthorized(format!(
-            "this join token is for another cluster: it pins root CA sha256:{}, this server's root CA is sha256:{root}",
-            token.root_hash()
-        ));
-        return Err(refuse(&state, &actor, "enroll", "-", "bad_token", e).await);
-    }
-    let now = state.now();
-    let secret_hash = Fingerprint::of(token.secret().as_bytes()).to_string();
-    let record = match state
-        .store
-        .use_token(token.id(), &secret_hash, now.unix_timestamp())
-        .await?
-    {
-        TokenUse::Accepted(record) => record,
-        refused => {
-            let message = match refused {
-                TokenUse::Unknown => {
-                    format!("join token {} is not known to this server", token.id())
-                }
-                TokenUse::WrongSecret => format!("join token {} has the wrong secret", token.id()),
-                TokenUse::Expired { expires_at } => format!(
-                    "join token {} expired at {}; create a new one with 'evergreen token create'",
-                    token.id(),
-                    rfc3339(expires_at)
-                ),
-                TokenUse::Accepted(_) => unreachable!("handled above"),
-            };
-            return Err(refuse(
-                &state,
-                &actor,
-                "enroll",
-                "-",
-                "bad_token",
-                ApiError::unauthorized(message),
-            )
-            .await);
-        }
-    };
-    let role = match Role::parse(&record.role) {
-        Some(role @ (Role::Node | Role::App)) => role,
-        _ => {
-            return Err(ApiError::internal(format!(
-                "token {} has role {}",
-                record.id, record.role
-            )));
-        }
-    };
-    let csr = match read_csr(&request.csr) {
-        Ok(csr) => csr,
-        Err(e) => return Err(refuse(&state, &actor, "enroll", "-", "bad_csr", e).await),
-    };
-    let policy = CsrPolicy {
-        profile: Profile::Client,
-        validity: validity(&state, role),
-        subject: SubjectRule::AsRequested,
-        subject_alt_names: SanRule::Replace(Vec::new()),
-    };
-    let issue = match policy.decide(&csr) {
-        Ok(issue) => issue,
-        Err(e) => {
-            let target = csr.subject().to_string();
-            return Err(refuse(
-                &state,
-                &actor,
-                "enroll",
-                &target,
-                "policy",
-                ApiError::bad_request(e.to_string()),
-            )
-            .await);
-        }
-    };
-    let how = Issuance {
-        ca: CLIENT_CA,
-        role,
-        owner: actor.clone(),
-        renewed_from: None,
-        actor: actor.clone(),
-        action: "enroll",
-    };
-    let (issued, _) = state.issue(&issue, how).await?;
-    state.metrics.enrolled.fetch_add(1, Ordering::Relaxed);
-    Ok((
-        StatusCode::CREATED,
-        Json(bundle(&state, &issued, CLIENT_CA)?),
-    ))
+    let bundle = crate::enrollment::enroll(&state, &request).await?;
+    Ok((StatusCode::CREATED, Json(bundle)))
 }
 
-fn validity(state: &AppState, role: Role) -> Duration {
+fn validity(state: &AppState, role: evergreen_api::Role) -> evergreen_pki::Duration {
     match role {
-        Role::App => state.settings.app_validity,
+        evergreen_api::Role::App => state.settings.app_validity,
         _ => state.settings.node_validity,
     }
 }
@@ -285,42 +245,28 @@ fn validity(state: &AppState, role: Role) -> Duration {
 /// new one for exactly the same subject and at most the same SANs.
 async fn renew(
     State(state): AppStateRef,
-    Extension(peer): Extension<Peer>,
-    body: Result<JsonBody<RenewalRequest>, ApiError>,
+    caller: Caller<Holder>,
+    JsonBody(request): JsonBody<RenewalRequest>,
 ) -> Result<(StatusCode, Json<CertificateBundle>), ApiError> {
-    let caller = caller(
-        &state,
-        &peer,
-        "renew",
-        &[Role::Node, Role::App, Role::Admin],
-    )
-    .await?;
-    let actor = caller.actor();
     let target = caller.record.subject.clone();
-    let request = body_or_refuse(&state, &actor, "renew", &target, body).await?;
-    let csr = match read_csr(&request.csr) {
-        Ok(csr) => csr,
-        Err(e) => return Err(refuse(&state, &actor, "renew", &target, "bad_csr", e).await),
-    };
+    let csr = crate::enrollment::read_csr(&request.csr).map_err(|e| e.target(&target))?;
     let policy = CsrPolicy {
         profile: Profile::Client,
         validity: validity(&state, caller.role),
         subject: SubjectRule::Exactly(caller.info.subject.clone()),
         subject_alt_names: SanRule::AtMost(caller.info.subject_alt_names.clone()),
     };
-    let issue = match policy.decide(&csr) {
-        Ok(issue) => issue,
-        Err(e) => {
-            let e = ApiError::forbidden(e.to_string());
-            return Err(refuse(&state, &actor, "renew", &target, "policy", e).await);
-        }
-    };
+    let issue = policy.decide(&csr).map_err(|e| {
+        ApiError::forbidden(e.to_string())
+            .reason("policy")
+            .target(&target)
+    })?;
     let how = Issuance {
         ca: CLIENT_CA,
         role: caller.role,
         owner: caller.record.owner.clone(),
         renewed_from: Some(caller.record.serial.clone()),
-        actor: actor.clone(),
+        actor: caller.actor(),
         action: "renew",
     };
     let (issued, _) = state.issue(&issue, how).await?;
@@ -331,7 +277,7 @@ async fn renew(
     ))
 }
 
-fn summary(record: &CertificateRecord, now: i64) -> CertificateSummary {
+pub(crate) fn summary(record: &CertificateRecord, now: i64) -> CertificateSummary {
     CertificateSummary {
         serial: record.serial.clone(),
         sha256: record.sha256.clone(),
@@ -350,7 +296,7 @@ fn summary(record: &CertificateRecord, now: i64) -> CertificateSummary {
 }
 
 /// Revokes and publishes new CRLs, so the next handshake with that certificate fails.
-async fn revoke_and_publish(
+pub(crate) async fn revoke_and_publish(
     state: &AppState,
     serial: &str,
     reason: RevocationReason,
@@ -369,15 +315,9 @@ async fn revoke_and_publish(
 /// Kyma's revocation: the caller revokes its own certificate.
 async fn revoke_own(
     State(state): AppStateRef,
-    Extension(peer): Extension<Peer>,
+    caller: Caller<Holder>,
+    _: NoBody,
 ) -> Result<(StatusCode, Json<CertificateSummary>), ApiError> {
-    let caller = caller(
-        &state,
-        &peer,
-        "revoke",
-        &[Role::Node, Role::App, Role::Admin],
-    )
-    .await?;
     let outcome = revoke_and_publish(
         &state,
         &caller.record.serial,
@@ -389,16 +329,9 @@ async fn revoke_own(
             "an authenticated certificate was not revocable",
         ));
     };
+    let detail = format!("revoked its own certificate serial {}", record.serial);
     state
-        .audit(
-            &caller.actor(),
-            "revoke",
-            &record.subject,
-            Ok(&format!(
-                "revoked its own certificate serial {}",
-                record.serial
-            )),
-        )
+        .audit(&caller.actor(), "revoke", &record.subject, Ok(&detail))
         .await?;
     Ok((
         StatusCode::CREATED,
@@ -420,85 +353,67 @@ fn normalize_serial(serial: &str) -> Option<String> {
     } else {
         s.to_owned()
     };
-    (!s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit())).then_some(s)
+    (!s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_hexdigit())).then_some(s)
 }
 
 async fn revoke(
     State(state): AppStateRef,
-    Extension(peer): Extension<Peer>,
-    body: Result<JsonBody<RevocationRequest>, ApiError>,
+    caller: Caller<Admin>,
+    JsonBody(request): JsonBody<RevocationRequest>,
 ) -> Result<(StatusCode, Json<CertificateSummary>), ApiError> {
-    let caller = caller(&state, &peer, "revoke", &[Role::Admin]).await?;
-    let actor = caller.actor();
-    let fail = |status: StatusCode, reason: &'static str, message: String| {
-        let state = state.clone();
-        let actor = actor.clone();
-        async move {
-            refuse(
-                &state,
-                &actor,
-                "revoke",
-                "-",
-                reason,
-                ApiError::new(status, message),
-            )
-            .await
-        }
-    };
-    let request = match json_body(body) {
-        Ok(r) => r,
-        Err(e) => return Err(fail(e.status, "bad_request", e.message).await),
-    };
-    let reason: RevocationReason = match request.reason.as_deref().map(str::parse).transpose() {
-        Ok(r) => r.unwrap_or_default(),
-        Err(e) => return Err(fail(StatusCode::BAD_REQUEST, "bad_request", e).await),
-    };
+    let reason: RevocationReason = request
+        .reason
+        .as_deref()
+        .map(str::parse)
+        .transpose()
+        .map_err(ApiError::bad_request)?
+        .unwrap_or_default();
     let record = match (&request.hash, &request.serial) {
         (Some(hash), None) => {
-            let Some(fp) = Fingerprint::from_hex(hash) else {
-                return Err(fail(
-                    StatusCode::BAD_REQUEST,
-                    "bad_request",
-                    format!("hash {hash:?} is not a SHA-256 (64 hex digits)"),
-                )
-                .await);
-            };
+            let fp = Fingerprint::from_hex(hash).ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "hash {:?} is not a SHA-256 (64 hex digits)",
+                    crate::audit::bounded(hash, 80)
+                ))
+            })?;
             state.store.certificate_by_sha256(&fp.to_string()).await?
         }
         (None, Some(serial)) => {
-            let Some(serial) = normalize_serial(serial) else {
-                return Err(fail(
-                    StatusCode::BAD_REQUEST,
-                    "bad_request",
-                    format!("serial {serial:?} is not hex"),
-                )
-                .await);
-            };
-            state.store.certificate_by_serial(&serial).await?
+            let normalized = normalize_serial(serial).ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "serial {:?} is not hex",
+                    crate::audit::bounded(serial, 80)
+                ))
+            })?;
+            state.store.certificate_by_serial(&normalized).await?
         }
         _ => {
-            return Err(fail(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                "give exactly one of \"hash\" (SHA-256 of the certificate) or \"serial\"".into(),
-            )
-            .await);
+            return Err(ApiError::bad_request(
+                "give exactly one of \"hash\" (SHA-256 of the certificate) or \"serial\"",
+            ));
         }
     };
+    let unknown = |what: &str| {
+        ApiError::not_found(format!(
+            "no certificate {} in the inventory",
+            crate::audit::bounded(what, 80)
+        ))
+        .reason("unknown_certificate")
+    };
     let Some(record) = record else {
-        let what = request.hash.or(request.serial).unwrap_or_default();
-        return Err(fail(
-            StatusCode::NOT_FOUND,
-            "unknown_certificate",
-            format!("no certificate {what} in the inventory"),
-        )
-        .await);
+        return Err(unknown(
+            request
+                .hash
+                .as_deref()
+                .or(request.serial.as_deref())
+                .unwrap_or_default(),
+        ));
     };
     match revoke_and_publish(&state, &record.serial, reason).await? {
         RevokeOutcome::Revoked(record) => {
             let detail = format!("revoked serial {} ({reason})", record.serial);
             state
-                .audit(&actor, "revoke", &record.subject, Ok(&detail))
+                .audit(&caller.actor(), "revoke", &record.subject, Ok(&detail))
                 .await?;
             Ok((
                 StatusCode::CREATED,
@@ -507,22 +422,14 @@ async fn revoke(
         }
         RevokeOutcome::AlreadyRevoked(record) => {
             let at = record.revoked_at.map(rfc3339).unwrap_or_default();
-            Err(fail(
-                StatusCode::CONFLICT,
-                "already_revoked",
-                format!(
-                    "certificate {} (serial {}) was already revoked at {at}",
-                    record.subject, record.serial
-                ),
-            )
-            .await)
+            Err(ApiError::conflict(format!(
+                "certificate {} (serial {}) was already revoked at {at}",
+                record.subject, record.serial
+            ))
+            .reason("already_revoked")
+            .target(record.subject))
         }
-        RevokeOutcome::NotFound => Err(fail(
-            StatusCode::NOT_FOUND,
-            "unknown_certificate",
-            format!("no certificate {} in the inventory", record.serial),
-        )
-        .await),
+        RevokeOutcome::NotFound => Err(unknown(&record.serial)),
     }
 }
 
@@ -530,7 +437,8 @@ async fn crl(State(state): AppStateRef, Path(ca): Path<String>) -> Result<Respon
     let crls = state.crls.load();
     let der = crls.get(&ca).ok_or_else(|| {
         ApiError::not_found(format!(
-            "no CA named {ca:?}; CRLs are published for {}",
+            "no CA named {:?}; CRLs are published for {}",
+            crate::audit::bounded(&ca, 80),
             ROLE_CAS.join(", ")
         ))
     })?;
@@ -542,6 +450,7 @@ async fn crl(State(state): AppStateRef, Path(ca): Path<String>) -> Result<Respon
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct InventoryParams {
     expiring_within: Option<String>,
     status: Option<String>,
@@ -549,45 +458,26 @@ struct InventoryParams {
     cursor: Option<String>,
 }
 
-/// `30d`, `12h`, `90m`, `45s`, or plain seconds.
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    let (number, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
-        Some((i, _)) => (&s[..i], &s[i..]),
-        None => (s, "s"),
-    };
-    let n: i64 = number.parse().ok()?;
-    Some(match unit {
-        "d" => Duration::days(n),
-        "h" => Duration::hours(n),
-        "m" => Duration::minutes(n),
-        "s" => Duration::seconds(n),
-        _ => return None,
-    })
-}
-
 async fn inventory(
     State(state): AppStateRef,
-    Extension(peer): Extension<Peer>,
-    params: Result<Query<InventoryParams>, QueryRejection>,
+    _caller: Caller<Admin>,
+    QueryOf(params): QueryOf<InventoryParams>,
 ) -> Result<Json<InventoryPage>, ApiError> {
-    caller(&state, &peer, "inventory", &[Role::Admin]).await?;
-    let Query(params) = params?;
     let now = state.now().unix_timestamp();
-    let not_after_before = match params.expiring_within.as_deref().map(parse_duration) {
+    let not_after_before = match params.expiring_within.as_deref() {
         None => None,
-        Some(Some(d)) => Some(now + d.whole_seconds()),
-        Some(None) => {
-            return Err(ApiError::bad_request(
-                "expiring_within must be a duration such as 30d, 12h or 3600",
-            ));
+        Some(text) => {
+            let within = evergreen_api::duration::parse(text)
+                .map_err(|e| ApiError::bad_request(format!("expiring_within: {e}")))?;
+            Some(now.saturating_add(within.whole_seconds()))
         }
     };
     if let Some(status) = params.status.as_deref()
         && !["active", "expired", "revoked"].contains(&status)
     {
         return Err(ApiError::bad_request(format!(
-            "unknown status {status:?}; use active, expired or revoked"
+            "unknown status {:?}; use active, expired or revoked",
+            crate::audit::bounded(status, 40)
         )));
     }
     let after =
@@ -628,59 +518,132 @@ async fn inventory(
 
 async fn create_token(
     State(state): AppStateRef,
-    Extension(peer): Extension<Peer>,
-    body: Result<JsonBody<TokenRequest>, ApiError>,
+    caller: Caller<Admin>,
+    JsonBody(request): JsonBody<TokenRequest>,
 ) -> Result<(StatusCode, Json<TokenResponse>), ApiError> {
-    let caller = caller(&state, &peer, "token.create", &[Role::Admin]).await?;
-    let actor = caller.actor();
-    let request = body_or_refuse(&state, &actor, "token.create", "-", body).await?;
-    if !matches!(request.role, Role::Node | Role::App) {
-        let message = format!("join tokens are for node or app, not {}", request.role);
-        let e = ApiError::bad_request(message);
-        return Err(refuse(&state, &actor, "token.create", "-", "bad_request", e).await);
-    }
-    let now = state.now();
-    let id = random_string(6).map_err(ApiError::internal)?;
-    let secret = random_string(16).map_err(ApiError::internal)?;
-    let expires_at = request.ttl_seconds.map(|s| {
-        now.unix_timestamp()
-            .saturating_add(i64::try_from(s).unwrap_or(i64::MAX))
-    });
-    state
+    let response = crate::enrollment::create_token(&state, &caller.actor(), &request).await?;
+    Ok((StatusCode::CREATED, Json(response)))
+}
+
+/// What the server knows of `node`: its allowed addresses and live identities.
+async fn node_status(state: &AppState, node: &str, detail: String) -> Result<NodeStatus, ApiError> {
+    let addresses = state
         .store
-        .insert_token(&TokenRecord {
-            id: id.clone(),
-            secret_sha256: Fingerprint::of(secret.as_bytes()).to_string(),
-            role: request.role.as_str().to_owned(),
-            created_at: now.unix_timestamp(),
-            expires_at,
-            uses: 0,
-            description: request.description.clone(),
-        })
-        .await?;
-    let token = JoinToken::new(
-        Fingerprint::of(&state.cluster.load().root),
-        id.clone(),
-        secret,
-    )
-    .map_err(ApiError::internal)?;
+        .node(node)
+        .await?
+        .map(|n| n.addresses)
+        .unwrap_or_default();
+    let now = state.now().unix_timestamp();
+    let identities = state
+        .store
+        .certificates_by_subject(&DistinguishedName::common_name(node).to_string())
+        .await?
+        .into_iter()
+        .filter(|c| c.role == "node" && c.status(now) == "active")
+        .map(|c| c.serial)
+        .collect();
+    Ok(NodeStatus {
+        node: node.to_owned(),
+        addresses,
+        identities,
+        detail,
+    })
+}
+
+/// `PUT /v1/nodes/{node}/addresses`: the addresses `{ip}` stands for in the node's
+/// certificates (`evergreen node allow`).
+async fn node_addresses(
+    State(state): AppStateRef,
+    caller: Caller<Admin>,
+    Path(node): Path<String>,
+    JsonBody(request): JsonBody<NodeAddresses>,
+) -> Result<Json<NodeStatus>, ApiError> {
+    crate::enrollment::check_node_name(&node).map_err(ApiError::bad_request)?;
+    if request.addresses.len() > 64 {
+        return Err(ApiError::bad_request("at most 64 addresses per node").target(node));
+    }
+    let mut addresses = Vec::new();
+    for text in &request.addresses {
+        let ip: std::net::IpAddr = text.trim().parse().map_err(|_| {
+            ApiError::bad_request(format!(
+                "{:?} is not an IP address",
+                crate::audit::bounded(text, 80)
+            ))
+            .target(&node)
+        })?;
+        if let Some(why) = evergreen_pki::san_policy::never_for_a_node(&SubjectAltName::Ip(ip)) {
+            return Err(
+                ApiError::bad_request(format!("{ip} cannot be a node's address: {why}"))
+                    .target(&node),
+            );
+        }
+        if !addresses.contains(&ip.to_string()) {
+            addresses.push(ip.to_string());
+        }
+    }
+    let record = NodeRecord {
+        name: node.clone(),
+        addresses: addresses.clone(),
+        updated_at: state.now().unix_timestamp(),
+    };
+    let detail = if addresses.is_empty() {
+        "no addresses allowed: {ip} is the address the node connects from".to_owned()
+    } else {
+        format!("{{ip}} is {}", addresses.join(", "))
+    };
+    let event = crate::audit::event(
+        state.now(),
+        &caller.actor(),
+        "node.allow",
+        &node,
+        "ok",
+        &detail,
+    );
+    state.store.put_node(&record, &event).await?;
+    Ok(Json(node_status(&state, &node, detail).await?))
+}
+
+/// `POST /v1/nodes/{node}/replace`: revokes the node's identities so a new machine can
+/// enroll under its name with a new token (`evergreen node replace`).
+async fn node_replace(
+    State(state): AppStateRef,
+    caller: Caller<Admin>,
+    Path(node): Path<String>,
+    _: NoBody,
+) -> Result<Json<NodeStatus>, ApiError> {
+    crate::enrollment::check_node_name(&node).map_err(ApiError::bad_request)?;
+    let now = state.now().unix_timestamp();
+    let subject = DistinguishedName::common_name(&node).to_string();
+    let live: Vec<CertificateRecord> = state
+        .store
+        .certificates_by_subject(&subject)
+        .await?
+        .into_iter()
+        .filter(|c| c.role == "node" && c.status(now) == "active")
+        .collect();
+    if live.is_empty() {
+        return Err(ApiError::not_found(format!(
+            "node {node} has no live identity; enroll it with a token (evergreen token create --role node --node {node})"
+        ))
+        .reason("unknown_node")
+        .target(node));
+    }
+    let mut revoked = Vec::new();
+    for record in &live {
+        if let RevokeOutcome::Revoked(r) =
+            revoke_and_publish(&state, &record.serial, RevocationReason::Superseded).await?
+        {
+            revoked.push(r.serial);
+        }
+    }
     let detail = format!(
-        "{} token, expires {}",
-        request.role,
-        expires_at.map_or("never".into(), rfc3339)
+        "revoked identity serial {}; enroll the new machine with evergreen token create --role node --node {node}",
+        revoked.join(", ")
     );
     state
-        .audit(&caller.actor(), "token.create", &id, Ok(&detail))
+        .audit(&caller.actor(), "node.replace", &node, Ok(&detail))
         .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(TokenResponse {
-            token: token.to_string(),
-            id,
-            role: request.role,
-            expires_at: expires_at.map(rfc3339),
-        }),
-    ))
+    Ok(Json(node_status(&state, &node, detail).await?))
 }
 
 async fn healthz() -> &'static str {
@@ -700,8 +663,18 @@ async fn readyz(State(state): AppStateRef) -> Result<&'static str, ApiError> {
 async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::not_found(format!(
         "no such endpoint: {}; see /v1/openapi.json",
-        uri.path()
+        crate::audit::bounded(uri.path(), 128)
     ))
+}
+
+async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!(
+            "{method} is not allowed on {}; see /v1/openapi.json",
+            crate::audit::bounded(uri.path(), 128)
+        ),
+    )
 }
 
 #[cfg(test)]
@@ -709,13 +682,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn serials_and_durations_as_people_write_them() {
+    fn serials_as_people_write_them() {
         assert_eq!(normalize_serial("0x4A:0b"), Some("4a0b".into()));
         assert_eq!(normalize_serial("00ab"), Some("ab".into()));
         assert_eq!(normalize_serial("abc"), Some("0abc".into()));
         assert_eq!(normalize_serial("zz"), None);
-        assert_eq!(parse_duration("30d"), Some(Duration::days(30)));
-        assert_eq!(parse_duration("3600"), Some(Duration::hours(1)));
-        assert_eq!(parse_duration("3w"), None);
+        assert_eq!(normalize_serial(&"a".repeat(1000)), None);
     }
 }

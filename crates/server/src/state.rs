@@ -207,6 +207,22 @@ pub struct AppState {
     pub crl_lock: Mutex<()>,
     /// What watches answer at the current revision (see [`crate::agent::Snapshot`]).
     pub watch_snapshot: Mutex<Option<Arc<crate::agent::Snapshot>>>,
+    /// Anonymous refusals being aggregated (see [`crate::audit`]).
+    pub refusals: crate::audit::Refusals,
+}
+
+/// One refused request or connection, as it is counted, logged and audited.
+#[derive(Debug, Clone, Copy)]
+pub struct Refusal<'a> {
+    pub actor: &'a str,
+    pub source: std::net::IpAddr,
+    /// Whether the caller proved an identity; the refusals of those who did not are
+    /// aggregated per source.
+    pub authenticated: bool,
+    pub action: &'a str,
+    pub target: &'a str,
+    pub reason: &'static str,
+    pub message: &'a str,
 }
 
 impl std::fmt::Debug for AppState {
@@ -234,14 +250,14 @@ impl AppState {
         self.clock.now()
     }
 
-    /// Issues a certificate and records it in the inventory before anyone sees it.
-    pub async fn issue(
+    /// Signs a certificate: what [`AppState::issue`] records, and the audit entry to record
+    /// with it.
+    pub fn sign(
         &self,
         request: &IssueRequest,
-        how: Issuance,
-    ) -> Result<(IssuedCertificate, CertificateRecord), ApiError> {
+        how: &Issuance,
+    ) -> Result<(IssuedCertificate, CertificateRecord, AuditEvent), ApiError> {
         let now = self.now();
-        let (actor, action) = (how.actor.clone(), how.action);
         let cluster = self.cluster.load();
         let ca = cluster
             .ca(how.ca)
@@ -264,11 +280,11 @@ impl AppState {
             profile: request.profile.name().to_owned(),
             role: how.role.as_str().to_owned(),
             issuer: how.ca.to_owned(),
-            owner: how.owner,
+            owner: how.owner.clone(),
             not_before: issued.not_before.unix_timestamp(),
             not_after: issued.not_after.unix_timestamp(),
             issued_at: now.unix_timestamp(),
-            renewed_from: how.renewed_from,
+            renewed_from: how.renewed_from.clone(),
             revoked_at: None,
             revocation_reason: None,
             der: issued.der.to_vec(),
@@ -285,14 +301,18 @@ impl AppState {
                 .map(|r| format!(", renewing serial {r}"))
                 .unwrap_or_default()
         );
-        let event = AuditEvent {
-            at: now.unix_timestamp(),
-            actor: actor.clone(),
-            action: action.to_owned(),
-            target: record.subject.clone(),
-            outcome: "ok".into(),
-            detail,
-        };
+        let event =
+            crate::audit::event(now, &how.actor, how.action, &record.subject, "ok", &detail);
+        Ok((issued, record, event))
+    }
+
+    /// Issues a certificate and records it in the inventory before anyone sees it.
+    pub async fn issue(
+        &self,
+        request: &IssueRequest,
+        how: Issuance,
+    ) -> Result<(IssuedCertificate, CertificateRecord), ApiError> {
+        let (issued, record, event) = self.sign(request, &how)?;
         self.store.record_issuance(&record, &event).await?;
         self.metrics
             .issued
@@ -322,7 +342,8 @@ impl AppState {
         });
     }
 
-    /// Records an audit event; a failure to write the audit log fails the request.
+    /// Records an audit event (every field bounded); a failure to write the audit log
+    /// fails the request.
     pub async fn audit(
         &self,
         actor: &str,
@@ -334,17 +355,103 @@ impl AppState {
             Ok(detail) => ("ok", detail),
             Err(detail) => ("refused", detail),
         };
-        self.store
-            .audit(&AuditEvent {
-                at: self.now().unix_timestamp(),
-                actor: actor.to_owned(),
-                action: action.to_owned(),
-                target: target.to_owned(),
-                outcome: outcome.to_owned(),
-                detail: detail.to_owned(),
-            })
-            .await?;
+        let event = crate::audit::event(self.now(), actor, action, target, outcome, detail);
+        self.store.audit(&event).await?;
         Ok(())
+    }
+
+    /// Counts a refusal by reason, and logs and audits it: in full when the caller proved
+    /// who it is, else aggregated per source (see [`crate::audit`]).
+    pub async fn record_refusal(&self, refusal: Refusal<'_>) {
+        self.metrics.refuse(refusal.reason);
+        let now = self.now();
+        if !refusal.authenticated {
+            let (write, summary) =
+                self.refusals
+                    .admit(refusal.source, refusal.action, refusal.reason, now);
+            if let Some(summary) = summary
+                && let Err(error) = self.store.audit(&summary).await
+            {
+                tracing::error!(%error, "cannot write the audit log");
+            }
+            if !write {
+                return;
+            }
+        }
+        let event = crate::audit::event(
+            now,
+            refusal.actor,
+            refusal.action,
+            refusal.target,
+            "refused",
+            refusal.message,
+        );
+        tracing::info!(
+            actor = %event.actor,
+            action = %event.action,
+            target = %event.target,
+            reason = refusal.reason,
+            error = %event.detail,
+            "refused"
+        );
+        if let Err(error) = self.store.audit(&event).await {
+            tracing::error!(%error, "cannot write the audit log");
+        }
+    }
+
+    /// A connection refused before any request: shed past a limit, or a failed handshake.
+    pub async fn refused_connection(
+        &self,
+        remote: std::net::SocketAddr,
+        reason: &'static str,
+        message: &str,
+    ) {
+        let actor = format!("anonymous from {}", remote.ip());
+        self.record_refusal(Refusal {
+            actor: &actor,
+            source: remote.ip(),
+            authenticated: false,
+            action: "connect",
+            target: "-",
+            reason,
+            message,
+        })
+        .await;
+    }
+
+    /// Writes the summaries of aggregation windows that have closed.
+    pub async fn flush_refusals(&self) -> Result<(), evergreen_store::StoreError> {
+        for summary in self.refusals.flush(self.now()) {
+            self.store.audit(&summary).await?;
+        }
+        Ok(())
+    }
+
+    /// Whether `san` is one of the names this server serves under (its serving
+    /// certificate's): never issued to anyone else.
+    pub fn serves_name(&self, san: &evergreen_pki::SubjectAltName) -> bool {
+        self.own
+            .iter()
+            .filter(|own| own.role == Role::Server)
+            .any(|own| own.sans.contains(san))
+    }
+
+    /// Whether `der` chains to a client CA of the cluster now (a cheap check at the
+    /// handshake; requests still authenticate in full, see [`crate::auth`]).
+    pub fn is_client_certificate(&self, der: &CertificateDer<'_>) -> bool {
+        let cluster = self.cluster.load();
+        let now = self.now();
+        cluster.generations(CLIENT_CA).any(|(ca, chain)| {
+            evergreen_pki::chain::verify(
+                der,
+                chain,
+                std::slice::from_ref(ca),
+                evergreen_pki::certificate::Usage::ClientAuth,
+                &[],
+                now,
+            )
+            .is_ok()
+        })
     }
 
     /// Publishes a current CRL for every CA that signs one and swaps them, with the TLS

@@ -168,6 +168,15 @@ pub struct InventoryQuery {
     pub limit: u32,
 }
 
+/// Live certificates of one role and issuer: how many, and the soonest expiry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveCount {
+    pub role: String,
+    pub issuer: String,
+    pub count: i64,
+    pub soonest_not_after: i64,
+}
+
 /// The result of a revocation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RevokeOutcome {
@@ -184,7 +193,7 @@ pub struct RevokedSerial {
     pub reason: String,
 }
 
-/// A join token as stored: the secret only as a hash.
+/// A join token as stored: the secret only as a hash, and what it may enroll.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenRecord {
     pub id: String,
@@ -193,19 +202,82 @@ pub struct TokenRecord {
     pub created_at: i64,
     pub expires_at: Option<i64>,
     pub uses: i64,
+    /// How many enrollments it allows; `None`: any number (tokens made before tokens
+    /// were bound).
+    pub max_uses: Option<i64>,
+    /// A node token for exactly this node name.
+    pub node: Option<String>,
+    /// A node token for names matching this pattern (`worker-*`).
+    pub node_pattern: Option<String>,
+    /// An app token for this subject; its CN may hold `*` (`CN=billing-*, O=team`).
+    pub subject: Option<String>,
     pub description: String,
+}
+
+impl TokenRecord {
+    /// Whether the token may enroll once more at `now` with this secret hash.
+    pub fn check(self, secret_sha256: &str, now: i64) -> TokenUse {
+        if !rows::constant_time_eq(self.secret_sha256.as_bytes(), secret_sha256.as_bytes()) {
+            return TokenUse::WrongSecret;
+        }
+        if let Some(expires_at) = self.expires_at.filter(|e| *e <= now) {
+            return TokenUse::Expired { expires_at };
+        }
+        if let Some(max_uses) = self.max_uses.filter(|max| self.uses >= *max) {
+            return TokenUse::UsedUp { max_uses };
+        }
+        TokenUse::Accepted(Box::new(self))
+    }
 }
 
 /// What presenting a token's id and secret hash came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenUse {
-    /// Accepted; the use was counted.
-    Accepted(TokenRecord),
+    /// The token may be used (by [`Store::enroll`], the use is then counted).
+    Accepted(Box<TokenRecord>),
     Unknown,
     WrongSecret,
     Expired {
         expires_at: i64,
     },
+    /// Every use it allows has been made.
+    UsedUp {
+        max_uses: i64,
+    },
+}
+
+/// One enrollment, written in one transaction: the token is checked again and its use
+/// counted, the subject checked against live certificates, the certificate and its audit
+/// entry recorded. A refusal writes nothing, not even the use.
+#[derive(Debug, Clone)]
+pub struct Enrollment {
+    pub token_id: String,
+    pub secret_sha256: String,
+    pub now: i64,
+    pub certificate: CertificateRecord,
+    pub event: AuditEvent,
+    /// Roles whose live (unexpired, unrevoked) certificates may not share the new
+    /// certificate's subject: an enrolled node's name is its own.
+    pub exclusive_of: Vec<String>,
+}
+
+/// What an enrollment came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnrollOutcome {
+    Enrolled,
+    /// The token cannot be used (nothing was written).
+    Refused(TokenUse),
+    /// A live certificate of a conflicting role holds the subject (nothing was written).
+    SubjectTaken(Box<CertificateRecord>),
+}
+
+/// What the server knows of a node beyond its certificates: the addresses an admin
+/// allowed in its certificates (`evergreen node allow`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeRecord {
+    pub name: String,
+    pub addresses: Vec<String>,
+    pub updated_at: i64,
 }
 
 /// One audit log entry.
@@ -240,6 +312,10 @@ pub struct NamedRecord {
     pub secret_path: Option<String>,
     /// File names in the secret directory: certificate, key, CA.
     pub secret_keys: [String; 3],
+    /// DNS suffixes every DNS name of this certificate must end with; empty: any.
+    pub allowed_dns: Vec<String>,
+    /// IP ranges every IP address of this certificate must lie in; empty: any.
+    pub allowed_cidrs: Vec<String>,
     /// The current version; 0 before the first.
     pub version: i64,
     pub created_at: i64,
@@ -338,12 +414,22 @@ pub trait Store: Send + Sync + 'static {
     async fn certificate_by_sha256(&self, sha256: &str) -> Result<Option<CertificateRecord>>;
     /// Ordered by (not_after, serial).
     async fn list_certificates(&self, query: &InventoryQuery) -> Result<Vec<CertificateRecord>>;
+    /// Counts of live (unexpired, unrevoked) certificates at `now`, by role and issuer.
+    async fn active_counts(&self, now: i64) -> Result<Vec<ActiveCount>>;
     async fn revoke(&self, serial: &str, at: i64, reason: &str) -> Result<RevokeOutcome>;
     async fn revoked(&self, issuer: &str) -> Result<Vec<RevokedSerial>>;
 
     async fn insert_token(&self, token: &TokenRecord) -> Result<()>;
-    /// Checks id, secret hash and expiry and counts the use, atomically.
-    async fn use_token(&self, id: &str, secret_sha256: &str, now: i64) -> Result<TokenUse>;
+    /// The token with this id: read only, no use is counted.
+    async fn token(&self, id: &str) -> Result<Option<TokenRecord>>;
+    /// Enrolls, all or nothing (see [`Enrollment`]).
+    async fn enroll(&self, enrollment: &Enrollment) -> Result<EnrollOutcome>;
+    /// Every certificate issued for exactly this subject.
+    async fn certificates_by_subject(&self, subject: &str) -> Result<Vec<CertificateRecord>>;
+
+    async fn node(&self, name: &str) -> Result<Option<NodeRecord>>;
+    /// Sets what the server knows of a node and writes the audit entry, both or neither.
+    async fn put_node(&self, node: &NodeRecord, event: &AuditEvent) -> Result<()>;
 
     async fn audit(&self, event: &AuditEvent) -> Result<()>;
     /// The newest `limit` entries, newest first.

@@ -16,15 +16,22 @@ use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
 use crate::locks::LocalLocks;
-use crate::rows::{self, constant_time_eq};
+use crate::rows;
 use crate::{
-    Acknowledgement, AuditEvent, CaRecord, CertificateRecord, Change, Initialization,
-    InventoryQuery, Job, JobLock, NamedChange, NamedRecord, NamedVersion, Result, RevokeOutcome,
-    RevokedSerial, Rotation, Store, StoreError, TokenRecord, TokenUse,
+    Acknowledgement, ActiveCount, AuditEvent, CaRecord, CertificateRecord, Change, EnrollOutcome,
+    Enrollment, Initialization, InventoryQuery, Job, JobLock, NamedChange, NamedRecord,
+    NamedVersion, NodeRecord, Result, RevokeOutcome, RevokedSerial, Rotation, Store, StoreError,
+    TokenRecord, TokenUse,
 };
 
 /// Schema versions, applied in order.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/postgres/0001_initial.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/postgres/0001_initial.sql")),
+    (
+        2,
+        include_str!("../migrations/postgres/0002_bound_identity.sql"),
+    ),
+];
 
 /// The channel writes are announced on.
 const CHANNEL: &str = "evergreen";
@@ -232,8 +239,9 @@ async fn next_revision(conn: &mut PgConnection, origin: &str) -> Result<i64> {
 
 async fn insert_token(conn: &mut PgConnection, t: &TokenRecord) -> Result<()> {
     sqlx::query(
-        "INSERT INTO tokens (id, secret_sha256, role, created_at, expires_at, uses, description) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        "INSERT INTO tokens (id, secret_sha256, role, created_at, expires_at, uses, max_uses, \
+         node, node_pattern, subject, description) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
     .bind(&t.id)
     .bind(&t.secret_sha256)
@@ -241,6 +249,10 @@ async fn insert_token(conn: &mut PgConnection, t: &TokenRecord) -> Result<()> {
     .bind(t.created_at)
     .bind(t.expires_at)
     .bind(t.uses)
+    .bind(t.max_uses)
+    .bind(&t.node)
+    .bind(&t.node_pattern)
+    .bind(&t.subject)
     .bind(&t.description)
     .execute(&mut *conn)
     .await?;
@@ -421,6 +433,14 @@ impl Store for PostgresStore {
         rows.iter().map(rows::certificate).collect()
     }
 
+    async fn active_counts(&self, now: i64) -> Result<Vec<ActiveCount>> {
+        let rows = rows::active_counts_query::<Postgres>(now)
+            .build()
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(rows::active_count).collect()
+    }
+
     async fn revoke(&self, serial: &str, at: i64, reason: &str) -> Result<RevokeOutcome> {
         let mut tx = self.pool.begin().await?;
         let Some(row) = sqlx::query("SELECT * FROM certificates WHERE serial = $1 FOR UPDATE")
@@ -473,30 +493,88 @@ impl Store for PostgresStore {
         insert_token(&mut *self.pool.acquire().await?, token).await
     }
 
-    async fn use_token(&self, id: &str, secret_sha256: &str, now: i64) -> Result<TokenUse> {
-        let mut tx = self.pool.begin().await?;
-        // The row lock orders concurrent uses from every replica.
-        let Some(row) = sqlx::query("SELECT * FROM tokens WHERE id = $1 FOR UPDATE")
+    async fn token(&self, id: &str) -> Result<Option<TokenRecord>> {
+        sqlx::query("SELECT * FROM tokens WHERE id = $1")
             .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(rows::token)
+            .transpose()
+    }
+
+    async fn enroll(&self, e: &Enrollment) -> Result<EnrollOutcome> {
+        let mut tx = self.pool.begin().await?;
+        // The token's row lock orders uses of one token from every replica; the advisory
+        // lock on the subject orders enrollments of one subject through different tokens.
+        let Some(row) = sqlx::query("SELECT * FROM tokens WHERE id = $1 FOR UPDATE")
+            .bind(&e.token_id)
             .fetch_optional(&mut *tx)
             .await?
         else {
-            return Ok(TokenUse::Unknown);
+            return Ok(EnrollOutcome::Refused(TokenUse::Unknown));
         };
-        let mut token = rows::token(&row)?;
-        if !constant_time_eq(token.secret_sha256.as_bytes(), secret_sha256.as_bytes()) {
-            return Ok(TokenUse::WrongSecret);
+        match rows::token(&row)?.check(&e.secret_sha256, e.now) {
+            TokenUse::Accepted(_) => {}
+            refused => return Ok(EnrollOutcome::Refused(refused)),
         }
-        if let Some(expires_at) = token.expires_at.filter(|e| *e <= now) {
-            return Ok(TokenUse::Expired { expires_at });
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(&e.certificate.subject)
+            .execute(&mut *tx)
+            .await?;
+        let holders = sqlx::query("SELECT * FROM certificates WHERE subject = $1")
+            .bind(&e.certificate.subject)
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(rows::certificate)
+            .collect::<Result<Vec<_>>>()?;
+        if let Some(holder) = rows::conflicting_holder(holders, &e.exclusive_of, e.now) {
+            return Ok(EnrollOutcome::SubjectTaken(Box::new(holder)));
         }
-        token.uses =
-            sqlx::query_scalar("UPDATE tokens SET uses = uses + 1 WHERE id = $1 RETURNING uses")
-                .bind(id)
-                .fetch_one(&mut *tx)
-                .await?;
+        sqlx::query("UPDATE tokens SET uses = uses + 1 WHERE id = $1")
+            .bind(&e.token_id)
+            .execute(&mut *tx)
+            .await?;
+        insert_certificate(&mut tx, &e.certificate).await?;
+        audit(&mut tx, &e.event).await?;
         tx.commit().await?;
-        Ok(TokenUse::Accepted(token))
+        Ok(EnrollOutcome::Enrolled)
+    }
+
+    async fn certificates_by_subject(&self, subject: &str) -> Result<Vec<CertificateRecord>> {
+        let rows = sqlx::query("SELECT * FROM certificates WHERE subject = $1 ORDER BY issued_at")
+            .bind(subject)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(rows::certificate).collect()
+    }
+
+    async fn node(&self, name: &str) -> Result<Option<NodeRecord>> {
+        sqlx::query("SELECT * FROM nodes WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(rows::node)
+            .transpose()
+    }
+
+    async fn put_node(&self, node: &NodeRecord, event: &AuditEvent) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO nodes (name, addresses, updated_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO UPDATE SET addresses = excluded.addresses, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(&node.name)
+        .bind(node.addresses.join(","))
+        .bind(node.updated_at)
+        .execute(&mut *tx)
+        .await?;
+        audit(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn audit(&self, event: &AuditEvent) -> Result<()> {
@@ -534,13 +612,14 @@ impl Store for PostgresStore {
             let r = &change.record;
             sqlx::query(
                 "INSERT INTO named_certificates (name, scope, kind, label, internal, usage, sans, nodes, \
-                 secret_path, secret_keys, version, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+                 secret_path, secret_keys, version, created_at, updated_at, allowed_dns, allowed_cidrs) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
                  ON CONFLICT (name) DO UPDATE SET scope = excluded.scope, kind = excluded.kind, \
                  label = excluded.label, internal = excluded.internal, usage = excluded.usage, \
                  sans = excluded.sans, nodes = excluded.nodes, secret_path = excluded.secret_path, \
                  secret_keys = excluded.secret_keys, version = excluded.version, \
-                 updated_at = excluded.updated_at",
+                 updated_at = excluded.updated_at, allowed_dns = excluded.allowed_dns, \
+                 allowed_cidrs = excluded.allowed_cidrs",
             )
             .bind(&r.name)
             .bind(&r.scope)
@@ -555,6 +634,8 @@ impl Store for PostgresStore {
             .bind(r.version)
             .bind(r.created_at)
             .bind(r.updated_at)
+            .bind(r.allowed_dns.join(","))
+            .bind(r.allowed_cidrs.join(","))
             .execute(&mut *tx)
             .await?;
             if let Some(v) = &change.new_version {

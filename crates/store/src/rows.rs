@@ -4,8 +4,8 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{Database, Encode, QueryBuilder, Row, Type};
 
 use crate::{
-    Acknowledgement, AuditEvent, CaRecord, CertificateRecord, InventoryQuery, NamedRecord,
-    NamedVersion, Result, StoreError, TokenRecord,
+    Acknowledgement, ActiveCount, AuditEvent, CaRecord, CertificateRecord, InventoryQuery,
+    NamedRecord, NamedVersion, NodeRecord, Result, StoreError, TokenRecord,
 };
 
 /// The column types Evergreen stores, read by name.
@@ -95,6 +95,10 @@ pub(crate) fn token(row: &impl Columns) -> Result<TokenRecord> {
         created_at: row.int("created_at")?,
         expires_at: row.int_opt("expires_at")?,
         uses: row.int("uses")?,
+        max_uses: row.int_opt("max_uses")?,
+        node: row.text_opt("node")?,
+        node_pattern: row.text_opt("node_pattern")?,
+        subject: row.text_opt("subject")?,
         description: row.text("description")?,
     })
 }
@@ -124,6 +128,8 @@ pub(crate) fn named(row: &impl Columns) -> Result<NamedRecord> {
         nodes: split(&row.text("nodes")?),
         secret_path: row.text_opt("secret_path")?,
         secret_keys: [key(0, "cert"), key(1, "key"), key(2, "cacert")],
+        allowed_dns: split(&row.text("allowed_dns")?),
+        allowed_cidrs: split(&row.text("allowed_cidrs")?),
         version: row.int("version")?,
         created_at: row.int("created_at")?,
         updated_at: row.int("updated_at")?,
@@ -154,9 +160,53 @@ pub(crate) fn acknowledgement(row: &impl Columns) -> Result<Acknowledgement> {
     })
 }
 
+pub(crate) fn node(row: &impl Columns) -> Result<NodeRecord> {
+    Ok(NodeRecord {
+        name: row.text("name")?,
+        addresses: split(&row.text("addresses")?),
+        updated_at: row.int("updated_at")?,
+    })
+}
+
+/// The first live certificate among `holders` (certificates of one subject) whose role
+/// is one of `exclusive_of`.
+pub(crate) fn conflicting_holder(
+    holders: Vec<CertificateRecord>,
+    exclusive_of: &[String],
+    now: i64,
+) -> Option<CertificateRecord> {
+    holders.into_iter().find(|c| {
+        c.revoked_at.is_none() && c.not_after >= now && exclusive_of.contains(&c.role)
+    })
+}
+
 /// Compares secrets (hashes) in time independent of where they differ.
 pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The live-certificate counts' query, in either database's placeholders.
+pub(crate) fn active_counts_query<'a, DB>(now: i64) -> QueryBuilder<'a, DB>
+where
+    DB: Database,
+    i64: Encode<'a, DB> + Type<DB>,
+{
+    let mut sql = QueryBuilder::new(
+        "SELECT role, issuer, COUNT(*) AS count, MIN(not_after) AS soonest FROM certificates \
+         WHERE revoked_at IS NULL AND not_after >= ",
+    );
+    sql.push_bind(now)
+        .push(" GROUP BY role, issuer ORDER BY role, issuer");
+    sql
+}
+
+pub(crate) fn active_count(row: &impl Columns) -> Result<ActiveCount> {
+    Ok(ActiveCount {
+        role: row.text("role")?,
+        issuer: row.text("issuer")?,
+        count: row.int("count")?,
+        soonest_not_after: row.int("soonest")?,
+    })
 }
 
 /// The inventory listing's query, in either database's placeholders.

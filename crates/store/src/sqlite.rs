@@ -13,11 +13,12 @@ use sqlx::{Row, Sqlite};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::locks::LocalLocks;
-use crate::rows::{self, constant_time_eq};
+use crate::rows;
 use crate::{
-    Acknowledgement, AuditEvent, CaRecord, CertificateRecord, Change, Initialization,
-    InventoryQuery, Job, JobLock, NamedChange, NamedRecord, NamedVersion, Result, RevokeOutcome,
-    RevokedSerial, Rotation, Store, StoreError, TokenRecord, TokenUse,
+    Acknowledgement, ActiveCount, AuditEvent, CaRecord, CertificateRecord, Change, EnrollOutcome,
+    Enrollment, Initialization, InventoryQuery, Job, JobLock, NamedChange, NamedRecord,
+    NamedVersion, NodeRecord, Result, RevokeOutcome, RevokedSerial, Rotation, Store, StoreError,
+    TokenRecord, TokenUse,
 };
 
 /// Schema versions, applied in order, each in its own transaction.
@@ -28,6 +29,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../migrations/sqlite/0002_named_certificates.sql"),
     ),
     (3, include_str!("../migrations/sqlite/0003_crls.sql")),
+    (
+        4,
+        include_str!("../migrations/sqlite/0004_bound_identity.sql"),
+    ),
 ];
 
 const INITIALIZED: &str = "initialized";
@@ -378,8 +383,8 @@ async fn next_revision(conn: &mut SqliteConnection) -> Result<i64> {
 
 async fn insert_token(conn: &mut SqliteConnection, t: &TokenRecord) -> Result<()> {
     sqlx::query(
-        "INSERT INTO tokens (id, secret_sha256, role, created_at, expires_at, uses, description) \
-         VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO tokens (id, secret_sha256, role, created_at, expires_at, uses, max_uses, \
+         node, node_pattern, subject, description) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(&t.id)
     .bind(&t.secret_sha256)
@@ -387,6 +392,10 @@ async fn insert_token(conn: &mut SqliteConnection, t: &TokenRecord) -> Result<()
     .bind(t.created_at)
     .bind(t.expires_at)
     .bind(t.uses)
+    .bind(t.max_uses)
+    .bind(&t.node)
+    .bind(&t.node_pattern)
+    .bind(&t.subject)
     .bind(&t.description)
     .execute(&mut *conn)
     .await?;
@@ -566,6 +575,14 @@ impl Store for SqliteStore {
         rows.iter().map(rows::certificate).collect()
     }
 
+    async fn active_counts(&self, now: i64) -> Result<Vec<ActiveCount>> {
+        let rows = rows::active_counts_query::<Sqlite>(now)
+            .build()
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(rows::active_count).collect()
+    }
+
     async fn revoke(&self, serial: &str, at: i64, reason: &str) -> Result<RevokeOutcome> {
         let mut tx = self.writer.begin().await?;
         let Some(row) = sqlx::query("SELECT * FROM certificates WHERE serial = ?")
@@ -618,29 +635,84 @@ impl Store for SqliteStore {
         insert_token(&mut *self.writer.acquire().await?, token).await
     }
 
-    async fn use_token(&self, id: &str, secret_sha256: &str, now: i64) -> Result<TokenUse> {
+    async fn token(&self, id: &str) -> Result<Option<TokenRecord>> {
+        sqlx::query("SELECT * FROM tokens WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await?
+            .as_ref()
+            .map(rows::token)
+            .transpose()
+    }
+
+    async fn enroll(&self, e: &Enrollment) -> Result<EnrollOutcome> {
+        // The one writer connection serialises enrollments: what is checked here is still
+        // true when the transaction commits.
         let mut tx = self.writer.begin().await?;
         let Some(row) = sqlx::query("SELECT * FROM tokens WHERE id = ?")
-            .bind(id)
+            .bind(&e.token_id)
             .fetch_optional(&mut *tx)
             .await?
         else {
-            return Ok(TokenUse::Unknown);
+            return Ok(EnrollOutcome::Refused(TokenUse::Unknown));
         };
-        let mut token = rows::token(&row)?;
-        if !constant_time_eq(token.secret_sha256.as_bytes(), secret_sha256.as_bytes()) {
-            return Ok(TokenUse::WrongSecret);
+        match rows::token(&row)?.check(&e.secret_sha256, e.now) {
+            TokenUse::Accepted(_) => {}
+            refused => return Ok(EnrollOutcome::Refused(refused)),
         }
-        if let Some(expires_at) = token.expires_at.filter(|e| *e <= now) {
-            return Ok(TokenUse::Expired { expires_at });
+        let holders = sqlx::query("SELECT * FROM certificates WHERE subject = ?")
+            .bind(&e.certificate.subject)
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(rows::certificate)
+            .collect::<Result<Vec<_>>>()?;
+        if let Some(holder) = rows::conflicting_holder(holders, &e.exclusive_of, e.now) {
+            return Ok(EnrollOutcome::SubjectTaken(Box::new(holder)));
         }
         sqlx::query("UPDATE tokens SET uses = uses + 1 WHERE id = ?")
-            .bind(id)
+            .bind(&e.token_id)
             .execute(&mut *tx)
             .await?;
+        insert_certificate(&mut tx, &e.certificate).await?;
+        audit(&mut tx, &e.event).await?;
         tx.commit().await?;
-        token.uses += 1;
-        Ok(TokenUse::Accepted(token))
+        Ok(EnrollOutcome::Enrolled)
+    }
+
+    async fn certificates_by_subject(&self, subject: &str) -> Result<Vec<CertificateRecord>> {
+        let rows = sqlx::query("SELECT * FROM certificates WHERE subject = ? ORDER BY issued_at")
+            .bind(subject)
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(rows::certificate).collect()
+    }
+
+    async fn node(&self, name: &str) -> Result<Option<NodeRecord>> {
+        sqlx::query("SELECT * FROM nodes WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.reader)
+            .await?
+            .as_ref()
+            .map(rows::node)
+            .transpose()
+    }
+
+    async fn put_node(&self, node: &NodeRecord, event: &AuditEvent) -> Result<()> {
+        let mut tx = self.writer.begin().await?;
+        sqlx::query(
+            "INSERT INTO nodes (name, addresses, updated_at) VALUES (?, ?, ?) \
+             ON CONFLICT (name) DO UPDATE SET addresses = excluded.addresses, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(&node.name)
+        .bind(node.addresses.join(","))
+        .bind(node.updated_at)
+        .execute(&mut *tx)
+        .await?;
+        audit(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn audit(&self, event: &AuditEvent) -> Result<()> {
@@ -678,13 +750,14 @@ impl Store for SqliteStore {
             let r = &change.record;
             sqlx::query(
                 "INSERT INTO named_certificates (name, scope, kind, label, internal, usage, sans, nodes, \
-                 secret_path, secret_keys, version, created_at, updated_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                 secret_path, secret_keys, version, created_at, updated_at, allowed_dns, allowed_cidrs) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
                  ON CONFLICT (name) DO UPDATE SET scope = excluded.scope, kind = excluded.kind, \
                  label = excluded.label, internal = excluded.internal, usage = excluded.usage, \
                  sans = excluded.sans, nodes = excluded.nodes, secret_path = excluded.secret_path, \
                  secret_keys = excluded.secret_keys, version = excluded.version, \
-                 updated_at = excluded.updated_at",
+                 updated_at = excluded.updated_at, allowed_dns = excluded.allowed_dns, \
+                 allowed_cidrs = excluded.allowed_cidrs",
             )
             .bind(&r.name)
             .bind(&r.scope)
@@ -699,6 +772,8 @@ impl Store for SqliteStore {
             .bind(r.version)
             .bind(r.created_at)
             .bind(r.updated_at)
+            .bind(r.allowed_dns.join(","))
+            .bind(r.allowed_cidrs.join(","))
             .execute(&mut *tx)
             .await?;
             if let Some(v) = &change.new_version {

@@ -20,6 +20,11 @@ pub fn wall_clock() -> OffsetDateTime {
     OffsetDateTime::now_utc()
 }
 
+/// How long the server aggregates anonymous refusals from one source into one audit row
+/// (`evergreen_server`'s audit window); tests that expect each refusal in full move the
+/// clock this far between them.
+pub const AUDIT_WINDOW: Duration = Duration::minutes(1);
+
 /// A fixed instant for tests that need no wall clock.
 pub fn fixed_now() -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp(1_790_000_000).expect("valid timestamp")

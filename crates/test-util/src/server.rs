@@ -218,24 +218,48 @@ impl TestServer {
         )))
     }
 
-    /// A join token of `role`, made through the API.
-    pub async fn token(&self, role: Role, ttl_seconds: Option<u64>) -> String {
-        let request = TokenRequest {
-            role,
-            ttl_seconds,
-            description: "test".into(),
-        };
-        let response: TokenResponse = self
-            .admin()
-            .json("POST", "/v1/tokens", Some(&request))
-            .await
-            .expect("token");
-        response.token
+    /// `POST /v1/tokens` with `request`.
+    pub async fn token_with(
+        &self,
+        request: &TokenRequest,
+    ) -> Result<TokenResponse, evergreen_api::client::ClientError> {
+        self.admin().json("POST", "/v1/tokens", Some(request)).await
     }
 
-    /// Enrolls a fresh key for `subject` with a new token of `role`.
+    /// A single-use join token for the node `node`, made through the API.
+    pub async fn node_token(&self, node: &str) -> String {
+        let request = TokenRequest {
+            role: Role::Node,
+            node: Some(node.to_owned()),
+            description: "test".into(),
+            ..TokenRequest::default()
+        };
+        self.token_with(&request).await.expect("node token").token
+    }
+
+    /// A single-use join token for an app with `subject`, made through the API.
+    pub async fn app_token(&self, subject: &DistinguishedName) -> String {
+        let request = TokenRequest {
+            role: Role::App,
+            subject: Some(subject.to_string()),
+            description: "test".into(),
+            ..TokenRequest::default()
+        };
+        self.token_with(&request).await.expect("app token").token
+    }
+
+    /// Enrolls a fresh key for `subject` with a new token of `role` bound to it (a node
+    /// is named by the subject's CN).
     pub async fn enroll(&self, role: Role, subject: &DistinguishedName) -> Credential {
-        let token = self.token(role, None).await;
+        let token = match role {
+            Role::Node => {
+                let cn = subject
+                    .get(&evergreen_pki::name::NameAttribute::CommonName)
+                    .expect("a node subject has a CN");
+                self.node_token(cn).await
+            }
+            _ => self.app_token(subject).await,
+        };
         self.enroll_with(&token, subject, &[])
             .await
             .expect("enroll")

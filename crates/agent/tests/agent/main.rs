@@ -111,6 +111,8 @@ fn spec(name: &str, scope: &str, sans: &[&str]) -> NamedCertificateSpec {
         sans: sans.iter().map(|s| s.to_string()).collect(),
         nodes: vec![],
         secret: None,
+        allowed_dns: Vec::new(),
+        allowed_cidrs: Vec::new(),
     }
 }
 
@@ -182,9 +184,8 @@ async fn two_agents_install_every_change_once_and_survive_a_server_restart_on_po
 /// The end-to-end run on each datastore: declare, set, node scope, server down and back.
 async fn two_agents_and_a_restart(t: TestServer) {
     let dir = tempfile::tempdir().unwrap();
-    let token = t.server.node_token.clone();
-    let a = start_agent(&t, dir.path(), "node-a", token.clone());
-    let b = start_agent(&t, dir.path(), "node-b", token.clone());
+    let a = start_agent(&t, dir.path(), "node-a", Some(t.node_token("node-a").await));
+    let b = start_agent(&t, dir.path(), "node-b", Some(t.node_token("node-b").await));
 
     // Declared: both install version 1.
     let first: Replacement = t
@@ -229,7 +230,22 @@ async fn two_agents_and_a_restart(t: TestServer) {
         );
     }
 
-    // Node scope: each node gets its own certificate, its key made on the node.
+    // Node scope: each node gets its own certificate, its key made on the node, naming the
+    // node's enrolled name and the address an admin allowed for it (the agents connect
+    // from loopback, which is never put in a node's certificate).
+    for (node, ip) in [("node-a", "10.0.0.11"), ("node-b", "10.0.0.12")] {
+        let _: evergreen_api::NodeStatus = t
+            .admin()
+            .json(
+                "PUT",
+                &format!("/v1/nodes/{node}/addresses"),
+                Some(&evergreen_api::NodeAddresses {
+                    addresses: vec![ip.into()],
+                }),
+            )
+            .await
+            .unwrap();
+    }
     let _: Replacement = t
         .admin()
         .json(
@@ -239,7 +255,7 @@ async fn two_agents_and_a_restart(t: TestServer) {
         )
         .await
         .unwrap();
-    for (agent, node) in [(&a, "node-a"), (&b, "node-b")] {
+    for (agent, node, ip) in [(&a, "node-a", "10.0.0.11"), (&b, "node-b", "10.0.0.12")] {
         until("the node certificate", async || {
             agent.installed("kubelet").is_some()
         })
@@ -250,7 +266,7 @@ async fn two_agents_and_a_restart(t: TestServer) {
             .iter()
             .map(ToString::to_string)
             .collect();
-        assert_eq!(sans, [format!("DNS:{node}"), "IP:127.0.0.1".to_owned()]);
+        assert_eq!(sans, [format!("DNS:{node}"), format!("IP:{ip}")]);
         assert_eq!(info.subject.to_string(), format!("CN={node}"));
     }
 
@@ -339,7 +355,7 @@ async fn the_identity_renews_before_expiry_and_an_expired_one_keeps_every_file()
         &t,
         dir.path(),
         "node-c",
-        t.server.node_token.clone(),
+        Some(t.node_token("node-c").await),
         config.clone(),
     );
     let created: Replacement = t
@@ -491,7 +507,7 @@ async fn an_agent_and_an_mtls_client_stay_connected_through_role_ca_and_root_rot
     let t = TestServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let old_root = t.root();
-    let agent = start_agent(&t, dir.path(), "node-a", t.server.node_token.clone());
+    let agent = start_agent(&t, dir.path(), "node-a", Some(t.node_token("node-a").await));
     for named in [
         spec("proxy", "cluster", &["proxy.example"]),
         spec("kubelet", "node", &["{node}"]),

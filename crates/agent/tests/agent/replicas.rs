@@ -116,14 +116,19 @@ async fn replicas_on_postgres_share_the_cluster_and_each_others_changes() {
     );
     assert_eq!(snapshot(&a).await, before, "refused joins changed nothing");
 
-    // An agent enrolled through B with the node token A made.
+    // An agent enrolled through B with a node token A made.
     let agent_dir = tempfile::tempdir().unwrap();
-    let agent = start_agent(&b, agent_dir.path(), "node-b", a.server.node_token.clone());
+    let agent = start_agent(
+        &b,
+        agent_dir.path(),
+        "node-b",
+        Some(a.node_token("node-b").await),
+    );
 
     // A watch long-polling B wakes when A commits a change: notified, not timed out.
     let node = b
         .enroll_with(
-            a.server.node_token.as_deref().unwrap(),
+            &a.node_token("watcher").await,
             &DistinguishedName::common_name("watcher"),
             &[],
         )
@@ -170,7 +175,16 @@ async fn replicas_on_postgres_share_the_cluster_and_each_others_changes() {
     super::assert_installed_pair(&b, &agent.data_dir.join("certs/proxy"));
 
     // Renewals through both at once: every serial distinct, every one in the inventory.
-    let app_token = a.token(Role::App, None).await;
+    let app_token = a
+        .token_with(&evergreen_api::TokenRequest {
+            role: Role::App,
+            subject: Some("CN=app-*".into()),
+            uses: Some(9),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .token;
     let mut tasks = Vec::new();
     for i in 0..8 {
         let (through, other) = if i % 2 == 0 { (&a, &b) } else { (&b, &a) };
@@ -215,7 +229,11 @@ async fn replicas_on_postgres_share_the_cluster_and_each_others_changes() {
 
     // Revoked through A: B's TLS layer serves and enforces the new CRL.
     let victim = b
-        .enroll_with(&app_token, &DistinguishedName::common_name("victim"), &[])
+        .enroll_with(
+            &app_token,
+            &DistinguishedName::common_name("app-victim"),
+            &[],
+        )
         .await
         .unwrap();
     let serial = CertificateInfo::from_der(victim.leaf()).unwrap().serial;

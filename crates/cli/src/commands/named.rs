@@ -17,6 +17,10 @@ use crate::output::{self, Format};
 /// (cluster scope, as Redis Enterprise's proxy or syncer), or one per node with its key
 /// made on the node (node scope, as a kubelet serving certificate).
 ///
+/// In node scope, {node} is the node's enrolled name and {ip} an address allowed with
+/// `evergreen node allow` (else the one the node connects from); a node never gets a name
+/// of the server, localhost, a loopback address or a wildcard.
+///
 /// Types: selfsigned (issued by the cluster CA; a new --label regenerates it), provided
 /// (uploaded with `certificate set`), secret (read from a directory the server watches).
 /// Internal certificates may only be selfsigned.
@@ -24,7 +28,8 @@ use crate::output::{self, Format};
 #[command(after_help = "Examples:
   evergreen certificate create proxy --san proxy.example.com --san 10.0.0.10
   evergreen certificate create syncer --type provided --usage peer
-  evergreen certificate create kubelet --scope node --san '{node}' --san '{ip}'
+  evergreen certificate create kubelet --scope node --san '{node}.nodes.example.com' --san '{ip}' \\
+      --allow-dns-suffix nodes.example.com --allow-cidr 10.0.0.0/8
   evergreen certificate create ui --type secret --secret-dir /etc/ui-tls --secret-files tls.crt,tls.key,ca.crt")]
 pub struct CreateArgs {
     /// Lowercase letters, digits and '-'.
@@ -52,6 +57,14 @@ pub struct CreateArgs {
     /// For --type secret: the file names in it (certificate,key,CA).
     #[arg(long, value_name = "CERT,KEY,CA", default_value = "cert,key,cacert")]
     pub secret_files: String,
+    /// Every DNS name of the certificate must be this name or end with .SUFFIX;
+    /// repeatable. Checked at every issuance, node-scope names included.
+    #[arg(long, value_name = "SUFFIX")]
+    pub allow_dns_suffix: Vec<String>,
+    /// Every IP address of the certificate must lie in this range (10.0.0.0/8);
+    /// repeatable.
+    #[arg(long, value_name = "CIDR")]
+    pub allow_cidr: Vec<String>,
     #[command(flatten)]
     pub connection: Connection,
 }
@@ -169,6 +182,8 @@ pub fn create(args: CreateArgs) -> Result<()> {
             list => list.split(',').map(str::to_owned).collect(),
         },
         secret,
+        allowed_dns: args.allow_dns_suffix,
+        allowed_cidrs: args.allow_cidr,
     };
     let client = args.connection.client()?;
     let answer: Replacement =

@@ -4,13 +4,50 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use evergreen_api::files::{self, KEY_MODE, PUBLIC_MODE};
-use evergreen_api::{NodeBundle, decode_pem};
+use evergreen_api::{NodeAddresses, NodeBundle, NodeStatus, decode_pem};
 
 use crate::connection::Connection;
 
 #[derive(Debug, Subcommand)]
 pub enum NodeCommand {
     Bundle(BundleArgs),
+    Allow(AllowArgs),
+    Replace(ReplaceArgs),
+}
+
+/// Say which addresses a node's certificates may name: what `{ip}` stands for in its
+/// node-scope certificates (`certificate create kubelet --scope node --san '{ip}'`).
+///
+/// Without an allowed address, `{ip}` is the address the server sees the node connect
+/// from — never a loopback, link-local or unspecified one. The list replaces the one
+/// before; give none (`--ip` absent) to go back to the address the server sees.
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  evergreen node allow node-1 --ip 10.0.0.11 --ip fd00::11
+  evergreen node allow node-1                  # {ip}: the address node-1 connects from")]
+pub struct AllowArgs {
+    pub node: String,
+    /// An IP address of the node; repeatable.
+    #[arg(long, value_name = "ADDR")]
+    pub ip: Vec<String>,
+    #[command(flatten)]
+    pub connection: Connection,
+}
+
+/// Replace a node: revoke its identity so that a new machine can enroll under its name.
+///
+/// A name that has a live identity is never enrolled again by a token (the node itself
+/// renews with its current identity). When a node's machine is lost or rebuilt, this
+/// revokes its identity certificates at once (the next handshake with them fails); then
+/// give the new machine a token for the name.
+#[derive(Debug, Args)]
+#[command(after_help = "Example:
+  evergreen node replace node-1
+  evergreen token create --node node-1         # for the new machine")]
+pub struct ReplaceArgs {
+    pub node: String,
+    #[command(flatten)]
+    pub connection: Connection,
 }
 
 /// Write tls.crt, tls.key and ca.crt for a node that runs no agent (Konnect's "Generate
@@ -30,7 +67,30 @@ pub struct BundleArgs {
 }
 
 pub fn run(command: NodeCommand) -> Result<()> {
-    let NodeCommand::Bundle(args) = command;
+    let args = match command {
+        NodeCommand::Bundle(args) => args,
+        NodeCommand::Allow(args) => {
+            let client = args.connection.client()?;
+            let body = NodeAddresses { addresses: args.ip };
+            let status: NodeStatus = crate::runtime()?.block_on(client.json(
+                "PUT",
+                &format!("/v1/nodes/{}/addresses", args.node),
+                Some(&body),
+            ))?;
+            println!("{}: {}", status.node, status.detail);
+            return Ok(());
+        }
+        NodeCommand::Replace(args) => {
+            let client = args.connection.client()?;
+            let status: NodeStatus = crate::runtime()?.block_on(client.json::<(), _>(
+                "POST",
+                &format!("/v1/nodes/{}/replace", args.node),
+                None,
+            ))?;
+            println!("{}: {}", status.node, status.detail);
+            return Ok(());
+        }
+    };
     let client = args.connection.client()?;
     let path = format!("/v1/nodes/{}/bundle", args.node);
     let bundle: NodeBundle =

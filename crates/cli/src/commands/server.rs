@@ -70,6 +70,14 @@ pub struct ServerArgs {
         hide_env_values = true
     )]
     pub token: Option<String>,
+    /// Connections served at once (lowered to what the open-file limit allows; the soft
+    /// limit is raised to the hard one at start).
+    #[arg(long, value_name = "N", default_value_t = evergreen_server::Limits::default().max_connections)]
+    pub max_connections: usize,
+    /// Connections one address (an IPv6 /64) may hold before it proves an identity: in the
+    /// TLS handshake, or without a client certificate of the cluster.
+    #[arg(long, value_name = "N", default_value_t = evergreen_server::Limits::default().max_unproven_per_source)]
+    pub max_unproven_per_source: usize,
 }
 
 pub fn run(args: ServerArgs) -> Result<()> {
@@ -89,6 +97,8 @@ pub fn run(args: ServerArgs) -> Result<()> {
         config.key_type = args.key_type;
         config.datastore = args.datastore;
         config.join_token = args.token;
+        config.limits.max_connections = args.max_connections;
+        config.limits.max_unproven_per_source = args.max_unproven_per_source;
         let server = evergreen_server::start(config).await?;
         let paths = &server.state.paths;
         println!(
@@ -96,18 +106,21 @@ pub fn run(args: ServerArgs) -> Result<()> {
             server.url, server.addr
         );
         println!("Data dir: {}", data_dir.display());
-        if let Some(token) = &server.node_token {
-            println!(
-                "Join token for nodes (also in {}):\n  {token}",
-                paths.node_token().display()
-            );
-        }
         println!(
             "Admin credential for the CLI: {} and {} (trust bundle {})",
             paths.admin_cert().display(),
             paths.admin_key().display(),
             paths.ca_bundle().display()
         );
+        if server.first_start {
+            let dir = data_dir.display();
+            println!(
+                "Next, for each node (a join token names one node and is used once):\n  \
+                 evergreen token create --data-dir {dir} --node NODE > NODE.token\n  \
+                 evergreen agent --server {url} --node NODE --token \"$(cat NODE.token)\"",
+                url = server.url
+            );
+        }
         let stop = server.stop_handle();
         tokio::spawn(async move {
             shutdown_signal().await;

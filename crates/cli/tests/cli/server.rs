@@ -186,7 +186,16 @@ fn the_server_process_and_the_cli_that_drives_it() {
     let connection = server.connection();
 
     let out = run(
-        &["token", "create", "--role", "app", "--ttl", "1h"],
+        &[
+            "token",
+            "create",
+            "--role",
+            "app",
+            "--subject",
+            "CN=billing, O=team",
+            "--ttl",
+            "1h",
+        ],
         &connection,
     );
     assert!(out.status.success(), "{}", stderr(&out));
@@ -298,7 +307,10 @@ fn the_server_process_and_the_cli_that_drives_it() {
     let (status, output) = server.stop();
     assert!(status.success(), "{status}: {output}");
     assert!(
-        output.contains("Join token for nodes") && output.contains("shutting down"),
+        output.contains("Next, for each node")
+            && output.contains("evergreen token create --data-dir")
+            && output.contains("evergreen agent --server")
+            && output.contains("shutting down"),
         "{output}"
     );
     let server = ServerProcess::start(&data_dir);
@@ -595,6 +607,8 @@ fn an_agent_killed_at_any_moment_never_leaves_a_mismatched_pair() {
         sans: vec!["proxy.example".into()],
         nodes: vec![],
         secret: None,
+        allowed_dns: Vec::new(),
+        allowed_cidrs: Vec::new(),
     };
     let _: evergreen_api::Replacement = runtime
         .block_on(
@@ -603,7 +617,7 @@ fn an_agent_killed_at_any_moment_never_leaves_a_mismatched_pair() {
         )
         .unwrap();
     let data = tmp.path().join("agent");
-    let token = t.server.node_token.clone().unwrap();
+    let token = runtime.block_on(t.node_token("n1"));
     let spawn = || {
         Command::new(env!("CARGO_BIN_EXE_evergreen"))
             .args([
@@ -722,6 +736,21 @@ fn ca_generate_and_rotate_ca_rotate_a_running_cluster_the_k3s_way() {
         stdout(&out)
     );
 
+    // A join token made before the root rotation (it pins the current root).
+    let out = run(
+        &[
+            "token",
+            "create",
+            "--role",
+            "app",
+            "--subject",
+            "/CN=after-rotation",
+        ],
+        &c,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let token = stdout(&out);
+
     // A new root cross-signed by the current one: accepted without --force.
     let next = tmp.path().join("next");
     let out = evergreen([
@@ -763,11 +792,8 @@ fn ca_generate_and_rotate_ca_rotate_a_running_cluster_the_k3s_way() {
     // root through the cross-signed certificate in its chain.
     let dir = tmp.path().join("leaf");
     std::fs::create_dir_all(&dir).unwrap();
-    let token = std::fs::read_to_string(data_dir.join("server/node-token")).unwrap();
-    assert!(
-        token.contains(&new_hash),
-        "the node token file is re-pinned"
-    );
+    // The token made before still enrolls while the old root is in the trust bundle.
+    assert!(!token.contains(&new_hash), "it pins the old root");
     let (crt, _key) = enroll_with_curl(&dir, &data_dir, token.trim(), "/CN=after-rotation");
     verify_with_openssl(&dir, &data_dir, &crt);
     let chain = parse_certificates("crt", &std::fs::read(&crt).unwrap()).unwrap();
@@ -881,7 +907,19 @@ fn replicas_on_postgres_lose_nothing_when_one_is_killed_during_a_burst() {
         &["--datastore", &datastore, "--token", token.trim()],
         "warn",
     );
-    let out = run(&["token", "create", "--role", "app"], &a.connection());
+    let out = run(
+        &[
+            "token",
+            "create",
+            "--role",
+            "app",
+            "--subject",
+            "CN=app-*",
+            "--uses",
+            "8",
+        ],
+        &a.connection(),
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     let app_token = stdout(&out).trim().to_owned();
     let roots = parse_certificates(

@@ -36,7 +36,7 @@ async fn the_trust_bundle_holds_the_root_the_tokens_pin() {
     let response = t.anonymous().send("GET", "/cacerts", None).await.unwrap();
     let bundle = pem::parse_certificates("cacerts", &response.body).unwrap();
     assert_eq!(bundle.len(), 4, "root and three role CAs");
-    let token: JoinToken = t.server.node_token.clone().unwrap().parse().unwrap();
+    let token: JoinToken = t.node_token("node-1").await.parse().unwrap();
     token.verify_bundle(&bundle).unwrap();
     assert_eq!(token.root_hash(), Fingerprint::of(&t.root()));
 }
@@ -129,12 +129,38 @@ async fn metrics_health_and_the_api_description() {
         .unwrap()
         .not_after
         .unix_timestamp();
+    // Anyone sees counts and the soonest expiry, never a subject or a serial.
+    assert!(
+        metrics.contains("evergreen_certificates_active{role=\"app\",issuer=\"client-ca\"} 1"),
+        "{metrics}"
+    );
     assert!(
         metrics.contains(&format!(
-            "serial=\"{serial}\",subject=\"CN=app\",role=\"app\",issuer=\"client-ca\"}} {not_after}"
+            "evergreen_certificates_soonest_expiry_timestamp_seconds{{role=\"app\",issuer=\"client-ca\"}} {not_after}"
         )),
         "{metrics}"
     );
+    assert!(
+        !metrics.contains(&serial) && !metrics.contains("CN=app"),
+        "{metrics}"
+    );
+    // Admins see every certificate; others are refused.
+    let detail = t
+        .admin()
+        .send("GET", "/v1/metrics/certificates", None)
+        .await
+        .unwrap();
+    assert_eq!(detail.status, 200);
+    assert!(String::from_utf8(detail.body).unwrap().contains(&format!(
+        "serial=\"{serial}\",subject=\"CN=app\",role=\"app\",issuer=\"client-ca\"}} {not_after}"
+    )));
+    for who in [t.anonymous(), t.client(&app)] {
+        let refused = who
+            .send("GET", "/v1/metrics/certificates", None)
+            .await
+            .unwrap();
+        assert!([401, 403].contains(&refused.status), "{}", refused.status);
+    }
 
     assert_eq!(
         t.anonymous()
@@ -189,8 +215,7 @@ async fn tokens_are_for_nodes_and_applications_only() {
     let t = TestServer::start().await;
     let request = evergreen_api::TokenRequest {
         role: Role::Admin,
-        ttl_seconds: None,
-        description: String::new(),
+        ..Default::default()
     };
     let result = t
         .admin()
@@ -204,8 +229,8 @@ async fn tokens_are_for_nodes_and_applications_only() {
         .await;
     let request = evergreen_api::TokenRequest {
         role: Role::Node,
-        ttl_seconds: None,
-        description: String::new(),
+        node: Some("node-1".into()),
+        ..Default::default()
     };
     let result = t
         .client(&app)

@@ -2,7 +2,6 @@
 //! makes the key and CSRs, curl talks to the server. Two adaptations, as noted in the
 //! README: `base64 -w0` keeps the CSR on one line for the shell, and OpenSSL 3 prints the
 //! subject as `subject=CN = …`, so it is read with `-nameopt compat`.
-use evergreen_api::Role;
 use evergreen_pki::certificate::CertificateInfo;
 use evergreen_pki::pem::parse_certificates;
 use evergreen_test_util::Openssl;
@@ -38,7 +37,8 @@ fn decode_chain(json: &Value, field: &str) -> Vec<evergreen_pki::CertificateDer<
 async fn the_kyma_procedure_works_with_openssl_and_curl() {
     let t = TestServer::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let token = t.token(Role::App, None).await;
+    let subject = "CN=kyma-app, O=Organization, OU=OrgUnit, L=Waldorf, ST=Waldorf, C=DE";
+    let token = t.app_token(&subject.parse().unwrap()).await;
     let ca = t.data_dir.join("ca.crt");
     let env = [
         ("URL", t.url()),

@@ -24,6 +24,8 @@ pub(crate) fn spec(name: &str) -> NamedCertificateSpec {
         sans: vec![format!("{name}.example"), "10.0.0.9".into()],
         nodes: vec![],
         secret: None,
+        allowed_dns: Vec::new(),
+        allowed_cidrs: Vec::new(),
     }
 }
 

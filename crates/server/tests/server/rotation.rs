@@ -208,7 +208,7 @@ async fn role_cas_rotate_under_the_same_root_while_old_leaves_keep_working() {
     let t = TestServer::start().await;
     let openssl = Openssl::find();
     let dir = tempfile::tempdir().unwrap();
-    let node_token = t.server.node_token.clone().unwrap();
+    let node_token = t.node_token("late-node").await;
     let app = t
         .enroll(Role::App, &DistinguishedName::common_name("old-app"))
         .await;

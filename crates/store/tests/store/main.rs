@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use evergreen_store::{
-    Acknowledgement, AuditEvent, CaRecord, CertificateRecord, Change, Initialization,
-    InventoryQuery, Job, NamedChange, NamedRecord, NamedVersion, PostgresStore, RevokeOutcome,
-    Rotation, SqliteStore, Store, StoreError, TokenRecord, TokenUse,
+    Acknowledgement, AuditEvent, CaRecord, CertificateRecord, Change, EnrollOutcome, Enrollment,
+    Initialization, InventoryQuery, Job, NamedChange, NamedRecord, NamedVersion, NodeRecord,
+    PostgresStore, RevokeOutcome, Rotation, SqliteStore, Store, StoreError, TokenRecord, TokenUse,
 };
 
 fn cert(serial: &str, not_after: i64, issuer: &str) -> CertificateRecord {
@@ -50,6 +50,10 @@ async fn suite(store: &dyn Store) {
         created_at: 1,
         expires_at: Some(100),
         uses: 0,
+        max_uses: Some(2),
+        node: None,
+        node_pattern: Some("node-*".into()),
+        subject: None,
         description: "first node".into(),
     };
     store
@@ -174,46 +178,133 @@ async fn suite(store: &dyn Store) {
     );
     assert!(store.revoked("server-ca").await.unwrap().is_empty());
 
-    // Tokens: a use is counted only when accepted.
+    // Tokens: read without counting; an enrollment counts a use only when it is written,
+    // and refuses a subject a live certificate of an exclusive role holds.
+    assert_eq!(store.token("zzz").await.unwrap(), None);
+    let read = store.token("abc123").await.unwrap().unwrap();
     assert_eq!(
-        store.use_token("zzz", &"f".repeat(64), 10).await.unwrap(),
-        TokenUse::Unknown
+        (read.uses, read.node_pattern.as_deref()),
+        (0, Some("node-*"))
+    );
+    assert_eq!(
+        read.clone().check(&"e".repeat(64), 10),
+        TokenUse::WrongSecret
+    );
+    let enrollment = |serial: &str, subject: &str, secret: &str, now: i64| Enrollment {
+        token_id: "abc123".into(),
+        secret_sha256: secret.into(),
+        now,
+        certificate: CertificateRecord {
+            subject: subject.into(),
+            role: "node".into(),
+            ..cert(serial, 90, "client-ca")
+        },
+        event: AuditEvent {
+            at: now,
+            actor: "token:abc123".into(),
+            action: "enroll".into(),
+            target: subject.into(),
+            outcome: "ok".into(),
+            detail: String::new(),
+        },
+        exclusive_of: vec!["node".into(), "admin".into()],
+    };
+    let refused_unknown = Enrollment {
+        token_id: "zzz".into(),
+        ..enrollment("e0", "CN=node-0", &"f".repeat(64), 10)
+    };
+    assert_eq!(
+        store.enroll(&refused_unknown).await.unwrap(),
+        EnrollOutcome::Refused(TokenUse::Unknown)
     );
     assert_eq!(
         store
-            .use_token("abc123", &"e".repeat(64), 10)
+            .enroll(&enrollment("e1", "CN=node-1", &"e".repeat(64), 10))
             .await
             .unwrap(),
-        TokenUse::WrongSecret
+        EnrollOutcome::Refused(TokenUse::WrongSecret)
     );
-    let TokenUse::Accepted(t) = store
-        .use_token("abc123", &"f".repeat(64), 10)
+    assert_eq!(
+        store
+            .enroll(&enrollment("e1", "CN=node-1", &"f".repeat(64), 10))
+            .await
+            .unwrap(),
+        EnrollOutcome::Enrolled
+    );
+    let EnrollOutcome::SubjectTaken(holder) = store
+        .enroll(&enrollment("e2", "CN=node-1", &"f".repeat(64), 11))
         .await
         .unwrap()
     else {
-        panic!("accepted")
+        panic!("an enrolled subject is taken")
     };
-    assert_eq!((t.uses, t.role.as_str()), (1, "node"));
+    assert_eq!(holder.serial, "e1");
+    assert_eq!(
+        store.token("abc123").await.unwrap().unwrap().uses,
+        1,
+        "a refusal counts no use"
+    );
+    assert!(store.certificate_by_serial("e2").await.unwrap().is_none());
     assert_eq!(
         store
-            .use_token("abc123", &"f".repeat(64), 100)
+            .enroll(&enrollment("e3", "CN=node-3", &"f".repeat(64), 12))
             .await
             .unwrap(),
-        TokenUse::Expired { expires_at: 100 }
+        EnrollOutcome::Enrolled
     );
+    assert_eq!(
+        store
+            .enroll(&enrollment("e4", "CN=node-4", &"f".repeat(64), 13))
+            .await
+            .unwrap(),
+        EnrollOutcome::Refused(TokenUse::UsedUp { max_uses: 2 })
+    );
+    let by_subject = store.certificates_by_subject("CN=node-3").await.unwrap();
+    assert_eq!(by_subject.len(), 1);
+    assert_eq!(by_subject[0].serial, "e3");
     let forever = TokenRecord {
         id: "forever".into(),
         expires_at: None,
+        max_uses: None,
         ..token
     };
     store.insert_token(&forever).await.unwrap();
     assert!(matches!(
         store
-            .use_token("forever", &"f".repeat(64), i64::MAX)
+            .token("forever")
             .await
-            .unwrap(),
+            .unwrap()
+            .unwrap()
+            .check(&"f".repeat(64), i64::MAX),
         TokenUse::Accepted(_)
     ));
+    assert_eq!(
+        store
+            .token("abc123")
+            .await
+            .unwrap()
+            .unwrap()
+            .check(&"f".repeat(64), 100),
+        TokenUse::Expired { expires_at: 100 }
+    );
+
+    // Nodes: the addresses an admin allowed, with an audit entry.
+    assert_eq!(store.node("node-1").await.unwrap(), None);
+    let node = NodeRecord {
+        name: "node-1".into(),
+        addresses: vec!["10.0.0.5".into(), "fd00::5".into()],
+        updated_at: 7,
+    };
+    let allowed = AuditEvent {
+        at: 7,
+        actor: "admin".into(),
+        action: "node.allow".into(),
+        target: "node-1".into(),
+        outcome: "ok".into(),
+        detail: String::new(),
+    };
+    store.put_node(&node, &allowed).await.unwrap();
+    assert_eq!(store.node("node-1").await.unwrap(), Some(node));
 
     // Audit, newest first.
     for (i, outcome) in ["ok", "refused"].iter().enumerate() {
@@ -230,8 +321,14 @@ async fn suite(store: &dyn Store) {
             .unwrap();
     }
     let log = store.audit_log(10).await.unwrap();
-    assert_eq!(log.len(), 2);
-    assert_eq!(log[0].outcome, "refused");
+    assert_eq!(
+        (log[0].outcome.as_str(), log[0].detail.as_str()),
+        ("refused", "event 1")
+    );
+    assert_eq!(
+        (log[1].outcome.as_str(), log[1].detail.as_str()),
+        ("ok", "event 0")
+    );
 
     // An issuance and its audit entry are recorded together, or not at all.
     let issued = AuditEvent {
@@ -282,6 +379,8 @@ async fn named_certificates(store: &dyn Store) {
         nodes: vec![],
         secret_path: None,
         secret_keys: ["cert".into(), "key".into(), "cacert".into()],
+        allowed_dns: vec!["example".into()],
+        allowed_cidrs: vec![],
         version: 1,
         created_at: 1,
         updated_at: 1,
@@ -663,6 +762,10 @@ async fn postgres_two_replicas() {
             created_at: 0,
             expires_at: None,
             uses: 0,
+            max_uses: Some(30),
+            node: None,
+            node_pattern: Some("*".into()),
+            subject: None,
             description: String::new(),
         }],
         ..Default::default()
@@ -674,29 +777,94 @@ async fn postgres_two_replicas() {
         Err(StoreError::AlreadyInitialized)
     ));
 
-    // Token uses and CRL numbers from both at once: every one counted, none repeated.
+    // Enrollments and CRL numbers from both at once: a token allowing 30 uses enrolls 30
+    // of 40 subjects, one subject asked for twice is enrolled once, no CRL number repeats.
+    let enrollment = |serial: String, subject: String| Enrollment {
+        token_id: "t".into(),
+        secret_sha256: "a".repeat(64),
+        now: 1,
+        certificate: CertificateRecord {
+            subject: subject.clone(),
+            role: "node".into(),
+            ..cert(&serial, 10, "client-ca")
+        },
+        event: AuditEvent {
+            at: 1,
+            actor: "token:t".into(),
+            action: "enroll".into(),
+            target: subject,
+            outcome: "ok".into(),
+            detail: String::new(),
+        },
+        exclusive_of: vec!["node".into()],
+    };
     let mut tasks = Vec::new();
-    for i in 0..40 {
+    for i in 0..42 {
         let store: Arc<dyn Store> = if i % 2 == 0 { a.clone() } else { b.clone() };
+        // 40 and 41 ask for the same subject.
+        let subject = format!("CN=node-{}", i.min(40));
+        let enrollment = enrollment(format!("{i:02x}"), subject);
         tasks.push(tokio::spawn(async move {
-            let used = match store.use_token("t", &"a".repeat(64), 1).await.unwrap() {
-                TokenUse::Accepted(token) => token.uses,
-                other => panic!("{other:?}"),
-            };
-            (used, store.next_crl_number("client-ca").await.unwrap())
+            (
+                store.enroll(&enrollment).await.unwrap(),
+                store.next_crl_number("client-ca").await.unwrap(),
+            )
         }));
     }
-    let mut uses = Vec::new();
+    let mut outcomes = std::collections::BTreeMap::new();
     let mut numbers = Vec::new();
     for task in tasks {
-        let (used, number) = task.await.unwrap();
-        uses.push(used);
+        let (outcome, number) = task.await.unwrap();
+        let kind = match outcome {
+            EnrollOutcome::Enrolled => "enrolled",
+            EnrollOutcome::Refused(TokenUse::UsedUp { max_uses: 30 }) => "used up",
+            EnrollOutcome::SubjectTaken(_) => "taken",
+            other => panic!("{other:?}"),
+        };
+        *outcomes.entry(kind).or_insert(0) += 1;
         numbers.push(number);
     }
-    uses.sort_unstable();
     numbers.sort_unstable();
-    assert_eq!(uses, (1..=40).collect::<Vec<i64>>());
-    assert_eq!(numbers, (1..=40).collect::<Vec<u64>>());
+    assert_eq!(outcomes["enrolled"], 30, "{outcomes:?}");
+    assert_eq!(a.token("t").await.unwrap().unwrap().uses, 30);
+    assert_eq!(numbers, (1..=42).collect::<Vec<u64>>());
+    let holders = a.certificates_by_subject("CN=node-40").await.unwrap();
+    assert!(
+        holders.len() <= 1,
+        "one subject enrolled twice: {holders:?}"
+    );
+
+    // One subject through both replicas at once, from a token with uses left: once.
+    a.insert_token(&TokenRecord {
+        id: "u".into(),
+        secret_sha256: "a".repeat(64),
+        role: "node".into(),
+        created_at: 0,
+        expires_at: None,
+        uses: 0,
+        max_uses: None,
+        node: None,
+        node_pattern: Some("*".into()),
+        subject: None,
+        description: String::new(),
+    })
+    .await
+    .unwrap();
+    let twice = |serial: &str| Enrollment {
+        token_id: "u".into(),
+        ..enrollment(serial.into(), "CN=twin".into())
+    };
+    let (one, two) = (twice("t1"), twice("t2"));
+    let (first, second) = tokio::join!(a.enroll(&one), b.enroll(&two));
+    let mut both = [first.unwrap(), second.unwrap()];
+    both.sort_by_key(|o| matches!(o, EnrollOutcome::Enrolled));
+    assert!(
+        matches!(
+            both,
+            [EnrollOutcome::SubjectTaken(_), EnrollOutcome::Enrolled]
+        ),
+        "{both:?}"
+    );
 
     // A serial recorded through one is refused through the other.
     a.insert_certificate(&cert("aa", 10, "client-ca"))
@@ -719,6 +887,8 @@ async fn postgres_two_replicas() {
         nodes: vec![],
         secret_path: None,
         secret_keys: ["cert".into(), "key".into(), "cacert".into()],
+        allowed_dns: vec!["example".into()],
+        allowed_cidrs: vec![],
         version: 1,
         created_at: 0,
         updated_at: 0,
