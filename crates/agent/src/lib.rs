@@ -240,31 +240,34 @@ impl Agent {
         Ok(())
     }
 
-    /// Whether a credential may be installed: its chain verifies to the trusted roots, or
-    /// the cluster attests it (a cluster-scope certificate an admin set).
+    /// Whether a credential may be installed. A node-scope certificate (issued for this
+    /// node's own key) must verify to the trusted roots; a cluster-scope one must carry the
+    /// cluster's attestation, a signature by a CA that chains to the trusted roots over its
+    /// name, version and fingerprint, whoever issued it (an admin may set one from the
+    /// company's CA). So a server that is not the cluster's cannot hand this node a key to
+    /// serve with, even with a certificate of the cluster.
     fn check_credential(
         &self,
         watch: &AgentWatch,
         assignment: &Assignment,
         credential: &Credential,
     ) -> Result<(), String> {
-        let chain = pem::parse_certificates("certificate", credential.chain_pem.as_bytes())
-            .map_err(|e| e.to_string())?;
-        let usage = match assignment.usage.as_str() {
-            "client" => Usage::ClientAuth,
-            _ => Usage::ServerAuth,
-        };
-        let verified = self.trust.verifies(&chain, usage, self.now());
-        if verified.is_ok() || assignment.scope != "cluster" {
-            return verified;
+        if assignment.scope != "cluster" {
+            let chain = pem::parse_certificates("certificate", credential.chain_pem.as_bytes())
+                .map_err(|e| e.to_string())?;
+            let usage = match assignment.usage.as_str() {
+                "client" => Usage::ClientAuth,
+                _ => Usage::ServerAuth,
+            };
+            return self.trust.verifies(&chain, usage, self.now());
         }
         let (Some(signature), Some(signer)) = (&assignment.attestation, &watch.attested_by) else {
-            return verified;
+            return Err("it carries no attestation of the cluster".into());
         };
         use base64::Engine as _;
         let signature = base64::engine::general_purpose::STANDARD
             .decode(signature)
-            .map_err(|_| "the attestation is not base64".to_owned())?;
+            .map_err(|_| "its attestation is not base64".to_owned())?;
         let signer = decode_pem(signer)
             .ok()
             .and_then(|pem| pem::parse_certificates("the attesting CA", &pem).ok())
@@ -276,12 +279,6 @@ impl Agent {
         );
         self.trust
             .attests(&signer, &message, &signature, self.now())
-            .map_err(|attestation| {
-                format!(
-                    "{} and it carries no valid attestation ({attestation})",
-                    verified.err().unwrap_or_default()
-                )
-            })
     }
 
     fn client(&self, roots: &[CertificateDer<'static>], with_identity: bool) -> Result<Client> {

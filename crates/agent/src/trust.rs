@@ -8,7 +8,8 @@
 //!
 //! What the agent installs must come from what it trusts: a certificate whose chain
 //! verifies to a trusted root, or one the cluster attests (signed by a CA that chains to a
-//! trusted root) — an administrator's certificate from the company's CA, for example.
+//! trusted root), which may come from another CA — an administrator's certificate from the
+//! company's CA, for example.
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;

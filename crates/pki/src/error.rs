@@ -79,7 +79,7 @@ pub enum CsrError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PolicyError {
-    #[error("CSR subject {requested} does not match the certificate subject {expected} ({detail})")]
+    #[error("CSR subject {} does not match the certificate subject {expected} ({detail})", .requested.abbreviated(200))]
     SubjectMismatch {
         requested: DistinguishedName,
         expected: DistinguishedName,
@@ -88,13 +88,13 @@ pub enum PolicyError {
     #[error("CSR subject is empty; give it at least a common name (CN)")]
     EmptySubject,
     /// A subject that cannot be issued: too long, a control character, too many attributes.
-    #[error("CSR subject {subject} cannot be issued: {reason}")]
+    #[error("CSR subject {} cannot be issued: {reason}", .subject.abbreviated(80))]
     BadSubject {
         subject: DistinguishedName,
         reason: String,
     },
     /// A subject outside what the caller may ask for (a token's subject or name pattern).
-    #[error("CSR subject {requested} is not one this request may have: {reason}")]
+    #[error("CSR subject {} is not one this request may have: {reason}", .requested.abbreviated(80))]
     SubjectNotAllowed {
         requested: DistinguishedName,
         reason: String,

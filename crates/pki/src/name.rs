@@ -232,6 +232,16 @@ impl DistinguishedName {
             .map(|missing| format!("{}={} is missing", missing.attribute, missing.value))
     }
 
+    /// The name as [`fmt::Display`] writes it, cut to `max` characters: for messages
+    /// that quote a name a client sent.
+    pub fn abbreviated(&self, max: usize) -> String {
+        let full = self.to_string();
+        match full.char_indices().nth(max) {
+            None => full,
+            Some((i, _)) => format!("{}…", &full[..i]),
+        }
+    }
+
     /// Whether the name may go into a certificate Evergreen issues and into its logs: at
     /// most 16 attributes, each value non-empty, within RFC 5280's upper bound for its
     /// attribute (64 characters for CN, O and OU) and free of control characters.

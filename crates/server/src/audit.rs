@@ -43,6 +43,17 @@ pub fn bounded(text: &str, max: usize) -> String {
     out
 }
 
+/// `text` cut to at most `max` characters, saying how much was cut (no escaping: for
+/// answers, whose JSON encoding escapes control characters itself).
+pub fn cut(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(max) {
+        None => std::borrow::Cow::Borrowed(text),
+        Some((i, _)) => {
+            std::borrow::Cow::Owned(format!("{}…(+{} bytes)", &text[..i], text.len() - i))
+        }
+    }
+}
+
 /// An audit event with every field bounded.
 pub fn event(
     at: OffsetDateTime,

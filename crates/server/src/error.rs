@@ -52,9 +52,15 @@ impl ApiError {
             s if s.is_server_error() => "internal",
             _ => "refused",
         };
+        // A message may quote what a client sent; an answer never grows with it.
+        let message = message.into();
+        let message = match crate::audit::cut(&message, crate::audit::MAX_DETAIL) {
+            std::borrow::Cow::Borrowed(_) => message,
+            std::borrow::Cow::Owned(cut) => cut,
+        };
         ApiError {
             status,
-            message: message.into(),
+            message,
             reason,
             target: None,
         }

@@ -74,16 +74,27 @@ pub(crate) fn usage(usage: &str) -> Result<(Profile, &'static str), String> {
     }
 }
 
-/// SANs of a node-scope certificate for one node: `{node}` and `{ip}` filled in.
-pub fn node_sans(
-    templates: &[String],
-    node: &str,
-    ip: &str,
-) -> Result<Vec<SubjectAltName>, String> {
-    templates
-        .iter()
-        .map(|t| t.replace("{node}", node).replace("{ip}", ip).parse())
-        .collect()
+/// Checks a node-scope declaration's names with stand-ins for `{node}` and `{ip}`: each
+/// must read as a name, and none may be one a node never gets (a wildcard, localhost, a
+/// loopback address). Issuance checks the real names again ([`crate::agent`]).
+fn check_node_templates(templates: &[String], policy: &SanPolicy) -> Result<(), String> {
+    for template in templates {
+        let san: SubjectAltName = template
+            .replace("{node}", "node-1")
+            .replace("{ip}", "10.0.0.1")
+            .parse()?;
+        if let Some(why) = evergreen_pki::san_policy::never_for_a_node(&san) {
+            return Err(format!(
+                "{template:?} cannot name a node's certificate: {why}"
+            ));
+        }
+        if !template.contains('{') {
+            policy
+                .check(&san)
+                .map_err(|e| format!("{template:?}: {e}"))?;
+        }
+    }
+    Ok(())
 }
 
 fn known_names(records: &[NamedRecord]) -> String {
@@ -432,7 +443,7 @@ fn check_spec(spec: &NamedCertificateSpec) -> Result<(), String> {
     let (profile, _) = usage(&spec.usage)?;
     let policy = SanPolicy::new(&spec.allowed_dns, &spec.allowed_cidrs)?;
     if spec.scope == "node" {
-        node_sans(&spec.sans, "node-1", "10.0.0.1")?;
+        check_node_templates(&spec.sans, &policy)?;
     } else {
         for san in &spec.sans {
             policy.check(&san.parse::<SubjectAltName>()?)?;

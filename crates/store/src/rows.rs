@@ -175,9 +175,9 @@ pub(crate) fn conflicting_holder(
     exclusive_of: &[String],
     now: i64,
 ) -> Option<CertificateRecord> {
-    holders.into_iter().find(|c| {
-        c.revoked_at.is_none() && c.not_after >= now && exclusive_of.contains(&c.role)
-    })
+    holders
+        .into_iter()
+        .find(|c| c.revoked_at.is_none() && c.not_after >= now && exclusive_of.contains(&c.role))
 }
 
 /// Compares secrets (hashes) in time independent of where they differ.

@@ -17,6 +17,7 @@ use evergreen_pki::{DistinguishedName, Duration, IssueRequest, KeyType, PrivateK
 use evergreen_test_util::server::TestServer;
 use tokio::sync::watch;
 
+mod attacks;
 mod replicas;
 
 struct RunningAgent {

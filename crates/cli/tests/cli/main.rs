@@ -4,6 +4,7 @@
     clippy::unwrap_used,
     reason = "a test fails loudly on any unexpected error"
 )]
+mod attacks;
 mod bench;
 mod ca_generate;
 mod ca_sign;

@@ -7,6 +7,7 @@
 )]
 
 mod api;
+mod attacks;
 mod kyma;
 mod lifecycle;
 mod named;
