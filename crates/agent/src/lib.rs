@@ -348,7 +348,25 @@ impl Agent {
             ),
             _ => {
                 let token = self.token()?;
-                let key = PrivateKey::generate(KeyType::EcP256)?;
+                // The key is kept before it is sent: if the agent stops before it saves
+                // the answer, it asks again with the same key and gets the same answer
+                // (a single-use token has no second use to give).
+                let pending = self.settings.data_dir.join("identity.pending.key");
+                let key = match std::fs::read(&pending)
+                    .ok()
+                    .and_then(|pem| PrivateKey::from_pem("the pending identity key", &pem).ok())
+                {
+                    Some(key) => key,
+                    None => {
+                        let key = PrivateKey::generate(KeyType::EcP256)?;
+                        evergreen_api::files::replace(
+                            &pending,
+                            key.to_pem().as_bytes(),
+                            evergreen_api::files::KEY_MODE,
+                        )?;
+                        key
+                    }
+                };
                 let csr = evergreen_pki::csr::build(
                     &key,
                     &DistinguishedName::common_name(&self.settings.node),
@@ -364,6 +382,7 @@ impl Agent {
                     .await
                     .context("cannot enroll")?;
                 self.save_identity(&bundle, &key)?;
+                let _ = std::fs::remove_file(&pending);
                 tracing::info!(node = %self.settings.node, "enrolled");
                 Ok(())
             }

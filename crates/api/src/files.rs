@@ -135,6 +135,100 @@ pub fn write_all_new(files: &[(PathBuf, Vec<u8>, u32)]) -> Result<()> {
     Ok(())
 }
 
+/// Files that replace others as one step of a change: each is written to a temporary name
+/// and flushed first ([`Staging::stage`]), then all are moved into place together, the
+/// files they replace kept aside ([`Staging::apply`]), until the change is kept
+/// ([`Applied::keep`]) or undone (dropping the [`Applied`]).
+#[derive(Debug, Default)]
+pub struct Staging {
+    staged: Vec<Staged>,
+}
+
+impl Staging {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Writes `contents` beside `target`, flushed; nothing is replaced yet.
+    pub fn stage(&mut self, target: &Path, contents: &[u8], mode: u32) -> Result<()> {
+        self.staged.push(Staged::write(target, contents, mode)?);
+        Ok(())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.staged.is_empty()
+    }
+
+    /// Moves every staged file into place, keeping each file it replaces under a name
+    /// beside it. If a move fails, those already made are undone.
+    pub fn apply(self) -> Result<Applied> {
+        let mut applied = Applied { moved: Vec::new() };
+        for staged in self.staged {
+            let target = staged.target.clone();
+            let backup = if target.symlink_metadata().is_ok() {
+                let backup = staged.temp.with_extension("previous");
+                let _ = fs::remove_file(&backup);
+                fs::hard_link(&target, &backup)
+                    .with_context(|| format!("cannot keep {} aside", target.display()))?;
+                Some(backup)
+            } else {
+                None
+            };
+            applied.moved.push((target.clone(), backup));
+            fs::rename(&staged.temp, &target)
+                .with_context(|| format!("cannot replace {}", target.display()))?;
+        }
+        for dir in applied.dirs() {
+            sync_dir(&dir)?;
+        }
+        Ok(applied)
+    }
+}
+
+/// Files moved into place by [`Staging::apply`]; dropped without [`Applied::keep`], the
+/// files they replaced come back (and files that were new are removed).
+#[derive(Debug)]
+pub struct Applied {
+    moved: Vec<(PathBuf, Option<PathBuf>)>,
+}
+
+impl Applied {
+    /// The change holds: the replaced files are removed.
+    pub fn keep(mut self) {
+        for (_, backup) in std::mem::take(&mut self.moved) {
+            if let Some(backup) = backup {
+                let _ = fs::remove_file(backup);
+            }
+        }
+    }
+
+    fn dirs(&self) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = self
+            .moved
+            .iter()
+            .map(|(t, _)| parent(t).to_owned())
+            .collect();
+        dirs.sort();
+        dirs.dedup();
+        dirs
+    }
+}
+
+impl Drop for Applied {
+    fn drop(&mut self) {
+        let dirs = self.dirs();
+        for (target, backup) in self.moved.drain(..).rev() {
+            let _ = match backup {
+                Some(backup) => fs::rename(&backup, &target),
+                None => fs::remove_file(&target),
+            };
+        }
+        for dir in dirs {
+            let _ = sync_dir(&dir);
+        }
+    }
+}
+
 /// Replaces one file atomically.
 pub fn replace(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
     Staged::write(path, contents, mode)?.commit_replace()
@@ -192,4 +286,61 @@ fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .with_context(|| format!("cannot sync directory {}", dir.display()))
+}
+
+/// Finds the staged CA directory at or under `path` — `path` itself, `path/tls` or
+/// `path/server/tls` (k3s's `rotate-ca --path=DIR/server`) — and reads its files and those
+/// of its `etcd/` directory, by path relative to it. A file belongs to a staged directory
+/// when `is_staged` says so of its name; the first place holding one is taken.
+pub fn read_staged_dir(
+    path: &Path,
+    is_staged: impl Fn(&str) -> bool,
+) -> Result<(PathBuf, std::collections::BTreeMap<String, Vec<u8>>)> {
+    let places = [path.to_owned(), path.join("tls"), path.join("server/tls")];
+    for place in &places {
+        if list_files(place)?.iter().any(|name| is_staged(name)) {
+            return Ok((place.clone(), read_listing(place)?));
+        }
+    }
+    bail!(
+        "{} holds no staged CA files (root-ca.crt or .pem, server-ca.crt, client-ca.crt, peer-ca.crt or etcd/peer-ca.crt, service.key); looked in {}",
+        path.display(),
+        places
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+/// The regular files of `dir` and of `dir/etcd` with their contents, by relative path;
+/// none when `dir` does not exist. Hidden files are left out.
+pub fn read_listing(dir: &Path) -> Result<std::collections::BTreeMap<String, Vec<u8>>> {
+    list_files(dir)?
+        .into_iter()
+        .map(|name| Ok((name.clone(), read_input(&dir.join(&name))?)))
+        .collect()
+}
+
+/// The regular files in `dir` and in `dir/etcd`, by relative path; none when `dir` does
+/// not exist. Hidden files are left out.
+fn list_files(dir: &Path) -> Result<Vec<String>> {
+    let mut names = Vec::new();
+    for (sub, prefix) in [(dir.to_owned(), ""), (dir.join("etcd"), "etcd/")] {
+        let entries = match fs::read_dir(&sub) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => continue,
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", sub.display())),
+        };
+        for entry in entries {
+            let entry = entry.with_context(|| format!("cannot read {}", sub.display()))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !name.starts_with('.') && entry.path().is_file() {
+                names.push(format!("{prefix}{name}"));
+            }
+        }
+    }
+    names.sort();
+    Ok(names)
 }

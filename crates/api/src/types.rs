@@ -487,23 +487,11 @@ pub struct Installed {
     pub fingerprint: String,
 }
 
-/// The files of a staged CA directory, as `evergreen ca generate` writes them.
-pub const STAGED_CA_FILES: [&str; 9] = [
-    "root-ca.crt",
-    "root-ca.key",
-    "server-ca.crt",
-    "server-ca.key",
-    "client-ca.crt",
-    "client-ca.key",
-    "peer-ca.crt",
-    "peer-ca.key",
-    "service.key",
-];
-
-/// `PUT /v1/ca/rotate?force=BOOL`: the staged files of a CA directory, by file name
-/// (`root-ca.crt`, `root-ca.key`, `server-ca.crt`, `server-ca.key`, `client-ca.crt`,
+/// `PUT /v1/ca/rotate?force=BOOL`: the staged files of a CA directory, by Evergreen's file
+/// names (`root-ca.crt`, `root-ca.key`, `server-ca.crt`, `server-ca.key`, `client-ca.crt`,
 /// `client-ca.key`, `peer-ca.crt`, `peer-ca.key`, `service.key`), as PEM text. A file
-/// left out or empty keeps the current value.
+/// left out or empty keeps the current value. (`evergreen certificate rotate-ca` maps
+/// k3s's layout to these names.)
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CaRotateRequest {
@@ -523,6 +511,10 @@ pub struct CaRotation {
     pub root_sha256: String,
     /// How many certificates the trust bundle holds (old and new CAs).
     pub trust_bundle_certificates: usize,
+    /// What the operator should know: CAs that publish no CRL, join tokens that no longer
+    /// work after a root that is not cross-signed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// `POST /v1/keys/service-account/rotate`: with `retire`, only removes that key;

@@ -122,6 +122,23 @@ impl IntegrityReport {
                 "the key file is missing; stage the CA's private key beside its certificate".into(),
             ),
             Some(key) => match key.matches_certificate(ca) {
+                Ok(true) if info.is_ca && info.can_sign_certificates => {
+                    // Everything Evergreen needs to issue with it, its name written back as
+                    // the issuer of what it signs included.
+                    let usable = key.try_clone().and_then(|key| {
+                        crate::authority::CertificateAuthority::from_parts(
+                            staged.bundle.to_vec(),
+                            key,
+                        )
+                    });
+                    if let Err(e) = usable {
+                        self.fail(
+                            file,
+                            subject,
+                            format!("cannot be used as a CA by Evergreen: {e}"),
+                        );
+                    }
+                }
                 Ok(true) => {}
                 Ok(false) => self.fail(
                     staged.key_file,

@@ -19,6 +19,7 @@
 //! - [`renewal`]: when a certificate is due for renewal.
 //! - [`san_policy`]: which names a certificate may carry.
 //! - [`service_keys`]: the service-account signing key set and its JWKS.
+//! - [`staged`]: a staged CA directory, in Evergreen's layout or k3s's.
 //! - [`token`]: join tokens that pin the cluster's root CA.
 #![forbid(unsafe_code)]
 
@@ -39,6 +40,7 @@ pub mod profile;
 pub mod renewal;
 pub mod san_policy;
 pub mod service_keys;
+pub mod staged;
 pub mod token;
 
 pub use authority::{CertificateAuthority, IssueRequest, IssuedCertificate};

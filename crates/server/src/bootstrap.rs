@@ -19,6 +19,7 @@ use evergreen_pki::integrity::{IntegrityReport, StagedCa};
 use evergreen_pki::name::NameAttribute;
 use evergreen_pki::renewal::RenewalPolicy;
 use evergreen_pki::service_keys::ServiceKeys;
+use evergreen_pki::staged::{self, Staged};
 use evergreen_pki::token::{JoinToken, random_string};
 use evergreen_pki::{
     CertificateAuthority, CertificateDer, DistinguishedName, Duration, IssueRequest, KeyType,
@@ -27,7 +28,9 @@ use evergreen_pki::{
 use evergreen_store::envelope::SealingKey;
 use evergreen_store::{AuditEvent, CaRecord, CertificateRecord, Initialization, Store};
 
-use crate::state::{CLIENT_CA, Cluster, PEER_CA, Paths, ROOT_CA, RetiredCa, SERVER_CA, Settings};
+use crate::state::{
+    CLIENT_CA, Cluster, PEER_CA, Paths, ROLE_CAS, ROOT_CA, RetiredCa, SERVER_CA, Settings,
+};
 
 const SALT: &str = "sealing_salt";
 const SECRET_CHECK: &str = "secret_check";
@@ -70,11 +73,32 @@ pub struct Booted {
     pub cluster: Cluster,
     /// Seals and opens keys kept in the datastore.
     pub sealing: SealingKey,
-    /// Whether this start created the cluster.
-    pub first_start: bool,
+    /// On a first start, what it writes (nothing is written yet).
+    pub first: Option<FirstStart>,
 }
 
-/// Opens the cluster the datastore holds, or creates it.
+/// What a first start writes: the datastore's first rows, and the server token file that
+/// holds the secret the CA keys are sealed with.
+#[derive(Debug)]
+pub struct FirstStart {
+    pub init: Initialization,
+    pub server_token: String,
+}
+
+/// CAs staged before first start, read and checked: the root (and its key, unless kept
+/// offline), the three role CAs and the service-account keys, if staged.
+#[derive(Debug)]
+pub struct StagedCas {
+    root: CertificateDer<'static>,
+    root_key: Option<PrivateKey>,
+    roles: [CertificateAuthority; 3],
+    service_keys: Option<ServiceKeys>,
+    /// What people should know: files ignored, CAs that sign no CRL.
+    pub notes: Vec<String>,
+}
+
+/// Opens the cluster the datastore holds, or prepares its first start (`staged`: the CA
+/// files found before anything was created).
 ///
 /// `join` is the server token of a replica already running on the same datastore
 /// (`evergreen server --token`): its secret must open the CA keys and it must pin the
@@ -85,6 +109,7 @@ pub async fn boot(
     clock: &dyn Clock,
     key_type: KeyType,
     join: Option<&JoinToken>,
+    staged: Option<StagedCas>,
 ) -> anyhow::Result<Booted> {
     let initialized = store.is_initialized().await?;
     match (initialized, join) {
@@ -103,7 +128,7 @@ pub async fn boot(
         (false, Some(_)) => bail!(
             "the datastore holds no cluster yet, so there is nothing to join: start the first server without --token; it writes the token the other servers join with to DATA_DIR/server/token"
         ),
-        (false, None) => first_start(store, paths, clock.now(), key_type).await,
+        (false, None) => first_start(paths, clock.now(), key_type, staged),
     }
 }
 
@@ -131,34 +156,36 @@ async fn join_cluster(store: &dyn Store, paths: &Paths, token: &JoinToken) -> an
     Ok(())
 }
 
-async fn first_start(
-    store: &dyn Store,
+/// Prepares a first start: the CAs (staged, or generated), their keys sealed under a new
+/// cluster secret, the datastore's first rows and the server token. Writes nothing.
+fn first_start(
     paths: &Paths,
     now: OffsetDateTime,
     key_type: KeyType,
+    staged: Option<StagedCas>,
 ) -> anyhow::Result<Booted> {
     // A token left by an interrupted first start keeps its secret.
-    let left = read_token(&paths.token())?;
-    let made_token = left.is_none();
-    let secret = match left {
+    let secret = match read_token(&paths.token())? {
         Some(token) => token.secret().to_owned(),
         None => random_string(32)?,
     };
     let salt = random_string(24)?;
     let sealing = SealingKey::derive(secret.as_bytes(), salt.as_bytes())?;
-
-    let (root, root_key, cas) = match staged_cas(&paths.tls(), now)? {
-        Some(staged) => staged,
-        None => generate_cas(now, key_type)?,
+    let (root, root_key, cas, service_keys) = match staged {
+        Some(staged) => (
+            staged.root,
+            staged.root_key,
+            staged.roles,
+            staged.service_keys,
+        ),
+        None => {
+            let (root, root_key, cas) = generate_cas(now, key_type)?;
+            (root, root_key, cas, None)
+        }
     };
-    let staged_service = paths.tls().join("service.key");
-    let service_keys = if staged_service.exists() {
-        ServiceKeys::from_pem(
-            &staged_service.display().to_string(),
-            &files::read_input(&staged_service)?,
-        )?
-    } else {
-        ServiceKeys::generate(KeyType::EcP256)?
+    let service_keys = match service_keys {
+        Some(keys) => keys,
+        None => ServiceKeys::generate(KeyType::EcP256)?,
     };
     let mut records = vec![CaRecord {
         name: ROOT_CA.into(),
@@ -181,52 +208,32 @@ async fn first_start(
             updated_at: now.unix_timestamp(),
         });
     }
-
     let root_hash = Fingerprint::of(&root);
     let server_token = JoinToken::new(root_hash, SERVER_TOKEN_ID.into(), secret)?;
-    files::replace(
-        &paths.token(),
-        format!("{server_token}\n").as_bytes(),
-        KEY_MODE,
-    )?;
-
-    let initialized = store
-        .initialize(Initialization {
-            meta: vec![
-                (SALT.into(), salt.into_bytes()),
-                (
-                    SECRET_CHECK.into(),
-                    sealing.seal(b"evergreen", SECRET_CHECK_AAD)?,
-                ),
-                (
-                    SERVICE_KEYS.into(),
-                    seal_service_keys(&sealing, &service_keys)?,
-                ),
-            ],
-            cas: records,
-            tokens: Vec::new(),
-            certificates: Vec::new(),
-            audit: vec![AuditEvent {
-                at: now.unix_timestamp(),
-                actor: "server".into(),
-                action: "init".into(),
-                target: format!("root sha256:{root_hash}"),
-                outcome: "ok".into(),
-                detail: "cluster PKI created".into(),
-            }],
-        })
-        .await;
-    if let Err(evergreen_store::StoreError::AlreadyInitialized) = initialized {
-        // Another replica initialised the shared datastore first: this one's secret
-        // opens nothing there, so its token goes.
-        if made_token {
-            let _ = std::fs::remove_file(paths.token());
-        }
-        bail!(
-            "another server initialised this datastore at the same time; start this one with --token and that server's DATA_DIR/server/token"
-        );
-    }
-    initialized?;
+    let init = Initialization {
+        meta: vec![
+            (SALT.into(), salt.into_bytes()),
+            (
+                SECRET_CHECK.into(),
+                sealing.seal(b"evergreen", SECRET_CHECK_AAD)?,
+            ),
+            (
+                SERVICE_KEYS.into(),
+                seal_service_keys(&sealing, &service_keys)?,
+            ),
+        ],
+        cas: records,
+        tokens: Vec::new(),
+        certificates: Vec::new(),
+        audit: vec![AuditEvent {
+            at: now.unix_timestamp(),
+            actor: "server".into(),
+            action: "init".into(),
+            target: format!("root sha256:{root_hash}"),
+            outcome: "ok".into(),
+            detail: "cluster PKI created".into(),
+        }],
+    };
     let [server_ca, client_ca, peer_ca] = cas;
     Ok(Booted {
         cluster: Cluster {
@@ -237,8 +244,11 @@ async fn first_start(
             retired: Vec::new(),
             service_keys,
         },
-        first_start: true,
         sealing,
+        first: Some(FirstStart {
+            init,
+            server_token: format!("{server_token}\n"),
+        }),
     })
 }
 
@@ -263,81 +273,108 @@ fn generate_cas(now: OffsetDateTime, key_type: KeyType) -> anyhow::Result<Cas> {
     ))
 }
 
-/// CA files staged in `DIR/server/tls/` before first start replace generation: the layout
-/// of `evergreen ca generate` (`root-ca.crt`, optional `root-ca.key`, and each role CA's
-/// `.crt` bundle and `.key`). Every check failure is reported together.
-fn staged_cas(dir: &Path, now: OffsetDateTime) -> anyhow::Result<Option<Cas>> {
-    let root_path = dir.join("root-ca.crt");
-    let any_staged = [ROOT_CA, SERVER_CA, CLIENT_CA, PEER_CA]
-        .iter()
-        .any(|n| dir.join(format!("{n}.crt")).exists());
-    if !any_staged {
+/// CA files staged in `DIR/server/tls/` before first start — the layout of `evergreen ca
+/// generate`, or k3s's (`root-ca.pem`, `intermediate-ca.pem`, `etcd/peer-ca.*`) — read
+/// and checked, every failure reported together; `None` when nothing is staged. Reads only.
+pub fn staged_first_start(paths: &Paths, now: OffsetDateTime) -> anyhow::Result<Option<StagedCas>> {
+    let dir = paths.tls();
+    let listing = files::read_listing(&dir)?;
+    if !listing.keys().any(|name| staged::is_staged_name(name)) {
         return Ok(None);
     }
-    let read = |p: &Path| files::read_input(p);
-    let root =
-        pem::parse_certificates(&root_path.display().to_string(), &read(&root_path)?)?.remove(0);
+    let what = || format!("the CA files staged in {}", dir.display());
+    let resolved = staged::resolve(&listing)
+        .map_err(anyhow::Error::msg)
+        .with_context(what)?;
+    let staged = Staged::decode(&resolved.files)
+        .map_err(anyhow::Error::msg)
+        .with_context(what)?;
+    let mut notes: Vec<String> = resolved
+        .ignored
+        .iter()
+        .map(|(file, why)| format!("ignored {file}: {why}"))
+        .collect();
+    let root = staged
+        .bundle(ROOT_CA)
+        .and_then(|b| b.first())
+        .cloned()
+        .with_context(|| {
+            format!(
+                "{} holds no root CA: stage root-ca.crt (or k3s's root-ca.pem) with the role CAs",
+                dir.display()
+            )
+        })?;
     let root_info = CertificateInfo::from_der(&root)?;
+    let mut report = IntegrityReport::new();
     if !root_info.self_signed || !root_info.is_ca {
-        bail!(
-            "{} is not a self-signed CA certificate",
-            root_path.display()
+        report.fail(
+            "root-ca.crt",
+            Some(&root_info.subject),
+            "is not a self-signed CA certificate; a root must sign itself".into(),
         );
     }
-    let root_key_path = dir.join("root-ca.key");
-    let root_key = if root_key_path.exists() {
-        let key = PrivateKey::from_pem("root-ca.key", &read(&root_key_path)?)?;
-        if !key.matches_certificate(&root)? {
-            bail!(
-                "{} does not match {}",
-                root_key_path.display(),
-                root_path.display()
+    let root_key = staged.key(ROOT_CA).map(PrivateKey::try_clone).transpose()?;
+    if let Some(key) = &root_key
+        && !key.matches_certificate(&root)?
+    {
+        report.fail(
+            "root-ca.key",
+            Some(&root_info.subject),
+            "the private key does not match the certificate in root-ca.crt".into(),
+        );
+    }
+    let mut roles = Vec::new();
+    for role in ROLE_CAS {
+        let (cert_file, key_file) = (format!("{role}.crt"), format!("{role}.key"));
+        let Some(bundle) = staged.bundle(role) else {
+            report.fail(
+                &cert_file,
+                None,
+                format!(
+                    "is not staged; a first start needs all three role CAs ({})",
+                    ROLE_CAS.join(", ")
+                ),
             );
-        }
-        Some(key)
-    } else {
-        None
-    };
-    let mut report = IntegrityReport::new();
-    let mut loaded = Vec::new();
-    for name in [SERVER_CA, CLIENT_CA, PEER_CA] {
-        let cert_file = format!("{name}.crt");
-        let key_file = format!("{name}.key");
-        let bundle = pem::parse_certificates(&cert_file, &read(&dir.join(&cert_file))?)?;
-        let key = if dir.join(&key_file).exists() {
-            Some(PrivateKey::from_pem(
-                &key_file,
-                &read(&dir.join(&key_file))?,
-            )?)
-        } else {
-            None
+            continue;
         };
+        let key = staged.key(role);
         report.check_ca(
             &StagedCa {
                 cert_file: &cert_file,
                 key_file: &key_file,
-                bundle: &bundle,
-                key: key.as_ref(),
+                bundle,
+                key,
             },
             std::slice::from_ref(&root),
             now,
         );
-        loaded.push((bundle, key));
+        if let Some(key) = key {
+            roles.push((bundle.to_vec(), key.try_clone()?));
+        }
     }
-    report
-        .into_result()
-        .with_context(|| format!("the CA files staged in {} cannot be used", dir.display()))?;
-    let mut cas = Vec::new();
-    for (bundle, key) in loaded {
-        cas.push(CertificateAuthority::from_parts(
-            bundle,
-            key.context("checked above")?,
-        )?);
-    }
-    let cas: [CertificateAuthority; 3] = cas
+    report.into_result().with_context(what)?;
+    let roles: Vec<CertificateAuthority> = roles
+        .into_iter()
+        .map(|(bundle, key)| CertificateAuthority::from_parts(bundle, key))
+        .collect::<Result<_, _>>()?;
+    let roles: [CertificateAuthority; 3] = roles
         .try_into()
         .map_err(|_| anyhow::anyhow!("three role CAs"))?;
-    Ok(Some((root, root_key, cas)))
+    for ca in &roles {
+        if !ca.info().can_sign_crls {
+            notes.push(format!(
+                "{} may not sign CRLs (its key usage lacks cRLSign): Evergreen refuses its revoked certificates itself, but relying parties get no CRL from it",
+                ca.info().subject
+            ));
+        }
+    }
+    Ok(Some(StagedCas {
+        root,
+        root_key,
+        roles,
+        service_keys: staged.service_keys,
+        notes,
+    }))
 }
 
 async fn restart(store: &dyn Store, paths: &Paths, clock: &dyn Clock) -> anyhow::Result<Booted> {
@@ -395,8 +432,8 @@ async fn restart(store: &dyn Store, paths: &Paths, clock: &dyn Clock) -> anyhow:
     retire_node_token_file(paths);
     Ok(Booted {
         cluster,
-        first_start: false,
         sealing,
+        first: None,
     })
 }
 
@@ -418,14 +455,13 @@ fn retire_node_token_file(paths: &Paths) {
     }
 }
 
-/// The cluster's current root CA and its key (`None` when kept offline), read from a
-/// server's data dir and datastore (`datastore`: its PostgreSQL URL, else the SQLite file
-/// in the data dir): the token's secret opens the key sealed in the datastore. For
-/// `evergreen ca generate`, which signs new role CAs or cross-signs a new root with it.
-pub async fn current_root(
+/// Opens a server's datastore from its data dir (`datastore`: its PostgreSQL URL, else
+/// the SQLite file in the data dir), proving the server token's secret opens it: for
+/// commands run on the server host, the server running or not.
+async fn open_offline(
     data_dir: &Path,
     datastore: Option<&str>,
-) -> anyhow::Result<(CertificateDer<'static>, Option<PrivateKey>)> {
+) -> anyhow::Result<(std::sync::Arc<dyn Store>, SealingKey)> {
     let paths = Paths {
         data_dir: data_dir.to_owned(),
     };
@@ -443,20 +479,39 @@ pub async fn current_root(
             std::sync::Arc::new(evergreen_store::SqliteStore::open(&db).await?)
         }
     };
-    let store = store.as_ref();
-    let result = async {
+    let sealing = async {
         let token = read_token(&paths.token())?.with_context(|| {
             format!(
                 "the server token {} is missing; it holds the secret that opens the CA keys",
                 paths.token().display()
             )
         })?;
-        let sealing = open_sealing(
-            store,
+        open_sealing(
+            store.as_ref(),
             &token,
             &format!("the server token in {}", paths.token().display()),
         )
-        .await?;
+        .await
+    }
+    .await;
+    match sealing {
+        Ok(sealing) => Ok((store, sealing)),
+        Err(error) => {
+            store.close().await;
+            Err(error)
+        }
+    }
+}
+
+/// The cluster's current root CA and its key (`None` when kept offline), read from a
+/// server's data dir and datastore: for `evergreen ca generate`, which signs new role CAs
+/// or cross-signs a new root with it.
+pub async fn current_root(
+    data_dir: &Path,
+    datastore: Option<&str>,
+) -> anyhow::Result<(CertificateDer<'static>, Option<PrivateKey>)> {
+    let (store, sealing) = open_offline(data_dir, datastore).await?;
+    let result = async {
         let record = store
             .cas()
             .await?
@@ -472,6 +527,28 @@ pub async fn current_root(
             None => None,
         };
         Ok((root, key))
+    }
+    .await;
+    store.close().await;
+    result
+}
+
+/// The cluster's service-account keys, the signing key first, read from a server's data
+/// dir and datastore: for `evergreen keys export`.
+pub async fn current_service_keys(
+    data_dir: &Path,
+    datastore: Option<&str>,
+) -> anyhow::Result<ServiceKeys> {
+    let (store, sealing) = open_offline(data_dir, datastore).await?;
+    let result = async {
+        let sealed = store
+            .get_meta(SERVICE_KEYS)
+            .await?
+            .context("the datastore has no service-account keys")?;
+        Ok(ServiceKeys::from_pem(
+            "the service-account keys",
+            &sealing.open(&sealed, SERVICE_KEYS_AAD)?,
+        )?)
     }
     .await;
     store.close().await;
@@ -568,17 +645,30 @@ pub async fn load_cluster(store: &dyn Store, sealing: &SealingKey) -> anyhow::Re
     })
 }
 
-/// Rewrites the server and node token files to pin `root`, keeping their ids and secrets
-/// (after a root rotation; tokens handed out before still work while the old root is
-/// in the trust bundle).
-pub fn repin_token_files(paths: &Paths, root: Fingerprint) -> anyhow::Result<()> {
+/// Stages the server and node token files pinning `root`, keeping their ids and secrets
+/// (after a root rotation; tokens handed out before still work while the old root is in
+/// the trust bundle).
+pub fn stage_repinned_tokens(
+    staging: &mut files::Staging,
+    paths: &Paths,
+    root: Fingerprint,
+) -> anyhow::Result<()> {
     for path in [paths.token(), paths.node_token()] {
         let Some(token) = read_token(&path)? else {
             continue;
         };
         let token = JoinToken::new(root, token.id().to_owned(), token.secret().to_owned())?;
-        files::replace(&path, format!("{token}\n").as_bytes(), KEY_MODE)?;
+        staging.stage(&path, format!("{token}\n").as_bytes(), KEY_MODE)?;
     }
+    Ok(())
+}
+
+/// Rewrites the token files to pin `root` now (a restart repairing a rotation whose
+/// files were not moved).
+fn repin_token_files(paths: &Paths, root: Fingerprint) -> anyhow::Result<()> {
+    let mut staging = files::Staging::new();
+    stage_repinned_tokens(&mut staging, paths, root)?;
+    staging.apply()?.keep();
     Ok(())
 }
 
@@ -640,7 +730,7 @@ pub fn admin_cert(paths: &Paths) -> OwnCert {
 
 /// The current files of `own`, if they are a matching pair issued by `ca` for the wanted
 /// names and outside the renewal window.
-fn current(
+pub fn current_own(
     own: &OwnCert,
     ca: &CertificateAuthority,
     policy: &RenewalPolicy,
@@ -658,22 +748,60 @@ fn current(
     fresh.then(|| (chain, key.der().clone_key()))
 }
 
-/// Makes sure `own` is fresh: reissues it (new key, inventory row, files replaced
-/// atomically, key first) when missing, broken, renamed, issued by another CA, inside
-/// the renewal window, or when `force`d (`certificate rotate`). Returns the chain and
-/// key, and whether they are new.
-pub async fn ensure_own_cert(
-    store: &dyn Store,
+/// One of the server's own certificates, issued with a new key in memory: recorded and
+/// written only by the change it belongs to ([`OwnIssued::stage`]).
+#[derive(Debug)]
+pub struct OwnIssued {
+    pub name: &'static str,
+    pub role: Role,
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKey,
+    record: CertificateRecord,
+    event: AuditEvent,
+    cert_path: std::path::PathBuf,
+    key_path: std::path::PathBuf,
+}
+
+impl OwnIssued {
+    /// Records it and its audit entry in `tx` and stages its files (key and certificate).
+    pub async fn stage(
+        &self,
+        tx: &mut dyn evergreen_store::Transaction,
+        staging: &mut files::Staging,
+    ) -> anyhow::Result<()> {
+        tx.insert_certificate(&self.record).await?;
+        tx.audit(&self.event).await?;
+        staging.stage(&self.key_path, self.key.to_pem().as_bytes(), KEY_MODE)?;
+        staging.stage(
+            &self.cert_path,
+            pem::encode_certificates(&self.chain).as_bytes(),
+            PUBLIC_MODE,
+        )?;
+        Ok(())
+    }
+
+    /// The chain and key as the TLS layer serves them.
+    pub fn certified_key(&self) -> anyhow::Result<std::sync::Arc<rustls::sign::CertifiedKey>> {
+        Ok(std::sync::Arc::new(crate::tls::certified_key(
+            self.chain.clone(),
+            self.key.der(),
+        )?))
+    }
+
+    pub fn info(&self) -> anyhow::Result<CertificateInfo> {
+        Ok(CertificateInfo::from_der(&self.chain[0])?)
+    }
+}
+
+/// Issues `own` anew under `cluster`'s CA (a new key), in memory.
+pub fn issue_own(
     cluster: &Cluster,
     settings: &Settings,
     own: &OwnCert,
     now: OffsetDateTime,
-    force: bool,
-) -> anyhow::Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>, bool)> {
+    actor: &str,
+) -> anyhow::Result<OwnIssued> {
     let ca = cluster.ca(own.ca).context("unknown CA")?;
-    if !force && let Some((chain, key)) = current(own, ca, &settings.renewal, now) {
-        return Ok((chain, key, false));
-    }
     let key = PrivateKey::generate(KeyType::EcP256)?;
     let request = IssueRequest {
         subject: own.subject.clone(),
@@ -700,44 +828,51 @@ pub async fn ensure_own_cert(
         revocation_reason: None,
         der: issued.der.to_vec(),
     };
-    let event = AuditEvent {
-        at: now.unix_timestamp(),
-        actor: "server".into(),
-        action: "issue".into(),
-        target: own.subject.to_string(),
-        outcome: "ok".into(),
-        detail: format!(
+    let event = crate::audit::event(
+        now,
+        actor,
+        "issue",
+        &own.subject.to_string(),
+        "ok",
+        &format!(
             "{} certificate serial {} written to {}",
             own.role,
             record.serial,
             own.cert_path.display()
         ),
-    };
-    // Recorded before the files are written: an inventory row without files is
-    // re-issued at the next check, files without a row would never be.
-    store.record_issuance(&record, &event).await?;
+    );
     let mut chain = vec![issued.der.clone()];
     chain.extend(ca.bundle());
-    files::replace(&own.key_path, key.to_pem().as_bytes(), KEY_MODE)?;
-    files::replace(
-        &own.cert_path,
-        pem::encode_certificates(&chain).as_bytes(),
-        PUBLIC_MODE,
-    )?;
-    Ok((chain, key.der().clone_key(), true))
+    Ok(OwnIssued {
+        name: own.name,
+        role: own.role,
+        chain,
+        key,
+        record,
+        event,
+        cert_path: own.cert_path.clone(),
+        key_path: own.key_path.clone(),
+    })
 }
 
-/// Files the CLI on this host reads: the trust bundle and the server URL.
-pub fn write_cli_files(paths: &Paths, cluster: &Cluster, url: &str) -> anyhow::Result<()> {
-    files::replace(
+/// Stages the files the CLI on this host reads: the trust bundle and the server URL.
+pub fn stage_cli_files(
+    staging: &mut files::Staging,
+    paths: &Paths,
+    cluster: &Cluster,
+    url: Option<&str>,
+) -> anyhow::Result<()> {
+    staging.stage(
         &paths.ca_bundle(),
         pem::encode_certificates(&cluster.trust_bundle()).as_bytes(),
         PUBLIC_MODE,
     )?;
-    files::replace(
-        &paths.server_url(),
-        format!("{url}\n").as_bytes(),
-        PUBLIC_MODE,
-    )?;
+    if let Some(url) = url {
+        staging.stage(
+            &paths.server_url(),
+            format!("{url}\n").as_bytes(),
+            PUBLIC_MODE,
+        )?;
+    }
     Ok(())
 }

@@ -314,8 +314,16 @@ pub async fn enroll(
     let secret_sha256 = Fingerprint::of(token.secret().as_bytes()).to_string();
     let record = match state.store.token(token.id()).await? {
         None => return Err(token_refusal(&token, TokenUse::Unknown)),
-        Some(record) => match record.check(&secret_sha256, now.unix_timestamp()) {
+        Some(record) => match record.clone().check(&secret_sha256, now.unix_timestamp()) {
             TokenUse::Accepted(record) => *record,
+            refused @ TokenUse::UsedUp { .. } => {
+                // The same enrollment asked again, by the holder of the key it was for
+                // (an agent that stopped before it saved the answer): the same answer.
+                if let Some(bundle) = replay(state, &record, &request.csr).await? {
+                    return Ok(bundle);
+                }
+                return Err(token_refusal(&token, refused));
+            }
             refused => return Err(token_refusal(&token, refused)),
         },
     };
@@ -376,6 +384,11 @@ pub async fn enroll(
     match state.store.enroll(&enrollment).await? {
         EnrollOutcome::Enrolled => {}
         EnrollOutcome::Refused(refused) => return Err(token_refusal(&token, refused)),
+        EnrollOutcome::SubjectTaken(_)
+            if let Some(bundle) = replay(state, &record, &request.csr).await? =>
+        {
+            return Ok(bundle);
+        }
         EnrollOutcome::SubjectTaken(holder) if role == Role::Node => {
             return Err(ApiError::conflict(format!(
                 "node {} is enrolled already (identity serial {}, valid until {}); a node enrolls again only by renewing with its current identity, or after 'evergreen node replace {}'",
@@ -405,6 +418,41 @@ pub async fn enroll(
         .enrolled
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     crate::routes::bundle(state, &issued, CLIENT_CA)
+}
+
+/// The certificate this token already enrolled for the CSR's key, if it is live: a
+/// repeated enrollment gets the answer it got the first time, and counts no use. Only the
+/// holder of that key can sign such a CSR, and it was that token's to enroll.
+async fn replay(
+    state: &AppState,
+    token: &TokenRecord,
+    csr_b64: &str,
+) -> Result<Option<CertificateBundle>, ApiError> {
+    let csr = read_csr(csr_b64)?;
+    let owner = format!("token:{}", token.id);
+    let now = state.now().unix_timestamp();
+    let key = csr.public_key().spki_der();
+    let enrolled = state
+        .store
+        .certificates_by_subject(&csr.subject().to_string())
+        .await?
+        .into_iter()
+        .filter(|c| c.owner == owner && c.status(now) == "active" && c.renewed_from.is_none())
+        .find(|c| {
+            evergreen_pki::CertificateInfo::from_der(&c.der.clone().into())
+                .is_ok_and(|info| info.public_key == key)
+        });
+    let Some(enrolled) = enrolled else {
+        return Ok(None);
+    };
+    let cluster = state.cluster.load();
+    let chain = cluster
+        .generations(CLIENT_CA)
+        .find(|(ca, _)| {
+            evergreen_pki::chain::is_signed_by(&enrolled.der.clone().into(), ca).unwrap_or(false)
+        })
+        .map(|(ca, chain)| pem::encode_certificates(std::iter::once(ca).chain(chain)));
+    Ok(chain.map(|chain| kyma_bundle(&enrolled.der, &chain)))
 }
 
 /// The Kyma answer for a new certificate: base64 of PEM of the chain, the leaf, the CA.

@@ -10,6 +10,7 @@ mod agent;
 mod audit;
 mod auth;
 mod bootstrap;
+pub mod change;
 mod enrollment;
 pub mod error;
 mod metrics;
@@ -26,16 +27,17 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use arc_swap::ArcSwap;
 use evergreen_api::Clock;
+use evergreen_api::files::KEY_MODE;
 use evergreen_pki::{KeyType, SubjectAltName};
 use evergreen_store::{SqliteStore, Store};
 use tokio::sync::{Mutex, watch};
 use tokio::task::JoinHandle;
 
 pub use agent::MAX_POLL as MAX_WATCH;
-pub use bootstrap::current_root;
+pub use bootstrap::{current_root, current_service_keys};
 pub use observe::document as openapi_document;
 pub use state::{AppState, Paths, Settings};
 pub use tls::Limits;
@@ -61,6 +63,8 @@ pub struct Config {
     pub join_token: Option<String>,
     /// Connections admitted at once and timeouts.
     pub limits: Limits,
+    /// Steps of changes to fail, for tests (with the `failpoints` feature).
+    pub failpoints: Arc<change::Failpoints>,
 }
 
 impl std::fmt::Debug for Config {
@@ -85,6 +89,7 @@ impl Config {
             datastore: None,
             join_token: None,
             limits: Limits::default(),
+            failpoints: Arc::default(),
         }
     }
 }
@@ -99,25 +104,24 @@ impl Config {
 pub(crate) async fn run_checks(state: &AppState) -> anyhow::Result<()> {
     let _job = state.store.lock(evergreen_store::Job::Checks).await?;
     let cluster = state.cluster.load_full();
-    for own in &state.own {
-        let (chain, key, renewed) = bootstrap::ensure_own_cert(
-            state.store.as_ref(),
-            &cluster,
-            &state.settings,
-            own,
-            state.now(),
-            false,
-        )
-        .await?;
-        if renewed {
-            tracing::info!(certificate = %own.subject, "re-issued");
-            if own.role == evergreen_api::Role::Server {
-                state.serving.replace(chain, &key)?;
-            }
+    let issued = state.own_due(&cluster, &[], "server")?;
+    if !issued.is_empty() {
+        let mut tx = state.store.begin().await?;
+        let mut live = change::Live::default();
+        state.stage_own(&issued, tx.as_mut(), &mut live).await?;
+        state
+            .go_live_and_commit("certificate.renew", tx, live)
+            .await
+            .map_err(|e| anyhow::anyhow!(e.message))?;
+        for own in &issued {
+            tracing::info!(certificate = own.name, "re-issued");
         }
     }
     if state.crls_stale() {
-        state.publish_crls().await?;
+        state
+            .publish_crls()
+            .await
+            .map_err(|e| anyhow::anyhow!(e.message))?;
     }
     state.flush_refusals().await?;
     named::refresh_secrets(state)
@@ -136,6 +140,9 @@ pub struct RunningServer {
     pub url: String,
     /// Whether this start created the cluster.
     pub first_start: bool,
+    /// What the operator should know of this start: staged files ignored, CAs that
+    /// publish no CRL.
+    pub notes: Vec<String>,
     pub state: Arc<AppState>,
     shutdown: watch::Sender<bool>,
     serve: JoinHandle<()>,
@@ -156,9 +163,6 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let paths = Paths {
         data_dir: config.data_dir.clone(),
     };
-    for dir in [paths.data_dir.clone(), paths.server(), paths.tls()] {
-        evergreen_api::files::create_private_dir(&dir)?;
-    }
     // Parsed before anything is opened: a malformed token changes nothing.
     let join = config
         .join_token
@@ -166,13 +170,32 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         .map(|t| t.trim().parse::<evergreen_pki::token::JoinToken>())
         .transpose()
         .context("the token given with --token is malformed; pass the content of the first server's DATA_DIR/server/token")?;
+    // A first start's staged CA files are read and checked before anything is created,
+    // so a refused first start leaves the data dir as it found it; and what a first start
+    // creates is removed again if it fails later.
+    let mut created = Created::default();
+    let sqlite_first_start = config.datastore.is_none() && !paths.db().exists();
+    let mut staged = if sqlite_first_start && join.is_none() {
+        bootstrap::staged_first_start(&paths, config.clock.now())?
+    } else {
+        None
+    };
+    for dir in [paths.data_dir.clone(), paths.server(), paths.tls()] {
+        created.dir(&dir)?;
+    }
     let store: Arc<dyn Store> = match &config.datastore {
         Some(url) => evergreen_store::open(url)
             .await
             .with_context(|| format!("cannot open the datastore {}", redact(url)))?,
         None => {
             let db = paths.db();
-            evergreen_api::files::create_private_dir(db.parent().unwrap_or(&paths.server()))?;
+            created.dir(db.parent().unwrap_or(&paths.server()))?;
+            for suffix in ["", "-wal", "-shm"] {
+                created.file(&std::path::PathBuf::from(format!(
+                    "{}{suffix}",
+                    db.display()
+                )));
+            }
             Arc::new(
                 SqliteStore::open(&db)
                     .await
@@ -180,12 +203,68 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             )
         }
     };
-    match start_with(&config, paths, store.clone(), join.as_ref()).await {
-        Ok(server) => Ok(server),
+    let result = async {
+        if config.datastore.is_some() && join.is_none() && !store.is_initialized().await? {
+            staged = bootstrap::staged_first_start(&paths, config.clock.now())?;
+        }
+        start_with(&config, paths, store.clone(), join.as_ref(), staged).await
+    }
+    .await;
+    match result {
+        Ok(server) => {
+            created.keep();
+            Ok(server)
+        }
         Err(error) => {
             // A refused start leaves the datastore as it found it, connections closed.
             store.close().await;
             Err(error)
+        }
+    }
+}
+
+/// What a start created, removed again (files, then directories, newest first) unless the
+/// start completes.
+#[derive(Debug, Default)]
+struct Created {
+    paths: Vec<(std::path::PathBuf, bool)>,
+}
+
+impl Created {
+    /// Creates `dir` (mode 0700) if it does not exist, remembering it.
+    fn dir(&mut self, dir: &std::path::Path) -> anyhow::Result<()> {
+        let mut missing = Vec::new();
+        let mut at = Some(dir);
+        while let Some(path) = at.filter(|p| !p.as_os_str().is_empty() && !p.exists()) {
+            missing.push(path.to_owned());
+            at = path.parent();
+        }
+        evergreen_api::files::create_private_dir(dir)?;
+        self.paths
+            .extend(missing.into_iter().rev().map(|p| (p, true)));
+        Ok(())
+    }
+
+    /// Remembers `file`, which the start may create, if it does not exist yet.
+    fn file(&mut self, file: &std::path::Path) {
+        if !file.exists() {
+            self.paths.push((file.to_owned(), false));
+        }
+    }
+
+    fn keep(mut self) {
+        self.paths.clear();
+    }
+}
+
+impl Drop for Created {
+    fn drop(&mut self) {
+        for (path, is_dir) in self.paths.iter().rev() {
+            let _ = if *is_dir {
+                std::fs::remove_dir(path)
+            } else {
+                std::fs::remove_file(path)
+            };
         }
     }
 }
@@ -195,41 +274,63 @@ async fn start_with(
     paths: Paths,
     store: Arc<dyn Store>,
     join: Option<&evergreen_pki::token::JoinToken>,
+    staged: Option<bootstrap::StagedCas>,
 ) -> anyhow::Result<RunningServer> {
+    const ACTION: &str = "start";
     // Subscribed before the cluster is read, so no change made meanwhile is missed.
     let changes = store.changes();
+    let mut notes = staged.as_ref().map(|s| s.notes.clone()).unwrap_or_default();
     let booted = bootstrap::boot(
         store.as_ref(),
         &paths,
         config.clock.as_ref(),
         config.key_type,
         join,
+        staged,
     )
     .await?;
+    if booted.first.is_none() {
+        notes.extend(state::without_crls(&booted.cluster));
+    }
+    for note in &notes {
+        tracing::warn!("{note}");
+    }
     let now = config.clock.now();
     let own = vec![
         bootstrap::serving_cert(&paths, &config.sans),
         bootstrap::admin_cert(&paths),
     ];
-    let (serving_chain, serving_key, _) = bootstrap::ensure_own_cert(
-        store.as_ref(),
-        &booted.cluster,
-        &config.settings,
-        &own[0],
-        now,
-        false,
-    )
-    .await?;
-    bootstrap::ensure_own_cert(
-        store.as_ref(),
-        &booted.cluster,
-        &config.settings,
-        &own[1],
-        now,
-        false,
-    )
-    .await?;
-    let serving = Arc::new(tls::ServingCert::new(serving_chain, &serving_key)?);
+    // Listening creates nothing on disk; the URL goes into the CLI's files.
+    let listener = tls::listen(config.listen)
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let url = tls::local_url(addr);
+
+    // The serving certificate in use now, or a new one, served from the first handshake.
+    let mut issued = Vec::new();
+    let renewal = &config.settings.renewal;
+    let serving_ca = booted.cluster.ca(own[0].ca).context("no server CA")?;
+    let serving_key = match bootstrap::current_own(&own[0], serving_ca, renewal, now) {
+        Some((chain, key)) => Arc::new(tls::certified_key(chain, &key)?),
+        None => {
+            let fresh =
+                bootstrap::issue_own(&booted.cluster, &config.settings, &own[0], now, "server")?;
+            let key = fresh.certified_key()?;
+            issued.push(fresh);
+            key
+        }
+    };
+    let admin_ca = booted.cluster.ca(own[1].ca).context("no client CA")?;
+    if bootstrap::current_own(&own[1], admin_ca, renewal, now).is_none() {
+        issued.push(bootstrap::issue_own(
+            &booted.cluster,
+            &config.settings,
+            &own[1],
+            now,
+            "server",
+        )?);
+    }
+    let serving = Arc::new(tls::ServingCert::from_key(serving_key));
     let placeholder = tls::build_config(
         config.clock.clone(),
         serving.clone(),
@@ -237,12 +338,14 @@ async fn start_with(
         &Default::default(),
     )?;
     let revision = store.revision().await?;
+    let cluster = Arc::new(booted.cluster);
     let state = Arc::new(AppState {
         own,
         store,
         clock: config.clock.clone(),
-        cluster: ArcSwap::from_pointee(booted.cluster),
+        cluster: ArcSwap::new(cluster.clone()),
         crls: ArcSwap::from_pointee(Default::default()),
+        revoked: ArcSwap::from_pointee(Default::default()),
         tls: ArcSwap::from_pointee(placeholder),
         serving,
         settings: config.settings.clone(),
@@ -253,14 +356,46 @@ async fn start_with(
         crl_lock: Mutex::new(()),
         watch_snapshot: Mutex::new(None),
         refusals: Default::default(),
+        failpoints: config.failpoints.clone(),
     });
-    state.publish_crls().await.context("cannot publish CRLs")?;
 
-    let listener = tls::listen(config.listen)
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
-    let addr = listener.local_addr()?;
-    let url = tls::local_url(addr);
-    bootstrap::write_cli_files(&paths, &state.cluster.load(), &url)?;
+    // The start's change: a first start's datastore rows and token, the server's own
+    // certificates, the CRLs and the CLI's files, committed together.
+    let mut tx = state.store.begin().await?;
+    let mut live = change::Live::default();
+    let fail = |step: &str, e: &dyn std::fmt::Display| {
+        anyhow::anyhow!("{}", change::failed(ACTION, step, e).message)
+    };
+    if let Some(first) = &booted.first {
+        match tx.initialize(&first.init).await {
+            Err(evergreen_store::StoreError::AlreadyInitialized) => bail!(
+                "another server initialised this datastore at the same time; start this one with --token and that server's DATA_DIR/server/token"
+            ),
+            result => result?,
+        }
+        live.files
+            .stage(&paths.token(), first.server_token.as_bytes(), KEY_MODE)
+            .map_err(|e| fail("writing the server token", &e))?;
+    }
+    change::passed(&state, ACTION, "initialized").map_err(|e| anyhow::anyhow!(e.message))?;
+    for own in &issued {
+        own.stage(tx.as_mut(), &mut live.files)
+            .await
+            .map_err(|e| fail("recording the server's own certificates", &e))?;
+    }
+    change::passed(&state, ACTION, "own-issued").map_err(|e| anyhow::anyhow!(e.message))?;
+    let crls = state
+        .prepare_crls(&cluster, tx.as_mut())
+        .await
+        .map_err(|e| fail("signing CRLs", &e))?;
+    live.crls = Some(crls);
+    change::passed(&state, ACTION, "crls-signed").map_err(|e| anyhow::anyhow!(e.message))?;
+    bootstrap::stage_cli_files(&mut live.files, &paths, &cluster, Some(&url))
+        .map_err(|e| fail("writing the CLI's files", &e))?;
+    state
+        .go_live_and_commit(ACTION, tx, live)
+        .await
+        .map_err(|e| anyhow::anyhow!(e.message))?;
 
     let (shutdown, receiver) = watch::channel(false);
     let router = routes::router(state.clone());
@@ -277,7 +412,8 @@ async fn start_with(
     Ok(RunningServer {
         addr,
         url,
-        first_start: booted.first_start,
+        first_start: booted.first.is_some(),
+        notes,
         state,
         shutdown,
         serve,

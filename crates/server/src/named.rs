@@ -16,7 +16,7 @@ use evergreen_pki::san_policy::SanPolicy;
 use evergreen_pki::{
     CertificateDer, DistinguishedName, IssueRequest, KeyType, PrivateKey, Profile, pem,
 };
-use evergreen_store::{NamedChange, NamedRecord, NamedVersion};
+use evergreen_store::{AuditEvent, CertificateRecord, NamedChange, NamedRecord, NamedVersion};
 
 use crate::auth::rfc3339;
 use crate::auth::{Admin, Caller};
@@ -113,11 +113,65 @@ pub(crate) fn key_aad(name: &str, version: i64) -> Vec<u8> {
     format!("evergreen:named-key:{name}:{version}").into_bytes()
 }
 
-/// A certificate with its key and the CA chain clients should trust.
+/// A certificate with its key and the CA chain clients should trust; with its inventory
+/// row and audit entry when the cluster issued it.
 struct Material {
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKey,
     ca: Vec<CertificateDer<'static>>,
+    issued: Option<(CertificateRecord, AuditEvent)>,
+}
+
+/// What one named-certificate change writes, all in one transaction: definitions and
+/// versions, the inventory rows of what it issued, its audit entries, and the server's own
+/// certificates when it rotates them.
+#[derive(Debug, Default)]
+struct Writes {
+    changes: Vec<NamedChange>,
+    issued: Vec<(CertificateRecord, AuditEvent)>,
+    events: Vec<AuditEvent>,
+    own: Vec<crate::bootstrap::OwnIssued>,
+}
+
+impl Writes {
+    /// A new version for `record`, with what issuing it wrote.
+    fn push(&mut self, change: NamedChange, material: Option<Material>) {
+        if let Some(issued) = material.and_then(|m| m.issued) {
+            self.issued.push(issued);
+        }
+        self.changes.push(change);
+    }
+
+    /// Writes everything, goes live and commits, as one change named `action`.
+    async fn commit(self, state: &AppState, action: &str) -> Result<(), ApiError> {
+        crate::change::passed(state, action, "prepared")?;
+        let mut tx = state.store.begin().await?;
+        for (record, event) in &self.issued {
+            tx.insert_certificate(record).await?;
+            tx.audit(event).await?;
+        }
+        let revision = if self.changes.is_empty() {
+            None
+        } else {
+            Some(tx.save_named(&self.changes).await?)
+        };
+        for event in &self.events {
+            tx.audit(event).await?;
+        }
+        let mut live = crate::change::Live::default();
+        state
+            .stage_own(&self.own, tx.as_mut(), &mut live)
+            .await
+            .map_err(|e| {
+                crate::change::failed(action, "issuing the server's own certificates", e)
+            })?;
+        crate::change::passed(state, action, "written")?;
+        state.go_live_and_commit(action, tx, live).await?;
+        if let Some(revision) = revision {
+            state.advance_revision(revision);
+        }
+        Ok(())
+    }
 }
 
 impl Material {
@@ -172,7 +226,7 @@ async fn issue_cluster(state: &AppState, record: &NamedRecord) -> Result<Materia
         actor: "server".into(),
         action: "certificate.issue",
     };
-    let (issued, _) = state.issue(&request, how).await?;
+    let (issued, certificate, event) = state.sign(&request, &how)?;
     let ca_bundle = state
         .cluster
         .load()
@@ -185,6 +239,7 @@ async fn issue_cluster(state: &AppState, record: &NamedRecord) -> Result<Materia
         chain,
         key,
         ca: ca_bundle,
+        issued: Some((certificate, event)),
     })
 }
 
@@ -220,20 +275,25 @@ async fn regenerate(
     ))
 }
 
-/// The change that gives a selfsigned certificate its next version.
+/// Gives a selfsigned certificate its next version in `writes`.
 async fn regenerated(
     state: &AppState,
     record: &NamedRecord,
     reason: &str,
-) -> Result<NamedChange, ApiError> {
-    let (version, _) = regenerate(state, record, reason).await?;
+    writes: &mut Writes,
+) -> Result<(), ApiError> {
+    let (version, material) = regenerate(state, record, reason).await?;
     let mut record = record.clone();
     record.version = version.version;
     record.updated_at = state.now().unix_timestamp();
-    Ok(NamedChange {
-        record,
-        new_version: Some(version),
-    })
+    writes.push(
+        NamedChange {
+            record,
+            new_version: Some(version),
+        },
+        material,
+    );
+    Ok(())
 }
 
 /// Checks an uploaded certificate and key (as `update_cert` receives them), with Redis
@@ -297,7 +357,12 @@ fn check_upload(
         ));
     }
     let ca = chain[1..].to_vec();
-    Ok(Material { chain, key, ca })
+    Ok(Material {
+        chain,
+        key,
+        ca,
+        issued: None,
+    })
 }
 
 /// Event Streams' rule: clients keep working when the new certificate is issued by the
@@ -520,33 +585,45 @@ pub async fn create(
         created_at: now,
         updated_at: now,
     };
-    let version = match record.kind.as_str() {
-        "selfsigned" => Some(regenerate(&state, &record, "created").await?.0),
+    let (version, material) = match record.kind.as_str() {
+        "selfsigned" => {
+            let (version, material) = regenerate(&state, &record, "created").await?;
+            (Some(version), material)
+        }
         "secret" => {
             let (cert, key) = read_secret(&record)?;
             let records = vec![record.clone()];
             let material = check_upload(&state, &records, &record.name, &cert, &key)
                 .map_err(|e| e.reason("bad_secret").target(&record.name))?;
-            Some(material.version(&state, &record.name, 1, "created from secret")?)
+            let version = material.version(&state, &record.name, 1, "created from secret")?;
+            (Some(version), Some(material))
         }
-        _ => None,
+        _ => (None, None),
     };
     if version.is_some() {
         record.version = 1;
     }
-    state
-        .save_named(&[NamedChange {
-            record: record.clone(),
-            new_version: version.clone(),
-        }])
-        .await?;
     let detail = format!(
         "{} {} certificate, {} scope, version {}",
         record.kind, record.usage, record.scope, record.version
     );
-    state
-        .audit(&actor, "certificate.create", &record.name, Ok(&detail))
-        .await?;
+    let mut writes = Writes::default();
+    writes.push(
+        NamedChange {
+            record: record.clone(),
+            new_version: version.clone(),
+        },
+        material,
+    );
+    writes.events.push(crate::audit::event(
+        state.now(),
+        &actor,
+        "certificate.create",
+        &record.name,
+        "ok",
+        &detail,
+    ));
+    writes.commit(&state, "certificate.create").await?;
     let answer = match &version {
         Some(v) => replacement(&state, &record, v).await?,
         None => Replacement {
@@ -617,34 +694,37 @@ async fn set_all(
             .target(target.join(",")));
     }
     let now = state.now().unix_timestamp();
-    let mut changes = Vec::new();
-    for (name, material) in &checked {
-        let Some(record) = records.iter().find(|r| &r.name == name) else {
+    let mut writes = Writes::default();
+    for (name, material) in checked {
+        let Some(record) = records.iter().find(|r| r.name == name) else {
             continue;
         };
         let mut record = record.clone();
         record.version += 1;
         record.kind = "provided".into();
         record.updated_at = now;
-        let version = material.version(state, name, record.version, "set")?;
-        changes.push(NamedChange {
-            record,
-            new_version: Some(version),
-        });
+        let version = material.version(state, &name, record.version, "set")?;
+        writes.push(
+            NamedChange {
+                record,
+                new_version: Some(version),
+            },
+            Some(material),
+        );
     }
-    save_and_answer(state, actor, "certificate.set", &changes).await
+    save_and_answer(state, actor, "certificate.set", writes).await
 }
 
-/// Saves new versions, then answers and audits each with its trust decision.
+/// Answers each new version with its trust decision, audits it, and commits all of it as
+/// one change.
 async fn save_and_answer(
     state: &AppState,
     actor: &str,
     action: &str,
-    changes: &[NamedChange],
+    mut writes: Writes,
 ) -> Result<Vec<Replacement>, ApiError> {
-    state.save_named(changes).await?;
     let mut answers = Vec::new();
-    for change in changes {
+    for change in &writes.changes {
         let Some(version) = &change.new_version else {
             continue;
         };
@@ -655,11 +735,42 @@ async fn save_and_answer(
             answer.fingerprint.clone().unwrap_or_default(),
             answer.trust
         );
-        state
-            .audit(actor, action, &change.record.name, Ok(&detail))
-            .await?;
+        writes.events.push(crate::audit::event(
+            state.now(),
+            actor,
+            action,
+            &change.record.name,
+            "ok",
+            &detail,
+        ));
         answers.push(answer);
     }
+    for own in &writes.own {
+        let info = own.info().map_err(ApiError::internal)?;
+        let ca = if own.role == Role::Server {
+            SERVER_CA
+        } else {
+            CLIENT_CA
+        };
+        let detail = format!("new key and certificate {}", info.fingerprint);
+        writes.events.push(crate::audit::event(
+            state.now(),
+            actor,
+            action,
+            own.name,
+            "ok",
+            &detail,
+        ));
+        answers.push(Replacement {
+            name: own.name.to_owned(),
+            version: 0,
+            fingerprint: Some(info.fingerprint.to_string()),
+            not_after: Some(rfc3339(info.not_after.unix_timestamp())),
+            clients_must_update_trust: false,
+            trust: format!("issued by {ca}, as before; {detail}"),
+        });
+    }
+    writes.commit(state, action).await?;
     Ok(answers)
 }
 
@@ -726,67 +837,28 @@ pub async fn rotate(
         }
         selected
     };
-    let mut changes = Vec::new();
+    let mut writes = Writes::default();
     for record in selected {
-        changes.push(regenerated(&state, record, "rotate").await?);
+        regenerated(&state, record, "rotate", &mut writes).await?;
     }
-    let mut answers = save_and_answer(&state, &actor, "certificate.rotate", &changes).await?;
-    drop(guard);
+    // The server's own certificates named (`server`, `admin`), with new keys: their files
+    // are replaced and the next handshake uses the new serving certificate, in the same
+    // change. The previous ones stay in the inventory.
     let built_in: Vec<&str> = BUILT_IN
         .into_iter()
         .filter(|b| request.names.is_empty() || request.names.iter().any(|n| n == b))
         .collect();
-    answers.extend(rotate_built_in(&state, &actor, &built_in).await?);
-    Ok(Json(answers))
-}
-
-/// Re-issues the server's own certificates named (`server`, `admin`) with new keys: the
-/// files are replaced and the next handshake uses the new serving certificate. The
-/// previous ones stay in the inventory.
-async fn rotate_built_in(
-    state: &AppState,
-    actor: &str,
-    names: &[&str],
-) -> Result<Vec<Replacement>, ApiError> {
-    let _guard = state.store.lock(evergreen_store::Job::Checks).await?;
+    let _checks = state.store.lock(evergreen_store::Job::Checks).await?;
     let cluster = state.cluster.load_full();
-    let mut answers = Vec::new();
-    for own in state.own.iter().filter(|o| names.contains(&o.name)) {
-        let (chain, key, _) = crate::bootstrap::ensure_own_cert(
-            state.store.as_ref(),
-            &cluster,
-            &state.settings,
-            own,
-            state.now(),
-            true,
-        )
-        .await
-        .map_err(ApiError::internal)?;
-        if own.role == Role::Server {
-            state
-                .serving
-                .replace(chain.clone(), &key)
-                .map_err(ApiError::internal)?;
-        }
-        let info = CertificateInfo::from_der(&chain[0]).map_err(ApiError::internal)?;
-        let detail = format!(
-            "new key and certificate {} written to {}",
-            info.fingerprint,
-            own.cert_path.display()
-        );
-        state
-            .audit(actor, "certificate.rotate", own.name, Ok(&detail))
-            .await?;
-        answers.push(Replacement {
-            name: own.name.to_owned(),
-            version: 0,
-            fingerprint: Some(info.fingerprint.to_string()),
-            not_after: Some(rfc3339(info.not_after.unix_timestamp())),
-            clients_must_update_trust: false,
-            trust: format!("issued by {}, as before; {detail}", own.ca),
-        });
-    }
-    Ok(answers)
+    writes.own = state
+        .own_due(&cluster, &built_in, &actor)
+        .map_err(ApiError::internal)?
+        .into_iter()
+        .filter(|own| built_in.contains(&own.name))
+        .collect();
+    let answers = save_and_answer(&state, &actor, "certificate.rotate", writes).await?;
+    drop(guard);
+    Ok(Json(answers))
 }
 
 /// Sets a label; a new, different label regenerates a selfsigned certificate (Event
@@ -828,23 +900,32 @@ pub async fn label(
     let mut updated = record.clone();
     updated.label = request.label.clone();
     updated.updated_at = state.now().unix_timestamp();
-    let version = if record.kind == "selfsigned" {
-        let (version, _) = regenerate(&state, record, &format!("label {}", request.label)).await?;
+    let (version, material) = if record.kind == "selfsigned" {
+        let (version, material) =
+            regenerate(&state, record, &format!("label {}", request.label)).await?;
         updated.version = version.version;
-        Some(version)
+        (Some(version), material)
     } else {
-        None
+        (None, None)
     };
-    state
-        .save_named(&[NamedChange {
+    let detail = format!("label {:?} -> {:?}", record.label, request.label);
+    let mut writes = Writes::default();
+    writes.push(
+        NamedChange {
             record: updated.clone(),
             new_version: version.clone(),
-        }])
-        .await?;
-    let detail = format!("label {:?} -> {:?}", record.label, request.label);
-    state
-        .audit(&actor, "certificate.label", &name, Ok(&detail))
-        .await?;
+        },
+        material,
+    );
+    writes.events.push(crate::audit::event(
+        state.now(),
+        &actor,
+        "certificate.label",
+        &name,
+        "ok",
+        &detail,
+    ));
+    writes.commit(&state, "certificate.label").await?;
     match version {
         Some(v) => Ok(Json(replacement(&state, &updated, &v).await?)),
         None => Ok(Json(Replacement {
@@ -905,7 +986,7 @@ pub async fn node_bundle(
 pub async fn refresh_secrets(state: &AppState) -> Result<(), ApiError> {
     let _guard = state.store.lock(evergreen_store::Job::Named).await?;
     let records = state.store.named().await?;
-    let mut changes = Vec::new();
+    let mut writes = Writes::default();
     for record in records.iter().filter(|r| r.kind == "secret") {
         let current = state
             .store
@@ -933,23 +1014,24 @@ pub async fn refresh_secrets(state: &AppState) -> Result<(), ApiError> {
         updated.version += 1;
         updated.updated_at = state.now().unix_timestamp();
         let version = material.version(state, &record.name, updated.version, "secret changed")?;
-        changes.push(NamedChange {
-            record: updated,
-            new_version: Some(version),
-        });
+        writes.events.push(crate::audit::event(
+            state.now(),
+            "server",
+            "certificate.secret",
+            &record.name,
+            "ok",
+            "new version from the secret directory",
+        ));
+        writes.push(
+            NamedChange {
+                record: updated,
+                new_version: Some(version),
+            },
+            Some(material),
+        );
     }
-    if !changes.is_empty() {
-        state.save_named(&changes).await?;
-        for change in &changes {
-            state
-                .audit(
-                    "server",
-                    "certificate.secret",
-                    &change.record.name,
-                    Ok("new version from the secret directory"),
-                )
-                .await?;
-        }
+    if !writes.changes.is_empty() {
+        writes.commit(state, "certificate.secret").await?;
     }
     Ok(())
 }
@@ -980,7 +1062,7 @@ fn renewal_reason(
 /// [`renewal_reason`]) as a new version, which watching agents install.
 pub async fn renew_due(state: &AppState) -> Result<(), ApiError> {
     let _guard = state.store.lock(evergreen_store::Job::Named).await?;
-    let mut changes = Vec::new();
+    let mut writes = Writes::default();
     for record in state.store.named().await? {
         if record.kind != "selfsigned" || record.scope != "cluster" || record.version == 0 {
             continue;
@@ -995,10 +1077,10 @@ pub async fn renew_due(state: &AppState) -> Result<(), ApiError> {
         let Some(reason) = renewal_reason(state, &record, &current) else {
             continue;
         };
-        changes.push(regenerated(state, &record, &format!("renewal: {reason}")).await?);
+        regenerated(state, &record, &format!("renewal: {reason}"), &mut writes).await?;
     }
-    if !changes.is_empty() {
-        save_and_answer(state, "server", "certificate.renew", &changes).await?;
+    if !writes.changes.is_empty() {
+        save_and_answer(state, "server", "certificate.renew", writes).await?;
     }
     Ok(())
 }

@@ -52,7 +52,7 @@ async fn apply(state: &AppState, change: Change) -> anyhow::Result<()> {
         let cluster = crate::bootstrap::load_cluster(state.store.as_ref(), &state.sealing).await?;
         if differs(&state.cluster.load(), &cluster) {
             tracing::info!("the cluster's CAs or keys were changed by another server; reloaded");
-            crate::rotation::make_live(state, cluster, false).await?;
+            crate::rotation::follow_rotation(state, cluster).await?;
         }
     }
     state.adopt_crls().await?;

@@ -4,183 +4,123 @@
 //! A CA rotation keeps every replaced CA as a retired one: still in the trust bundle, its
 //! leaves still authenticate and stay revocable, so nothing breaks while leaves move to
 //! the new CA as they renew. The server's own and named certificates move at once.
-use std::collections::BTreeMap;
+//!
+//! Each rotation is one change ([`crate::change`]): checked, the new CAs' keys sealed,
+//! their CRLs signed and the server's own certificates issued under them, all before it
+//! commits; a failure at any step leaves everything as it was.
 use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use evergreen_api::{CaRotateRequest, CaRotation, Jwks, STAGED_CA_FILES, ServiceKeyRotation};
+use evergreen_api::{CaRotateRequest, CaRotation, Jwks, ServiceKeyRotation};
 use evergreen_pki::integrity::{IntegrityReport, StagedCa};
 use evergreen_pki::service_keys::{ServiceKeys, jwk, key_id};
+use evergreen_pki::staged::{Staged, StagedCa as StagedFiles};
 use evergreen_pki::{
-    CertificateAuthority, CertificateDer, Fingerprint, KeyType, OffsetDateTime, PrivateKey, pem,
+    CertificateAuthority, CertificateDer, Fingerprint, KeyType, OffsetDateTime, pem,
 };
 use evergreen_store::{AuditEvent, CaRecord, Rotation};
 use serde::Deserialize;
 
 use crate::auth::{Admin, Caller};
 use crate::bootstrap::{SERVICE_KEYS, seal_ca_key, seal_service_keys};
+use crate::change::{Live, failed, passed};
 use crate::error::{ApiError, JsonBody, QueryOf};
 use crate::state::{AppState, Cluster, ROLE_CAS, ROOT_CA, RetiredCa};
 
 type AppStateRef = State<Arc<AppState>>;
 
-/// A staged CA: its bundle (from `<name>.crt`) and key (from `<name>.key`), each when
-/// staged.
-#[derive(Debug, Default)]
-struct StagedFiles {
-    bundle: Option<Vec<CertificateDer<'static>>>,
-    key: Option<PrivateKey>,
+/// The staged root, when it differs from the current one.
+fn new_root<'a>(staged: &'a Staged, cluster: &Cluster) -> Option<&'a CertificateDer<'static>> {
+    let root = staged.bundle(ROOT_CA)?.first()?;
+    (root != &cluster.root).then_some(root)
 }
 
-/// The decoded staged directory. Decoding errors are never skipped by `force`.
-#[derive(Debug, Default)]
-struct Staged {
-    cas: BTreeMap<&'static str, StagedFiles>,
-    service_keys: Option<ServiceKeys>,
+/// The role CAs whose staged certificate differs from the current one.
+fn changed_roles<'a>(
+    staged: &'a Staged,
+    cluster: &Cluster,
+) -> Vec<(&'static str, &'a StagedFiles)> {
+    ROLE_CAS
+        .iter()
+        .filter_map(|role| {
+            let files = staged.cas.get(role)?;
+            let first = files.bundle.as_ref()?.first()?;
+            let current = cluster.ca(role)?.certificate();
+            (first != current).then_some((*role, files))
+        })
+        .collect()
 }
 
-impl Staged {
-    fn decode(files: &BTreeMap<String, String>) -> Result<Self, String> {
-        if let Some(unknown) = files
-            .keys()
-            .find(|f| !STAGED_CA_FILES.contains(&f.as_str()))
-        {
-            return Err(format!(
-                "{unknown:?} is not a file of a staged CA directory; expected any of {}",
-                STAGED_CA_FILES.join(", ")
-            ));
-        }
-        let text = |name: &str| files.get(name).filter(|t| !t.trim().is_empty());
-        let mut staged = Staged::default();
-        for ca in std::iter::once(ROOT_CA).chain(ROLE_CAS) {
-            let cert_file = format!("{ca}.crt");
-            let key_file = format!("{ca}.key");
-            let bundle = text(&cert_file)
-                .map(|t| pem::parse_certificates(&cert_file, t.as_bytes()))
-                .transpose()
-                .map_err(|e| e.to_string())?;
-            let key = text(&key_file)
-                .map(|t| PrivateKey::from_pem(&key_file, t.as_bytes()))
-                .transpose()
-                .map_err(|e| e.to_string())?;
-            if bundle.is_some() || key.is_some() {
-                staged.cas.insert(ca, StagedFiles { bundle, key });
+/// Every integrity check, every failure kept.
+fn check(staged: &Staged, cluster: &Cluster, now: OffsetDateTime) -> IntegrityReport {
+    let mut report = IntegrityReport::new();
+    let current_roots = std::slice::from_ref(&cluster.root);
+    let pool = staged.pool();
+    let new_root = new_root(staged, cluster);
+    if let Some(root) = new_root {
+        report.check_root(
+            "root-ca.crt",
+            "root-ca.key",
+            root,
+            staged.key(ROOT_CA),
+            &pool,
+            current_roots,
+            now,
+        );
+    }
+    let changed = changed_roles(staged, cluster);
+    for (ca, files) in &staged.cas {
+        let (cert_file, key_file) = (format!("{ca}.crt"), format!("{ca}.key"));
+        match (&files.bundle, &files.key) {
+            (Some(bundle), key) if changed.iter().any(|(role, _)| role == ca) => {
+                report.check_ca(
+                    &StagedCa {
+                        cert_file: &cert_file,
+                        key_file: &key_file,
+                        bundle,
+                        key: key.as_ref(),
+                    },
+                    current_roots,
+                    now,
+                );
             }
-        }
-        staged.service_keys = text("service.key")
-            .map(|t| ServiceKeys::from_pem("service.key", t.as_bytes()))
-            .transpose()
-            .map_err(|e| e.to_string())?;
-        if staged.cas.is_empty() && staged.service_keys.is_none() {
-            return Err(format!(
-                "nothing is staged: the directory holds none of {} (or only empty files)",
-                STAGED_CA_FILES.join(", ")
-            ));
-        }
-        Ok(staged)
-    }
-
-    /// Every staged certificate: the pool cross-signed certificates are looked for in.
-    fn pool(&self) -> Vec<CertificateDer<'static>> {
-        self.cas
-            .values()
-            .filter_map(|s| s.bundle.as_ref())
-            .flatten()
-            .cloned()
-            .collect()
-    }
-
-    /// The staged root, when it differs from the current one.
-    fn new_root(&self, cluster: &Cluster) -> Option<&CertificateDer<'static>> {
-        let root = self.cas.get(ROOT_CA)?.bundle.as_ref()?.first()?;
-        (root != &cluster.root).then_some(root)
-    }
-
-    /// The role CAs whose staged certificate differs from the current one.
-    fn changed_roles<'a>(&'a self, cluster: &Cluster) -> Vec<(&'static str, &'a StagedFiles)> {
-        ROLE_CAS
-            .iter()
-            .filter_map(|role| {
-                let staged = self.cas.get(role)?;
-                let first = staged.bundle.as_ref()?.first()?;
-                let current = cluster.ca(role)?.certificate();
-                (first != current).then_some((*role, staged))
-            })
-            .collect()
-    }
-
-    /// Every integrity check, every failure kept.
-    fn check(&self, cluster: &Cluster, now: OffsetDateTime) -> IntegrityReport {
-        let mut report = IntegrityReport::new();
-        let current_roots = std::slice::from_ref(&cluster.root);
-        let pool = self.pool();
-        let new_root = self.new_root(cluster);
-        if let Some(root) = new_root {
-            let key = self.cas.get(ROOT_CA).and_then(|s| s.key.as_ref());
-            report.check_root(
-                "root-ca.crt",
-                "root-ca.key",
-                root,
-                key,
-                &pool,
-                current_roots,
-                now,
-            );
-        }
-        let changed = self.changed_roles(cluster);
-        for (ca, staged) in &self.cas {
-            let (cert_file, key_file) = (format!("{ca}.crt"), format!("{ca}.key"));
-            match (&staged.bundle, &staged.key) {
-                (Some(bundle), key) if changed.iter().any(|(role, _)| role == ca) => {
-                    report.check_ca(
-                        &StagedCa {
-                            cert_file: &cert_file,
-                            key_file: &key_file,
-                            bundle,
-                            key: key.as_ref(),
-                        },
-                        current_roots,
-                        now,
-                    );
-                }
-                // A key without its certificate must belong to the current CA.
-                (None, Some(key)) => {
-                    if let Some((current, _)) = cluster.generations(ca).next()
-                        && !key.matches_certificate(current).unwrap_or(false)
-                    {
-                        report.fail(
-                            &key_file,
-                            None,
-                            format!(
-                                "does not match the current {ca}, and no {cert_file} is staged with it"
-                            ),
-                        );
-                    }
-                }
-                _ => {}
-            }
-        }
-        if new_root.is_some() {
-            for role in ROLE_CAS {
-                if !changed.iter().any(|(r, _)| *r == role) {
+            // A key without its certificate must belong to the current CA.
+            (None, Some(key)) => {
+                if let Some((current, _)) = cluster.generations(ca).next()
+                    && !key.matches_certificate(current).unwrap_or(false)
+                {
                     report.fail(
-                        &format!("{role}.crt"),
+                        &key_file,
                         None,
-                        "is not staged, but the root changes: the current role CA chains only to the old root; stage a new one under the new root (evergreen ca generate --cross-sign-from makes all of them)".into(),
+                        format!(
+                            "does not match the current {ca}, and no {cert_file} is staged with it"
+                        ),
                     );
                 }
             }
+            _ => {}
         }
-        if let Some(staged) = &self.service_keys {
-            report.check_service_keys(
-                "service.key",
-                &cluster.service_keys.signer().public_key(),
-                &staged.public_keys(),
-            );
-        }
-        report
     }
+    if new_root.is_some() {
+        for role in ROLE_CAS {
+            if !changed.iter().any(|(r, _)| *r == role) {
+                report.fail(
+                    &format!("{role}.crt"),
+                    None,
+                    "is not staged, but the root changes: the current role CA chains only to the old root; stage a new one under the new root (evergreen ca generate --cross-sign-from makes all of them)".into(),
+                );
+            }
+        }
+    }
+    if let Some(keys) = &staged.service_keys {
+        report.check_service_keys(
+            "service.key",
+            &cluster.service_keys.signer().public_key(),
+            &keys.public_keys(),
+        );
+    }
+    report
 }
 
 #[derive(Debug, Deserialize)]
@@ -188,6 +128,111 @@ impl Staged {
 pub struct RotateParams {
     #[serde(default)]
     force: bool,
+}
+
+/// A rotation planned: its datastore records, the cluster it makes, and what it rotates.
+struct Plan {
+    rotation: Rotation,
+    next: Cluster,
+    rotated: Vec<String>,
+}
+
+/// Seals the new keys into the rotation's records and builds, in memory, the cluster the
+/// datastore will hold once they are written: every replaced CA kept as a retired one, as
+/// [`evergreen_store::Store::rotate`] keeps it.
+fn plan(
+    state: &AppState,
+    cluster: Cluster,
+    staged: &Staged,
+    now: OffsetDateTime,
+    event: AuditEvent,
+) -> Result<Plan, ApiError> {
+    let mut rotation = Rotation {
+        cas: Vec::new(),
+        meta: Vec::new(),
+        event,
+    };
+    let mut rotated = Vec::new();
+    let seal = |name: &str, key: &evergreen_pki::PrivateKey| {
+        seal_ca_key(&state.sealing, name, key).map_err(ApiError::internal)
+    };
+    let mut role_cas = Vec::new();
+    for (role, files) in changed_roles(staged, &cluster) {
+        let (Some(bundle), Some(key)) = (&files.bundle, &files.key) else {
+            // Even forced, a CA without its key cannot issue.
+            return Err(ApiError::bad_request(format!(
+                "{role}.crt is staged without {role}.key; a role CA needs its key to issue"
+            ))
+            .reason("missing_key")
+            .target(role));
+        };
+        let ca = CertificateAuthority::from_parts(
+            bundle.clone(),
+            key.try_clone().map_err(ApiError::internal)?,
+        )
+        .map_err(|e| {
+            ApiError::bad_request(format!("{role}.crt cannot be used as a CA: {e}"))
+                .reason("unusable_ca")
+                .target(role)
+        })?;
+        let current = cluster
+            .ca(role)
+            .ok_or_else(|| ApiError::internal(format!("no current {role}")))?;
+        rotation.cas.push((
+            CaRecord {
+                name: role.into(),
+                bundle_pem: pem::encode_certificates(bundle),
+                sealed_key: Some(seal(role, key)?),
+                updated_at: now.unix_timestamp(),
+            },
+            RetiredCa::name_for(role, current.certificate()),
+        ));
+        rotated.push(role.to_owned());
+        role_cas.push((role, ca));
+    }
+    let root = new_root(staged, &cluster).cloned();
+    if let Some(root) = &root {
+        rotation.cas.insert(
+            0,
+            (
+                CaRecord {
+                    name: ROOT_CA.into(),
+                    bundle_pem: pem::encode("CERTIFICATE", root),
+                    sealed_key: staged.key(ROOT_CA).map(|k| seal(ROOT_CA, k)).transpose()?,
+                    updated_at: now.unix_timestamp(),
+                },
+                RetiredCa::name_for(ROOT_CA, &cluster.root),
+            ),
+        );
+        rotated.insert(0, ROOT_CA.to_owned());
+    }
+    let service_keys = match &staged.service_keys {
+        Some(keys) => {
+            rotation.meta.push((
+                SERVICE_KEYS.into(),
+                seal_service_keys(&state.sealing, keys).map_err(ApiError::internal)?,
+            ));
+            rotated.push("service-account keys".into());
+            Some(
+                ServiceKeys::from_pem("service.key", keys.to_pem().as_bytes())
+                    .map_err(ApiError::internal)?,
+            )
+        }
+        None => None,
+    };
+    if rotation.cas.is_empty() && rotation.meta.is_empty() {
+        return Err(ApiError::bad_request(
+            "nothing to rotate: every staged certificate is the current one",
+        )
+        .reason("unchanged"));
+    }
+    rotation.event.target = rotated.join(", ");
+    let next = cluster.rotated(root, role_cas, service_keys);
+    Ok(Plan {
+        rotation,
+        next,
+        rotated,
+    })
 }
 
 /// `PUT /v1/ca/rotate?force=BOOL`.
@@ -203,11 +248,9 @@ pub async fn rotate_ca(
     let now = state.now();
     let cluster = stored_cluster(&state).await?;
 
-    let staged = match Staged::decode(&request.files) {
-        Ok(staged) => staged,
-        Err(message) => return Err(ApiError::bad_request(message).reason("malformed")),
-    };
-    let report = staged.check(&cluster, now);
+    let staged =
+        Staged::decode(&request.files).map_err(|m| ApiError::bad_request(m).reason("malformed"))?;
+    let report = check(&staged, &cluster, now);
     let forced_past: Vec<String> = report.failures.iter().map(ToString::to_string).collect();
     if !report.failures.is_empty() && !params.force {
         return Err(ApiError::bad_request(format!(
@@ -215,98 +258,95 @@ pub async fn rotate_ca(
         ))
         .reason("integrity"));
     }
-
-    let mut rotation = Rotation {
-        cas: Vec::new(),
-        meta: Vec::new(),
-        event: AuditEvent {
-            at: now.unix_timestamp(),
-            actor: actor.clone(),
-            action: ACTION.into(),
-            target: String::new(),
-            outcome: "ok".into(),
-            detail: String::new(),
+    passed(&state, ACTION, "checked")?;
+    let previous_root = cluster.root.clone();
+    let event = AuditEvent {
+        at: now.unix_timestamp(),
+        actor: actor.clone(),
+        action: ACTION.into(),
+        target: String::new(),
+        outcome: "ok".into(),
+        detail: if forced_past.is_empty() {
+            "every integrity check passed".into()
+        } else {
+            format!(
+                "FORCED past {} failed integrity check(s): {}",
+                forced_past.len(),
+                forced_past.join("; ")
+            )
         },
     };
-    let mut rotated = Vec::new();
-    let seal = |name: &str, key: &PrivateKey| {
-        seal_ca_key(&state.sealing, name, key).map_err(ApiError::internal)
-    };
-    if let Some(root) = staged.new_root(&cluster) {
-        let key = staged.cas.get(ROOT_CA).and_then(|s| s.key.as_ref());
-        rotation.cas.push((
-            CaRecord {
-                name: ROOT_CA.into(),
-                bundle_pem: pem::encode("CERTIFICATE", root),
-                sealed_key: key.map(|k| seal(ROOT_CA, k)).transpose()?,
-                updated_at: now.unix_timestamp(),
-            },
-            RetiredCa::name_for(ROOT_CA, &cluster.root),
-        ));
-        rotated.push(ROOT_CA.to_owned());
-    }
-    for (role, files) in staged.changed_roles(&cluster) {
-        let (Some(bundle), Some(key)) = (&files.bundle, &files.key) else {
-            // Even forced, a CA without its key cannot issue.
-            return Err(ApiError::bad_request(format!(
-                "{role}.crt is staged without {role}.key; a role CA needs its key to issue"
-            ))
-            .reason("missing_key")
-            .target(role));
-        };
-        if let Err(e) = CertificateAuthority::from_parts(
-            bundle.clone(),
-            key.try_clone().map_err(ApiError::internal)?,
-        ) {
-            return Err(
-                ApiError::bad_request(format!("{role}.crt cannot be used as a CA: {e}"))
-                    .reason("unusable_ca")
-                    .target(role),
-            );
-        }
-        let current = cluster
-            .ca(role)
-            .ok_or_else(|| ApiError::internal(format!("no current {role}")))?;
-        rotation.cas.push((
-            CaRecord {
-                name: role.into(),
-                bundle_pem: pem::encode_certificates(bundle),
-                sealed_key: Some(seal(role, key)?),
-                updated_at: now.unix_timestamp(),
-            },
-            RetiredCa::name_for(role, current.certificate()),
-        ));
-        rotated.push(role.to_owned());
-    }
-    if let Some(keys) = &staged.service_keys {
-        rotation.meta.push((
-            SERVICE_KEYS.into(),
-            seal_service_keys(&state.sealing, keys).map_err(ApiError::internal)?,
-        ));
-        rotated.push("service-account keys".into());
-    }
-    if rotation.cas.is_empty() && rotation.meta.is_empty() {
-        return Err(ApiError::bad_request(
-            "nothing to rotate: every staged certificate is the current one",
-        )
-        .reason("unchanged"));
-    }
-    rotation.event.target = rotated.join(", ");
-    rotation.event.detail = if forced_past.is_empty() {
-        "every integrity check passed".into()
-    } else {
-        format!(
-            "FORCED past {} failed integrity check(s): {}",
-            forced_past.len(),
-            forced_past.join("; ")
-        )
-    };
-    let revision = state.store.rotate(&rotation).await?;
-    let cluster = make_live(&state, stored_cluster(&state).await?, true)
+    let Plan {
+        rotation,
+        next,
+        rotated,
+    } = plan(&state, cluster, &staged, now, event)?;
+    passed(&state, ACTION, "sealed")?;
+
+    let mut tx = state.store.begin().await?;
+    let revision = tx.rotate(&rotation).await?;
+    let next = Arc::new(next);
+    let crls = state
+        .prepare_crls(&next, tx.as_mut())
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(|e| failed(ACTION, "signing CRLs", e))?;
+    passed(&state, ACTION, "crls-signed")?;
+    let mut live = Live {
+        crls: Some(crls),
+        ..Live::default()
+    };
+    let issued = state
+        .own_due(&next, &[], &actor)
+        .map_err(|e| failed(ACTION, "issuing the server's own certificates", e))?;
+    state
+        .stage_own(&issued, tx.as_mut(), &mut live)
+        .await
+        .map_err(|e| failed(ACTION, "issuing the server's own certificates", e))?;
+    passed(&state, ACTION, "own-issued")?;
+    // The CLI's trust bundle lists the new CAs before anything issued by them is served.
+    crate::bootstrap::stage_cli_files(&mut live.files, &state.paths, &next, None)
+        .and_then(|()| {
+            if next.root == previous_root {
+                return Ok(());
+            }
+            crate::bootstrap::stage_repinned_tokens(
+                &mut live.files,
+                &state.paths,
+                Fingerprint::of(&next.root),
+            )
+        })
+        .map_err(|e| failed(ACTION, "writing files", e))?;
+    passed(&state, ACTION, "files-staged")?;
+    live.cluster = Some(next.clone());
+    state.go_live_and_commit(ACTION, tx, live).await?;
     state.advance_revision(revision);
-    let root_sha256 = Fingerprint::of(&cluster.root);
+
+    // Named certificates move to the new CAs as a change of their own: until it commits,
+    // they keep working under the retired CAs.
+    if let Err(error) = crate::named::renew_due(&state).await {
+        tracing::warn!(error = %error.message, "named certificates stay under the retired CAs until the next check");
+    }
+    let mut notes = crate::state::without_crls(&next);
+    let root_sha256 = Fingerprint::of(&next.root);
+    if next.root != previous_root
+        && !evergreen_pki::chain::is_cross_signed(
+            &next.root,
+            &staged.pool(),
+            std::slice::from_ref(&previous_root),
+        )
+    {
+        let tokens = state
+            .store
+            .live_tokens(now.unix_timestamp())
+            .await?
+            .into_iter()
+            .map(|t| t.id)
+            .collect::<Vec<_>>();
+        notes.push(format!(
+            "the new root is not cross-signed by the previous one: join tokens made before pin the previous root and no longer enroll a node that can reach this server; create new ones with 'evergreen token create' (tokens affected: {})",
+            if tokens.is_empty() { "none".to_owned() } else { tokens.join(", ") }
+        ));
+    }
     if !forced_past.is_empty() {
         tracing::warn!(
             rotated = %rotated.join(", "),
@@ -320,39 +360,32 @@ pub async fn rotate_ca(
         rotated,
         forced_past,
         root_sha256: root_sha256.to_string(),
-        trust_bundle_certificates: cluster.trust_bundle().len(),
+        trust_bundle_certificates: next.trust_bundle().len(),
+        notes,
     }))
 }
 
-/// Makes a cluster read from the datastore after a rotation live in this server: serves
-/// its CRLs (signing them when `publish`, else taking those the rotating replica
-/// published), rewrites the CLI's trust bundle, re-issues the server's own and named
-/// certificates under the new CAs and, when the root changed, re-pins the token files.
-pub(crate) async fn make_live(
-    state: &AppState,
-    cluster: Cluster,
-    publish: bool,
-) -> anyhow::Result<Arc<Cluster>> {
-    let previous_root = Fingerprint::of(&state.cluster.load().root);
+/// Serves a cluster another replica rotated (read from the datastore): the CLI's trust
+/// bundle, token pins, the CRLs it published, the server's own certificates under the new
+/// CAs.
+pub(crate) async fn follow_rotation(state: &AppState, cluster: Cluster) -> anyhow::Result<()> {
+    let previous_root = state.cluster.load().root.clone();
     let cluster = Arc::new(cluster);
-    state.cluster.store(cluster.clone());
-    // The CLI's trust bundle first: it lists the new CAs before anything is issued by them.
-    evergreen_api::files::replace(
-        &state.paths.ca_bundle(),
-        pem::encode_certificates(&cluster.trust_bundle()).as_bytes(),
-        evergreen_api::files::PUBLIC_MODE,
-    )?;
-    if publish {
-        state.publish_crls().await?;
-    } else {
-        state.adopt_crls().await?;
+    let mut live = Live {
+        cluster: Some(cluster.clone()),
+        ..Live::default()
+    };
+    crate::bootstrap::stage_cli_files(&mut live.files, &state.paths, &cluster, None)?;
+    if cluster.root != previous_root {
+        crate::bootstrap::stage_repinned_tokens(
+            &mut live.files,
+            &state.paths,
+            Fingerprint::of(&cluster.root),
+        )?;
     }
-    crate::run_checks(state).await?;
-    let root = Fingerprint::of(&cluster.root);
-    if root != previous_root {
-        crate::bootstrap::repin_token_files(&state.paths, root)?;
-    }
-    Ok(cluster)
+    state.go_live_kept(live)?;
+    state.adopt_crls().await?;
+    crate::run_checks(state).await
 }
 
 /// The cluster as the datastore holds it: under the rotation lock it is what another
@@ -384,7 +417,7 @@ pub async fn jwks(State(state): AppStateRef) -> Result<Json<Jwks>, ApiError> {
 }
 
 /// `POST /v1/keys/service-account/rotate`: a new signing key first, or with `retire`
-/// one key removed.
+/// one key removed. One change: sealed, written and served together.
 pub async fn rotate_service_keys(
     State(state): AppStateRef,
     caller: Caller<Admin>,
@@ -426,23 +459,28 @@ pub async fn rotate_service_keys(
             )
         }
     };
-    let event = AuditEvent {
-        at: state.now().unix_timestamp(),
-        actor,
-        action: ACTION.into(),
-        target: "service-account".into(),
-        outcome: "ok".into(),
-        detail,
+    passed(&state, ACTION, "checked")?;
+    let sealed = seal_service_keys(&state.sealing, &keys).map_err(ApiError::internal)?;
+    passed(&state, ACTION, "sealed")?;
+    let event = crate::audit::event(
+        state.now(),
+        &actor,
+        ACTION,
+        "service-account",
+        "ok",
+        &detail,
+    );
+    let mut tx = state.store.begin().await?;
+    tx.put_meta(SERVICE_KEYS, &sealed).await?;
+    tx.audit(&event).await?;
+    let live = Live {
+        cluster: Some(Arc::new(Cluster {
+            service_keys: keys,
+            ..cluster
+        })),
+        ..Live::default()
     };
-    state
-        .store
-        .put_meta(
-            SERVICE_KEYS,
-            &seal_service_keys(&state.sealing, &keys).map_err(ApiError::internal)?,
-            &event,
-        )
-        .await?;
-    state.cluster.store(Arc::new(stored_cluster(&state).await?));
+    state.go_live_and_commit(ACTION, tx, live).await?;
     drop(guard);
     jwks(State(state)).await
 }

@@ -34,6 +34,10 @@ pub const CRL_VALIDITY: Duration = Duration::days(7);
 /// The CRLs served, by the name of the CA that signed each.
 pub type Crls = BTreeMap<String, CertificateRevocationListDer<'static>>;
 
+/// Serials of revoked client certificates: refused at the TLS handshake, whether or not
+/// their CA may sign CRLs.
+pub type Revoked = std::collections::HashSet<Vec<u8>>;
+
 /// The cluster's CAs with their keys, and the service-account key set.
 #[derive(Debug)]
 pub struct Cluster {
@@ -97,6 +101,46 @@ impl Cluster {
                 .filter(move |r| r.role == role)
                 .filter_map(|r| r.bundle.split_first()),
         )
+    }
+
+    /// This cluster after a rotation to `root` (when it changes), the `role_cas` given and
+    /// `service_keys`: each replaced CA kept as a retired one, named and ordered as the
+    /// datastore keeps it ([`evergreen_store::Store::rotate`]).
+    pub fn rotated(
+        mut self,
+        root: Option<CertificateDer<'static>>,
+        role_cas: Vec<(&str, CertificateAuthority)>,
+        service_keys: Option<ServiceKeys>,
+    ) -> Cluster {
+        if let Some(root) = root {
+            let old = std::mem::replace(&mut self.root, root);
+            self.retired.push(RetiredCa {
+                name: RetiredCa::name_for(ROOT_CA, &old),
+                role: ROOT_CA.into(),
+                bundle: vec![old],
+                authority: None,
+            });
+        }
+        for (role, ca) in role_cas {
+            let slot = match role {
+                SERVER_CA => &mut self.server_ca,
+                CLIENT_CA => &mut self.client_ca,
+                PEER_CA => &mut self.peer_ca,
+                _ => continue,
+            };
+            let old = std::mem::replace(slot, ca);
+            self.retired.push(RetiredCa {
+                name: RetiredCa::name_for(role, old.certificate()),
+                role: role.into(),
+                bundle: old.bundle(),
+                authority: Some(old),
+            });
+        }
+        if let Some(keys) = service_keys {
+            self.service_keys = keys;
+        }
+        self.retired.sort_by(|a, b| a.name.cmp(&b.name));
+        self
     }
 
     /// The roots clients may trust: the current root, then retired ones.
@@ -194,6 +238,7 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     pub cluster: ArcSwap<Cluster>,
     pub crls: ArcSwap<Crls>,
+    pub revoked: ArcSwap<Revoked>,
     pub tls: ArcSwap<rustls::ServerConfig>,
     pub serving: Arc<crate::tls::ServingCert>,
     pub settings: Settings,
@@ -209,6 +254,8 @@ pub struct AppState {
     pub watch_snapshot: Mutex<Option<Arc<crate::agent::Snapshot>>>,
     /// Anonymous refusals being aggregated (see [`crate::audit`]).
     pub refusals: crate::audit::Refusals,
+    /// Steps of changes a test made fail (see [`crate::change`]).
+    pub failpoints: Arc<crate::change::Failpoints>,
 }
 
 /// One refused request or connection, as it is counted, logged and audited.
@@ -320,16 +367,6 @@ impl AppState {
         Ok((issued, record))
     }
 
-    /// Saves named-certificate changes and wakes every watching agent.
-    pub async fn save_named(
-        &self,
-        changes: &[evergreen_store::NamedChange],
-    ) -> Result<(), ApiError> {
-        let revision = self.store.save_named(changes).await?;
-        self.advance_revision(revision);
-        Ok(())
-    }
-
     /// Wakes watching agents when `revision` is newer than the one they know; revisions
     /// arrive out of order when several replicas write.
     pub fn advance_revision(&self, revision: i64) {
@@ -427,6 +464,53 @@ impl AppState {
         Ok(())
     }
 
+    /// The server's own certificates `cluster` should issue anew now: those named in
+    /// `forced`, and those whose files are missing, broken, another CA's, naming other
+    /// names, expired or inside their renewal window. Issued in memory only.
+    pub(crate) fn own_due(
+        &self,
+        cluster: &Cluster,
+        forced: &[&str],
+        actor: &str,
+    ) -> anyhow::Result<Vec<crate::bootstrap::OwnIssued>> {
+        let now = self.now();
+        let mut issued = Vec::new();
+        for own in &self.own {
+            let ca = cluster
+                .ca(own.ca)
+                .ok_or_else(|| anyhow::anyhow!("no CA named {}", own.ca))?;
+            let due = forced.contains(&own.name)
+                || crate::bootstrap::current_own(own, ca, &self.settings.renewal, now).is_none();
+            if due {
+                issued.push(crate::bootstrap::issue_own(
+                    cluster,
+                    &self.settings,
+                    own,
+                    now,
+                    actor,
+                )?);
+            }
+        }
+        Ok(issued)
+    }
+
+    /// Records `issued` in `tx` and stages its files into the change; a serving
+    /// certificate goes live with it.
+    pub(crate) async fn stage_own(
+        &self,
+        issued: &[crate::bootstrap::OwnIssued],
+        tx: &mut dyn evergreen_store::Transaction,
+        live: &mut crate::change::Live,
+    ) -> anyhow::Result<()> {
+        for own in issued {
+            own.stage(tx, &mut live.files).await?;
+            if own.role == Role::Server {
+                live.serving = Some(own.certified_key()?);
+            }
+        }
+        Ok(())
+    }
+
     /// Whether `san` is one of the names this server serves under (its serving
     /// certificate's): never issued to anyone else.
     pub fn serves_name(&self, san: &evergreen_pki::SubjectAltName) -> bool {
@@ -454,37 +538,46 @@ impl AppState {
         })
     }
 
-    /// Publishes a current CRL for every CA that signs one and swaps them, with the TLS
-    /// configuration that checks client certificates against them, into place.
+    /// Publishes a current CRL for every CA that signs one and serves them, with the TLS
+    /// configuration that refuses the certificates revoked, as one change.
     ///
     /// A CRL already published (by this server or another replica) is kept when it is
     /// signed by that CA, lists exactly the CA's revoked serials and is not past half its
     /// validity; any other is re-signed with the next CRL number. A revocation therefore
     /// re-signs only its CA's CRL, and a restart signs nothing new.
-    pub async fn publish_crls(&self) -> anyhow::Result<()> {
+    pub async fn publish_crls(&self) -> Result<(), ApiError> {
+        const ACTION: &str = "crl.publish";
         let _job = self.store.lock(Job::Crls).await?;
         let _guard = self.crl_lock.lock().await;
-        let now = self.now();
         let cluster = self.cluster.load_full();
+        let mut tx = self.store.begin().await?;
+        let (crls, revoked) = self
+            .prepare_crls(&cluster, tx.as_mut())
+            .await
+            .map_err(|e| crate::change::failed(ACTION, "signing CRLs", e))?;
+        let live = crate::change::Live {
+            crls: Some((crls, revoked)),
+            ..Default::default()
+        };
+        self.go_live_and_commit(ACTION, tx, live).await
+    }
+
+    /// The CRLs `cluster` publishes — those already published kept when current, others
+    /// signed with CRL numbers from `tx`, and the set written there — and the revoked
+    /// client-certificate serials.
+    pub(crate) async fn prepare_crls(
+        &self,
+        cluster: &Cluster,
+        tx: &mut dyn evergreen_store::Transaction,
+    ) -> anyhow::Result<(Crls, Revoked)> {
+        let now = self.now();
         let published: BTreeMap<String, Vec<u8>> = self.store.crls().await?.into_iter().collect();
         let mut crls = BTreeMap::new();
         let mut signed = false;
-        for (name, role, ca) in crl_signers(&cluster, now) {
+        for (name, role, ca) in crl_signers(cluster, now) {
             // Serials are random and unique, so a retired CA's CRL may list its role's
             // every revoked serial without ambiguity.
-            let revoked = self
-                .store
-                .revoked(role)
-                .await?
-                .into_iter()
-                .map(|r| {
-                    Ok(RevokedCertificate {
-                        serial: parse_hex(&r.serial)?,
-                        revoked_at: OffsetDateTime::from_unix_timestamp(r.revoked_at)?,
-                        reason: r.reason.parse().unwrap_or(RevocationReason::Unspecified),
-                    })
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?;
+            let revoked = self.revoked_of(role).await?;
             if let Some(der) = published.get(name) {
                 let crl = CertificateRevocationListDer::from(der.clone());
                 if is_current(&crl, ca.certificate(), &revoked, now) {
@@ -492,26 +585,54 @@ impl AppState {
                     continue;
                 }
             }
-            let number = self.store.next_crl_number(name).await?;
+            let number = tx.next_crl_number(name).await?;
             let next_update = (now + CRL_VALIDITY).min(ca.info().not_after);
-            crls.insert(
-                name.to_owned(),
-                ca.issue_crl(number, &revoked, now, next_update)?,
-            );
+            let crl = ca
+                .issue_crl(number, &revoked, now, next_update)
+                .map_err(|e| anyhow::anyhow!("cannot sign the CRL of {name}: {e}"))?;
+            crls.insert(name.to_owned(), crl);
             signed = true;
         }
-        if signed || crls.len() != published.len() {
+        if signed || crls.len() != published.len() || crls.keys().ne(published.keys()) {
             let rows: Vec<(String, Vec<u8>)> = crls
                 .iter()
                 .map(|(name, crl)| (name.clone(), crl.to_vec()))
                 .collect();
-            self.store.put_crls(&rows).await?;
+            tx.put_crls(&rows).await?;
         }
-        self.swap_crls(&cluster, crls)
+        Ok((crls, self.revoked_client_serials().await?))
+    }
+
+    /// The revoked certificates of a CA role, as a CRL lists them.
+    async fn revoked_of(&self, role: &str) -> anyhow::Result<Vec<RevokedCertificate>> {
+        self.store
+            .revoked(role)
+            .await?
+            .into_iter()
+            .map(|r| {
+                Ok(RevokedCertificate {
+                    serial: parse_hex(&r.serial)?,
+                    revoked_at: OffsetDateTime::from_unix_timestamp(r.revoked_at)?,
+                    reason: r.reason.parse().unwrap_or(RevocationReason::Unspecified),
+                })
+            })
+            .collect()
+    }
+
+    /// The serials of every revoked client certificate, whichever generation of the
+    /// client CA issued it.
+    pub(crate) async fn revoked_client_serials(&self) -> anyhow::Result<Revoked> {
+        Ok(self
+            .revoked_of(CLIENT_CA)
+            .await?
+            .into_iter()
+            .map(|r| r.serial)
+            .collect())
     }
 
     /// Serves the CRLs another replica published: each one signed by a CA this server
-    /// knows replaces the one it serves. Signs nothing.
+    /// knows replaces the one it serves; and refuses the client certificates revoked
+    /// through it. Signs nothing.
     pub async fn adopt_crls(&self) -> anyhow::Result<()> {
         let _guard = self.crl_lock.lock().await;
         let cluster = self.cluster.load_full();
@@ -527,16 +648,10 @@ impl AppState {
                 crls.insert(name, crl);
             }
         }
-        self.swap_crls(&cluster, crls)
-    }
-
-    fn swap_crls(
-        &self,
-        cluster: &Cluster,
-        crls: BTreeMap<String, CertificateRevocationListDer<'static>>,
-    ) -> anyhow::Result<()> {
-        let config = crate::tls::server_config(self, cluster, &crls)?;
+        let revoked = self.revoked_client_serials().await?;
+        let config = crate::tls::server_config(self, &cluster, &revoked)?;
         self.crls.store(Arc::new(crls));
+        self.revoked.store(Arc::new(revoked));
         self.tls.store(Arc::new(config));
         Ok(())
     }
@@ -551,7 +666,8 @@ impl AppState {
 }
 
 /// The CAs that sign CRLs, as (name, role, CA): each current role CA, and each retired one
-/// whose key is kept, while valid.
+/// whose key is kept, while valid — those whose key usage allows it. A CA made by another
+/// tool without `cRLSign` publishes none: Evergreen refuses its revoked leaves itself.
 fn crl_signers(
     cluster: &Cluster,
     now: OffsetDateTime,
@@ -565,7 +681,23 @@ fn crl_signers(
                 .iter()
                 .filter_map(|r| Some((r.name.as_str(), r.role.as_str(), r.authority.as_ref()?))),
         )
-        .filter(move |(_, _, ca)| ca.info().not_after > now)
+        .filter(move |(_, _, ca)| ca.info().not_after > now && ca.info().can_sign_crls)
+}
+
+/// The CAs of `cluster` that may not sign CRLs, for people: relying parties get no CRL
+/// from them.
+pub fn without_crls(cluster: &Cluster) -> Vec<String> {
+    ROLE_CAS
+        .iter()
+        .filter_map(|role| cluster.ca(role))
+        .filter(|ca| !ca.info().can_sign_crls)
+        .map(|ca| {
+            format!(
+                "{} may not sign CRLs (its key usage lacks cRLSign): Evergreen refuses its revoked certificates itself, but relying parties get no CRL from it",
+                ca.info().subject
+            )
+        })
+        .collect()
 }
 
 /// Whether a published CRL can be served as it is: signed by `ca`, listing exactly

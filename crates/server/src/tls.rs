@@ -5,7 +5,7 @@
 //! - The client-certificate verifier and its CRLs live in the `ServerConfig`, which the
 //!   accept loop loads afresh for every connection; publishing a CRL swaps it.
 //! - rustls reads time from the server's clock, so tests move time instead of waiting.
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,7 +14,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use axum::Router;
 use evergreen_api::Clock;
-use evergreen_pki::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+use evergreen_pki::{CertificateDer, PrivateKeyDer};
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use rustls::client::danger::HandshakeSignatureValid;
@@ -28,7 +28,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-use crate::state::{AppState, CLIENT_CA, Cluster};
+use crate::state::{AppState, CLIENT_CA, Cluster, Revoked};
 
 /// How long shutdown waits for requests in flight.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -192,36 +192,32 @@ impl Drop for Slot {
     }
 }
 
-/// The serving certificate, replaceable while running.
+/// The serving certificate, replaceable while running: new handshakes use the new one,
+/// open connections keep theirs.
 #[derive(Debug)]
 pub struct ServingCert(ArcSwap<CertifiedKey>);
 
 impl ServingCert {
-    pub fn new(
-        chain: Vec<CertificateDer<'static>>,
-        key: &PrivateKeyDer<'static>,
-    ) -> anyhow::Result<Self> {
-        Ok(ServingCert(ArcSwap::from_pointee(certified_key(
-            chain, key,
-        )?)))
-    }
-
-    /// New handshakes use the new certificate; open connections keep theirs.
-    pub fn replace(
-        &self,
-        chain: Vec<CertificateDer<'static>>,
-        key: &PrivateKeyDer<'static>,
-    ) -> anyhow::Result<()> {
-        self.0.store(Arc::new(certified_key(chain, key)?));
-        Ok(())
+    pub fn from_key(key: Arc<CertifiedKey>) -> Self {
+        ServingCert(ArcSwap::new(key))
     }
 
     pub fn current(&self) -> Arc<CertifiedKey> {
         self.0.load_full()
     }
+
+    /// Serves `key` from the next handshake on; returns the one it replaces.
+    pub fn swap(&self, key: Arc<CertifiedKey>) -> Arc<CertifiedKey> {
+        self.0.swap(key)
+    }
+
+    pub fn store(&self, key: Arc<CertifiedKey>) {
+        self.0.store(key);
+    }
 }
 
-fn certified_key(
+/// A chain and key as the TLS layer serves them.
+pub fn certified_key(
     chain: Vec<CertificateDer<'static>>,
     key: &PrivateKeyDer<'static>,
 ) -> anyhow::Result<CertifiedKey> {
@@ -239,11 +235,15 @@ impl ResolvesServerCert for Resolver {
 }
 
 /// Client certificates are optional, and a presented one is refused at the handshake
-/// only when the client CA's CRL lists it as revoked. Any other fault (expired, foreign,
-/// wrong usage) passes the handshake so the handler can answer with a message that says
-/// exactly what is wrong; handlers never trust a peer they have not authenticated.
+/// only when it is revoked: its serial is among the revoked ones in the inventory,
+/// whether or not its CA may sign CRLs. Any other fault (expired, foreign, wrong usage)
+/// passes the handshake so the handler can answer with a message that says exactly what
+/// is wrong; handlers never trust a peer they have not authenticated.
 #[derive(Debug)]
-struct ClientVerifier(Arc<dyn ClientCertVerifier>);
+struct ClientVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+    revoked: Arc<Revoked>,
+}
 
 impl ClientCertVerifier for ClientVerifier {
     fn offer_client_auth(&self) -> bool {
@@ -255,21 +255,25 @@ impl ClientCertVerifier for ClientVerifier {
     }
 
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        self.0.root_hint_subjects()
+        self.inner.root_hint_subjects()
     }
 
     fn verify_client_cert(
         &self,
         end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: UnixTime,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        match self.0.verify_client_cert(end_entity, intermediates, now) {
-            Err(rustls::Error::InvalidCertificate(CertificateError::Revoked)) => {
-                Err(rustls::Error::InvalidCertificate(CertificateError::Revoked))
-            }
-            _ => Ok(ClientCertVerified::assertion()),
+        if self.revoked.is_empty() {
+            return Ok(ClientCertVerified::assertion());
         }
+        let serial = evergreen_pki::CertificateInfo::from_der(end_entity)
+            .ok()
+            .map(|info| info.serial);
+        if serial.is_some_and(|s| self.revoked.contains(&s)) {
+            return Err(rustls::Error::InvalidCertificate(CertificateError::Revoked));
+        }
+        Ok(ClientCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
@@ -278,7 +282,7 @@ impl ClientCertVerifier for ClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
+        self.inner.verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -287,51 +291,49 @@ impl ClientCertVerifier for ClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
+        self.inner.verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
+        self.inner.supported_verify_schemes()
     }
 }
 
-/// A `ServerConfig` for the current serving certificate, client CA and CRLs.
+/// A `ServerConfig` for the current serving certificate and client CAs, refusing the
+/// `revoked` serials.
 pub fn server_config(
     state: &AppState,
     cluster: &Cluster,
-    crls: &BTreeMap<String, CertificateRevocationListDer<'static>>,
+    revoked: &Revoked,
 ) -> anyhow::Result<rustls::ServerConfig> {
-    build_config(state.clock.clone(), state.serving.clone(), cluster, crls)
+    build_config(state.clock.clone(), state.serving.clone(), cluster, revoked)
 }
 
 pub fn build_config(
     clock: Arc<dyn Clock>,
     serving: Arc<ServingCert>,
     cluster: &Cluster,
-    crls: &BTreeMap<String, CertificateRevocationListDer<'static>>,
+    revoked: &Revoked,
 ) -> anyhow::Result<rustls::ServerConfig> {
-    // Every client CA generation, with its CRL: leaves of a retired client CA keep
-    // working until renewed, and stay revocable.
+    // Every client CA generation: leaves of a retired client CA keep working until
+    // renewed, and stay revocable. The names offered to clients come from these.
     let mut roots = rustls::RootCertStore::empty();
     for (ca, _) in cluster.generations(CLIENT_CA) {
         roots.add(ca.clone())?;
     }
-    let client_crls = crls
-        .iter()
-        .filter(|(name, _)| name.split('@').next() == Some(CLIENT_CA))
-        .map(|(_, crl)| crl.clone());
     let inner = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
-        .with_crls(client_crls)
-        .only_check_end_entity_revocation()
-        .allow_unknown_revocation_status()
         .allow_unauthenticated()
         .build()?;
+    let verifier = ClientVerifier {
+        inner,
+        revoked: Arc::new(revoked.clone()),
+    };
     let mut config = rustls::ServerConfig::builder_with_details(
         provider(),
         Arc::new(evergreen_api::clock::RustlsTime(clock)),
     )
     .with_safe_default_protocol_versions()?
-    .with_client_cert_verifier(Arc::new(ClientVerifier(inner)))
+    .with_client_cert_verifier(Arc::new(verifier))
     .with_cert_resolver(Arc::new(Resolver(serving)));
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)

@@ -389,8 +389,36 @@ pub struct Initialization {
     pub audit: Vec<AuditEvent>,
 }
 
+/// The writes of one change to the cluster in one database transaction: nothing is
+/// visible to anyone, another replica included, until [`Transaction::commit`], and a
+/// transaction dropped without it changes nothing.
+///
+/// A change prepares everything it can before it begins one, then writes, makes itself
+/// live in the process, and commits last; if the commit fails, it undoes going live. So a
+/// failure at any step leaves the datastore, the files and what is served as they were.
+#[async_trait]
+pub trait Transaction: Send {
+    /// As [`Store::initialize`].
+    async fn initialize(&mut self, init: &Initialization) -> Result<()>;
+    /// As [`Store::rotate`].
+    async fn rotate(&mut self, rotation: &Rotation) -> Result<i64>;
+    /// Sets a cluster fact (announced to other replicas on commit).
+    async fn put_meta(&mut self, key: &str, value: &[u8]) -> Result<()>;
+    /// As [`Store::next_crl_number`].
+    async fn next_crl_number(&mut self, ca: &str) -> Result<u64>;
+    /// As [`Store::put_crls`].
+    async fn put_crls(&mut self, crls: &[(String, Vec<u8>)]) -> Result<()>;
+    async fn insert_certificate(&mut self, cert: &CertificateRecord) -> Result<()>;
+    async fn audit(&mut self, event: &AuditEvent) -> Result<()>;
+    /// As [`Store::save_named`].
+    async fn save_named(&mut self, changes: &[NamedChange]) -> Result<i64>;
+    async fn commit(self: Box<Self>) -> Result<()>;
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// Begins the transaction of one change (see [`Transaction`]).
+    async fn begin(&self) -> Result<Box<dyn Transaction>>;
     /// Whether first start has completed.
     async fn is_initialized(&self) -> Result<bool>;
     /// Writes all of `init` atomically; fails if already initialised.
@@ -422,6 +450,8 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_token(&self, token: &TokenRecord) -> Result<()>;
     /// The token with this id: read only, no use is counted.
     async fn token(&self, id: &str) -> Result<Option<TokenRecord>>;
+    /// Tokens that can still be used at `now` (unexpired, uses left), oldest first.
+    async fn live_tokens(&self, now: i64) -> Result<Vec<TokenRecord>>;
     /// Enrolls, all or nothing (see [`Enrollment`]).
     async fn enroll(&self, enrollment: &Enrollment) -> Result<EnrollOutcome>;
     /// Every certificate issued for exactly this subject.

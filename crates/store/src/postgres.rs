@@ -21,7 +21,7 @@ use crate::{
     Acknowledgement, ActiveCount, AuditEvent, CaRecord, CertificateRecord, Change, EnrollOutcome,
     Enrollment, Initialization, InventoryQuery, Job, JobLock, NamedChange, NamedRecord,
     NamedVersion, NodeRecord, Result, RevokeOutcome, RevokedSerial, Rotation, Store, StoreError,
-    TokenRecord, TokenUse,
+    TokenRecord, TokenUse, Transaction,
 };
 
 /// Schema versions, applied in order.
@@ -275,6 +275,207 @@ async fn audit(conn: &mut PgConnection, e: &AuditEvent) -> Result<()> {
     Ok(())
 }
 
+async fn rotate_in(conn: &mut PgConnection, rotation: &Rotation, origin: &str) -> Result<i64> {
+    for (ca, retired_as) in &rotation.cas {
+        let kept = sqlx::query(
+            "INSERT INTO cas (name, bundle_pem, sealed_key, crl_number, updated_at) \
+                 SELECT $1, bundle_pem, sealed_key, crl_number, $2 FROM cas WHERE name = $3",
+        )
+        .bind(retired_as)
+        .bind(ca.updated_at)
+        .bind(&ca.name)
+        .execute(&mut *conn)
+        .await?;
+        if kept.rows_affected() != 1 {
+            return Err(StoreError::Invalid(format!(
+                "no current CA named {} to rotate",
+                ca.name
+            )));
+        }
+        put_ca(conn, ca).await?;
+    }
+    for (key, value) in &rotation.meta {
+        put_meta(conn, key, value).await?;
+    }
+    audit(conn, &rotation.event).await?;
+    let revision = next_revision(conn, origin).await?;
+    Ok(revision)
+}
+
+async fn next_crl_number_in(conn: &mut PgConnection, ca: &str) -> Result<u64> {
+    let n: Option<i64> = sqlx::query_scalar(
+        "UPDATE cas SET crl_number = crl_number + 1 WHERE name = $1 RETURNING crl_number",
+    )
+    .bind(ca)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let n = n.ok_or_else(|| StoreError::Invalid(format!("no CA named {ca}")))?;
+    u64::try_from(n).map_err(|_| StoreError::Invalid(format!("CRL number {n} of {ca}")))
+}
+
+async fn save_named_in(
+    conn: &mut PgConnection,
+    changes: &[NamedChange],
+    origin: &str,
+) -> Result<i64> {
+    for change in changes {
+        let r = &change.record;
+        sqlx::query(
+                "INSERT INTO named_certificates (name, scope, kind, label, internal, usage, sans, nodes, \
+                 secret_path, secret_keys, version, created_at, updated_at, allowed_dns, allowed_cidrs) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+                 ON CONFLICT (name) DO UPDATE SET scope = excluded.scope, kind = excluded.kind, \
+                 label = excluded.label, internal = excluded.internal, usage = excluded.usage, \
+                 sans = excluded.sans, nodes = excluded.nodes, secret_path = excluded.secret_path, \
+                 secret_keys = excluded.secret_keys, version = excluded.version, \
+                 updated_at = excluded.updated_at, allowed_dns = excluded.allowed_dns, \
+                 allowed_cidrs = excluded.allowed_cidrs",
+            )
+            .bind(&r.name)
+            .bind(&r.scope)
+            .bind(&r.kind)
+            .bind(&r.label)
+            .bind(r.internal)
+            .bind(&r.usage)
+            .bind(r.sans.join(","))
+            .bind(r.nodes.join(","))
+            .bind(&r.secret_path)
+            .bind(r.secret_keys.join(","))
+            .bind(r.version)
+            .bind(r.created_at)
+            .bind(r.updated_at)
+            .bind(r.allowed_dns.join(","))
+            .bind(r.allowed_cidrs.join(","))
+            .execute(&mut *conn)
+            .await?;
+        if let Some(v) = &change.new_version {
+            sqlx::query(
+                "INSERT INTO named_versions (name, version, chain_pem, sealed_key, ca_pem, \
+                     fingerprint, not_after, reason, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(&v.name)
+            .bind(v.version)
+            .bind(&v.chain_pem)
+            .bind(&v.sealed_key)
+            .bind(&v.ca_pem)
+            .bind(&v.fingerprint)
+            .bind(v.not_after)
+            .bind(&v.reason)
+            .bind(v.created_at)
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    let revision = next_revision(conn, origin).await?;
+    Ok(revision)
+}
+
+async fn put_crls_in(
+    conn: &mut PgConnection,
+    crls: &[(String, Vec<u8>)],
+    origin: &str,
+) -> Result<()> {
+    sqlx::query("DELETE FROM crls").execute(&mut *conn).await?;
+    for (name, der) in crls {
+        sqlx::query("INSERT INTO crls (name, der) VALUES ($1, $2)")
+            .bind(name)
+            .bind(der)
+            .execute(&mut *conn)
+            .await?;
+    }
+    notify(conn, Change::Crls, origin).await?;
+    Ok(())
+}
+
+async fn initialize_in(conn: &mut PgConnection, init: &Initialization) -> Result<()> {
+    // Two replicas starting on an empty database: the second waits, then sees the
+    // first's PKI.
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(INITIALIZATION_LOCK)
+        .execute(&mut *conn)
+        .await?;
+    let done: Option<Vec<u8>> = sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
+        .bind(INITIALIZED)
+        .fetch_optional(&mut *conn)
+        .await?;
+    if done.is_some() {
+        return Err(StoreError::AlreadyInitialized);
+    }
+    for (key, value) in &init.meta {
+        sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2)")
+            .bind(key)
+            .bind(value)
+            .execute(&mut *conn)
+            .await?;
+    }
+    for ca in &init.cas {
+        put_ca(conn, ca).await?;
+    }
+    for token in &init.tokens {
+        insert_token(conn, token).await?;
+    }
+    for cert in &init.certificates {
+        insert_certificate(conn, cert).await?;
+    }
+    for event in &init.audit {
+        audit(conn, event).await?;
+    }
+    sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2)")
+        .bind(INITIALIZED)
+        .bind(b"1".as_slice())
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// A change's writes on one connection (see [`Transaction`]); its notices reach the other
+/// replicas when it commits.
+struct PostgresTransaction {
+    tx: sqlx::Transaction<'static, Postgres>,
+    origin: String,
+}
+
+#[async_trait]
+impl Transaction for PostgresTransaction {
+    async fn rotate(&mut self, rotation: &Rotation) -> Result<i64> {
+        rotate_in(&mut self.tx, rotation, &self.origin).await
+    }
+
+    async fn put_meta(&mut self, key: &str, value: &[u8]) -> Result<()> {
+        put_meta(&mut self.tx, key, value).await?;
+        notify(&mut self.tx, Change::Meta, &self.origin).await
+    }
+
+    async fn next_crl_number(&mut self, ca: &str) -> Result<u64> {
+        next_crl_number_in(&mut self.tx, ca).await
+    }
+
+    async fn put_crls(&mut self, crls: &[(String, Vec<u8>)]) -> Result<()> {
+        put_crls_in(&mut self.tx, crls, &self.origin).await
+    }
+
+    async fn insert_certificate(&mut self, cert: &CertificateRecord) -> Result<()> {
+        insert_certificate(&mut self.tx, cert).await
+    }
+
+    async fn audit(&mut self, event: &AuditEvent) -> Result<()> {
+        audit(&mut self.tx, event).await
+    }
+
+    async fn save_named(&mut self, changes: &[NamedChange]) -> Result<i64> {
+        save_named_in(&mut self.tx, changes, &self.origin).await
+    }
+
+    async fn initialize(&mut self, init: &Initialization) -> Result<()> {
+        initialize_in(&mut self.tx, init).await
+    }
+
+    async fn commit(self: Box<Self>) -> Result<()> {
+        Ok(self.tx.commit().await?)
+    }
+}
+
 #[async_trait]
 impl Store for PostgresStore {
     async fn is_initialized(&self) -> Result<bool> {
@@ -283,43 +484,7 @@ impl Store for PostgresStore {
 
     async fn initialize(&self, init: Initialization) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        // Two replicas starting on an empty database: the second waits, then sees the
-        // first's PKI.
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(INITIALIZATION_LOCK)
-            .execute(&mut *tx)
-            .await?;
-        let done: Option<Vec<u8>> = sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
-            .bind(INITIALIZED)
-            .fetch_optional(&mut *tx)
-            .await?;
-        if done.is_some() {
-            return Err(StoreError::AlreadyInitialized);
-        }
-        for (key, value) in &init.meta {
-            sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2)")
-                .bind(key)
-                .bind(value)
-                .execute(&mut *tx)
-                .await?;
-        }
-        for ca in &init.cas {
-            put_ca(&mut tx, ca).await?;
-        }
-        for token in &init.tokens {
-            insert_token(&mut tx, token).await?;
-        }
-        for cert in &init.certificates {
-            insert_certificate(&mut tx, cert).await?;
-        }
-        for event in &init.audit {
-            audit(&mut tx, event).await?;
-        }
-        sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2)")
-            .bind(INITIALIZED)
-            .bind(b"1".as_slice())
-            .execute(&mut *tx)
-            .await?;
+        initialize_in(&mut tx, &init).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -329,6 +494,13 @@ impl Store for PostgresStore {
             .bind(key)
             .fetch_optional(&self.pool)
             .await?)
+    }
+
+    async fn begin(&self) -> Result<Box<dyn Transaction>> {
+        Ok(Box::new(PostgresTransaction {
+            tx: self.pool.begin().await?,
+            origin: self.origin.clone(),
+        }))
     }
 
     async fn put_meta(&self, key: &str, value: &[u8], event: &AuditEvent) -> Result<()> {
@@ -354,42 +526,13 @@ impl Store for PostgresStore {
 
     async fn rotate(&self, rotation: &Rotation) -> Result<i64> {
         let mut tx = self.pool.begin().await?;
-        for (ca, retired_as) in &rotation.cas {
-            let kept = sqlx::query(
-                "INSERT INTO cas (name, bundle_pem, sealed_key, crl_number, updated_at) \
-                 SELECT $1, bundle_pem, sealed_key, crl_number, $2 FROM cas WHERE name = $3",
-            )
-            .bind(retired_as)
-            .bind(ca.updated_at)
-            .bind(&ca.name)
-            .execute(&mut *tx)
-            .await?;
-            if kept.rows_affected() != 1 {
-                return Err(StoreError::Invalid(format!(
-                    "no current CA named {} to rotate",
-                    ca.name
-                )));
-            }
-            put_ca(&mut tx, ca).await?;
-        }
-        for (key, value) in &rotation.meta {
-            put_meta(&mut tx, key, value).await?;
-        }
-        audit(&mut tx, &rotation.event).await?;
-        let revision = next_revision(&mut tx, &self.origin).await?;
+        let revision = rotate_in(&mut tx, rotation, &self.origin).await?;
         tx.commit().await?;
         Ok(revision)
     }
 
     async fn next_crl_number(&self, ca: &str) -> Result<u64> {
-        let n: Option<i64> = sqlx::query_scalar(
-            "UPDATE cas SET crl_number = crl_number + 1 WHERE name = $1 RETURNING crl_number",
-        )
-        .bind(ca)
-        .fetch_optional(&self.pool)
-        .await?;
-        let n = n.ok_or_else(|| StoreError::Invalid(format!("no CA named {ca}")))?;
-        u64::try_from(n).map_err(|_| StoreError::Invalid(format!("CRL number {n} of {ca}")))
+        next_crl_number_in(&mut *self.pool.acquire().await?, ca).await
     }
 
     async fn insert_certificate(&self, cert: &CertificateRecord) -> Result<()> {
@@ -503,6 +646,17 @@ impl Store for PostgresStore {
             .transpose()
     }
 
+    async fn live_tokens(&self, now: i64) -> Result<Vec<TokenRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM tokens WHERE (expires_at IS NULL OR expires_at > $1) \
+             AND (max_uses IS NULL OR uses < max_uses) ORDER BY created_at, id",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(rows::token).collect()
+    }
+
     async fn enroll(&self, e: &Enrollment) -> Result<EnrollOutcome> {
         let mut tx = self.pool.begin().await?;
         // The token's row lock orders uses of one token from every replica; the advisory
@@ -608,56 +762,7 @@ impl Store for PostgresStore {
 
     async fn save_named(&self, changes: &[NamedChange]) -> Result<i64> {
         let mut tx = self.pool.begin().await?;
-        for change in changes {
-            let r = &change.record;
-            sqlx::query(
-                "INSERT INTO named_certificates (name, scope, kind, label, internal, usage, sans, nodes, \
-                 secret_path, secret_keys, version, created_at, updated_at, allowed_dns, allowed_cidrs) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
-                 ON CONFLICT (name) DO UPDATE SET scope = excluded.scope, kind = excluded.kind, \
-                 label = excluded.label, internal = excluded.internal, usage = excluded.usage, \
-                 sans = excluded.sans, nodes = excluded.nodes, secret_path = excluded.secret_path, \
-                 secret_keys = excluded.secret_keys, version = excluded.version, \
-                 updated_at = excluded.updated_at, allowed_dns = excluded.allowed_dns, \
-                 allowed_cidrs = excluded.allowed_cidrs",
-            )
-            .bind(&r.name)
-            .bind(&r.scope)
-            .bind(&r.kind)
-            .bind(&r.label)
-            .bind(r.internal)
-            .bind(&r.usage)
-            .bind(r.sans.join(","))
-            .bind(r.nodes.join(","))
-            .bind(&r.secret_path)
-            .bind(r.secret_keys.join(","))
-            .bind(r.version)
-            .bind(r.created_at)
-            .bind(r.updated_at)
-            .bind(r.allowed_dns.join(","))
-            .bind(r.allowed_cidrs.join(","))
-            .execute(&mut *tx)
-            .await?;
-            if let Some(v) = &change.new_version {
-                sqlx::query(
-                    "INSERT INTO named_versions (name, version, chain_pem, sealed_key, ca_pem, \
-                     fingerprint, not_after, reason, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                )
-                .bind(&v.name)
-                .bind(v.version)
-                .bind(&v.chain_pem)
-                .bind(&v.sealed_key)
-                .bind(&v.ca_pem)
-                .bind(&v.fingerprint)
-                .bind(v.not_after)
-                .bind(&v.reason)
-                .bind(v.created_at)
-                .execute(&mut *tx)
-                .await?;
-            }
-        }
-        let revision = next_revision(&mut tx, &self.origin).await?;
+        let revision = save_named_in(&mut tx, changes, &self.origin).await?;
         tx.commit().await?;
         Ok(revision)
     }
@@ -705,15 +810,7 @@ impl Store for PostgresStore {
 
     async fn put_crls(&self, crls: &[(String, Vec<u8>)]) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM crls").execute(&mut *tx).await?;
-        for (name, der) in crls {
-            sqlx::query("INSERT INTO crls (name, der) VALUES ($1, $2)")
-                .bind(name)
-                .bind(der)
-                .execute(&mut *tx)
-                .await?;
-        }
-        notify(&mut tx, Change::Crls, &self.origin).await?;
+        put_crls_in(&mut tx, crls, &self.origin).await?;
         tx.commit().await?;
         Ok(())
     }

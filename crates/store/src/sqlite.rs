@@ -18,7 +18,7 @@ use crate::{
     Acknowledgement, ActiveCount, AuditEvent, CaRecord, CertificateRecord, Change, EnrollOutcome,
     Enrollment, Initialization, InventoryQuery, Job, JobLock, NamedChange, NamedRecord,
     NamedVersion, NodeRecord, Result, RevokeOutcome, RevokedSerial, Rotation, Store, StoreError,
-    TokenRecord, TokenUse,
+    TokenRecord, TokenUse, Transaction,
 };
 
 /// Schema versions, applied in order, each in its own transaction.
@@ -428,6 +428,187 @@ async fn insert_events(conn: &mut SqliteConnection, events: Vec<&AuditEvent>) ->
     Ok(())
 }
 
+async fn rotate_in(conn: &mut SqliteConnection, rotation: &Rotation) -> Result<i64> {
+    for (ca, retired_as) in &rotation.cas {
+        let kept = sqlx::query(
+            "INSERT INTO cas (name, bundle_pem, sealed_key, crl_number, updated_at) \
+                 SELECT ?, bundle_pem, sealed_key, crl_number, ? FROM cas WHERE name = ?",
+        )
+        .bind(retired_as)
+        .bind(ca.updated_at)
+        .bind(&ca.name)
+        .execute(&mut *conn)
+        .await?;
+        if kept.rows_affected() != 1 {
+            return Err(StoreError::Invalid(format!(
+                "no current CA named {} to rotate",
+                ca.name
+            )));
+        }
+        put_ca(conn, ca).await?;
+    }
+    for (key, value) in &rotation.meta {
+        put_meta(conn, key, value).await?;
+    }
+    audit(conn, &rotation.event).await?;
+    let revision = next_revision(conn).await?;
+    Ok(revision)
+}
+
+async fn next_crl_number_in(conn: &mut SqliteConnection, ca: &str) -> Result<u64> {
+    let n: Option<i64> = sqlx::query_scalar(
+        "UPDATE cas SET crl_number = crl_number + 1 WHERE name = ? RETURNING crl_number",
+    )
+    .bind(ca)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let n = n.ok_or_else(|| StoreError::Invalid(format!("no CA named {ca}")))?;
+    u64::try_from(n).map_err(|_| StoreError::Invalid(format!("CRL number {n} of {ca}")))
+}
+
+async fn save_named_in(conn: &mut SqliteConnection, changes: &[NamedChange]) -> Result<i64> {
+    for change in changes {
+        let r = &change.record;
+        sqlx::query(
+                "INSERT INTO named_certificates (name, scope, kind, label, internal, usage, sans, nodes, \
+                 secret_path, secret_keys, version, created_at, updated_at, allowed_dns, allowed_cidrs) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                 ON CONFLICT (name) DO UPDATE SET scope = excluded.scope, kind = excluded.kind, \
+                 label = excluded.label, internal = excluded.internal, usage = excluded.usage, \
+                 sans = excluded.sans, nodes = excluded.nodes, secret_path = excluded.secret_path, \
+                 secret_keys = excluded.secret_keys, version = excluded.version, \
+                 updated_at = excluded.updated_at, allowed_dns = excluded.allowed_dns, \
+                 allowed_cidrs = excluded.allowed_cidrs",
+            )
+            .bind(&r.name)
+            .bind(&r.scope)
+            .bind(&r.kind)
+            .bind(&r.label)
+            .bind(r.internal)
+            .bind(&r.usage)
+            .bind(r.sans.join(","))
+            .bind(r.nodes.join(","))
+            .bind(&r.secret_path)
+            .bind(r.secret_keys.join(","))
+            .bind(r.version)
+            .bind(r.created_at)
+            .bind(r.updated_at)
+            .bind(r.allowed_dns.join(","))
+            .bind(r.allowed_cidrs.join(","))
+            .execute(&mut *conn)
+            .await?;
+        if let Some(v) = &change.new_version {
+            sqlx::query(
+                    "INSERT INTO named_versions (name, version, chain_pem, sealed_key, ca_pem, fingerprint, \
+                     not_after, reason, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                )
+                .bind(&v.name)
+                .bind(v.version)
+                .bind(&v.chain_pem)
+                .bind(&v.sealed_key)
+                .bind(&v.ca_pem)
+                .bind(&v.fingerprint)
+                .bind(v.not_after)
+                .bind(&v.reason)
+                .bind(v.created_at)
+                .execute(&mut *conn)
+                .await?;
+        }
+    }
+    let revision = next_revision(conn).await?;
+    Ok(revision)
+}
+
+async fn put_crls_in(conn: &mut SqliteConnection, crls: &[(String, Vec<u8>)]) -> Result<()> {
+    sqlx::query("DELETE FROM crls").execute(&mut *conn).await?;
+    for (name, der) in crls {
+        sqlx::query("INSERT INTO crls (name, der) VALUES (?, ?)")
+            .bind(name)
+            .bind(der)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+async fn initialize_in(conn: &mut SqliteConnection, init: &Initialization) -> Result<()> {
+    let done: Option<Vec<u8>> = sqlx::query_scalar("SELECT value FROM meta WHERE key = ?")
+        .bind(INITIALIZED)
+        .fetch_optional(&mut *conn)
+        .await?;
+    if done.is_some() {
+        return Err(StoreError::AlreadyInitialized);
+    }
+    for (key, value) in &init.meta {
+        sqlx::query("INSERT INTO meta (key, value) VALUES (?, ?)")
+            .bind(key)
+            .bind(value)
+            .execute(&mut *conn)
+            .await?;
+    }
+    for ca in &init.cas {
+        put_ca(conn, ca).await?;
+    }
+    for token in &init.tokens {
+        insert_token(conn, token).await?;
+    }
+    for cert in &init.certificates {
+        insert_certificate(conn, cert).await?;
+    }
+    for event in &init.audit {
+        audit(conn, event).await?;
+    }
+    sqlx::query("INSERT INTO meta (key, value) VALUES (?, ?)")
+        .bind(INITIALIZED)
+        .bind(b"1".as_slice())
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// A change's writes on the one writer connection (see [`Transaction`]): group commits and
+/// other writes wait until it commits or is dropped.
+struct SqliteTransaction(sqlx::Transaction<'static, Sqlite>);
+
+#[async_trait]
+impl Transaction for SqliteTransaction {
+    async fn rotate(&mut self, rotation: &Rotation) -> Result<i64> {
+        rotate_in(&mut self.0, rotation).await
+    }
+
+    async fn put_meta(&mut self, key: &str, value: &[u8]) -> Result<()> {
+        put_meta(&mut self.0, key, value).await
+    }
+
+    async fn next_crl_number(&mut self, ca: &str) -> Result<u64> {
+        next_crl_number_in(&mut self.0, ca).await
+    }
+
+    async fn put_crls(&mut self, crls: &[(String, Vec<u8>)]) -> Result<()> {
+        put_crls_in(&mut self.0, crls).await
+    }
+
+    async fn insert_certificate(&mut self, cert: &CertificateRecord) -> Result<()> {
+        insert_certificate(&mut self.0, cert).await
+    }
+
+    async fn audit(&mut self, event: &AuditEvent) -> Result<()> {
+        audit(&mut self.0, event).await
+    }
+
+    async fn save_named(&mut self, changes: &[NamedChange]) -> Result<i64> {
+        save_named_in(&mut self.0, changes).await
+    }
+
+    async fn initialize(&mut self, init: &Initialization) -> Result<()> {
+        initialize_in(&mut self.0, init).await
+    }
+
+    async fn commit(self: Box<Self>) -> Result<()> {
+        Ok(self.0.commit().await?)
+    }
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn is_initialized(&self) -> Result<bool> {
@@ -436,37 +617,7 @@ impl Store for SqliteStore {
 
     async fn initialize(&self, init: Initialization) -> Result<()> {
         let mut tx = self.writer.begin().await?;
-        let done: Option<Vec<u8>> = sqlx::query_scalar("SELECT value FROM meta WHERE key = ?")
-            .bind(INITIALIZED)
-            .fetch_optional(&mut *tx)
-            .await?;
-        if done.is_some() {
-            return Err(StoreError::AlreadyInitialized);
-        }
-        for (key, value) in &init.meta {
-            sqlx::query("INSERT INTO meta (key, value) VALUES (?, ?)")
-                .bind(key)
-                .bind(value)
-                .execute(&mut *tx)
-                .await?;
-        }
-        for ca in &init.cas {
-            put_ca(&mut tx, ca).await?;
-        }
-        for token in &init.tokens {
-            insert_token(&mut tx, token).await?;
-        }
-        for cert in &init.certificates {
-            insert_certificate(&mut tx, cert).await?;
-        }
-        for event in &init.audit {
-            audit(&mut tx, event).await?;
-        }
-        sqlx::query("INSERT INTO meta (key, value) VALUES (?, ?)")
-            .bind(INITIALIZED)
-            .bind(b"1".as_slice())
-            .execute(&mut *tx)
-            .await?;
+        initialize_in(&mut tx, &init).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -490,6 +641,10 @@ impl Store for SqliteStore {
         put_ca(&mut *self.writer.acquire().await?, ca).await
     }
 
+    async fn begin(&self) -> Result<Box<dyn Transaction>> {
+        Ok(Box::new(SqliteTransaction(self.writer.begin().await?)))
+    }
+
     async fn put_meta(&self, key: &str, value: &[u8], event: &AuditEvent) -> Result<()> {
         let mut tx = self.writer.begin().await?;
         put_meta(&mut tx, key, value).await?;
@@ -500,42 +655,13 @@ impl Store for SqliteStore {
 
     async fn rotate(&self, rotation: &Rotation) -> Result<i64> {
         let mut tx = self.writer.begin().await?;
-        for (ca, retired_as) in &rotation.cas {
-            let kept = sqlx::query(
-                "INSERT INTO cas (name, bundle_pem, sealed_key, crl_number, updated_at) \
-                 SELECT ?, bundle_pem, sealed_key, crl_number, ? FROM cas WHERE name = ?",
-            )
-            .bind(retired_as)
-            .bind(ca.updated_at)
-            .bind(&ca.name)
-            .execute(&mut *tx)
-            .await?;
-            if kept.rows_affected() != 1 {
-                return Err(StoreError::Invalid(format!(
-                    "no current CA named {} to rotate",
-                    ca.name
-                )));
-            }
-            put_ca(&mut tx, ca).await?;
-        }
-        for (key, value) in &rotation.meta {
-            put_meta(&mut tx, key, value).await?;
-        }
-        audit(&mut tx, &rotation.event).await?;
-        let revision = next_revision(&mut tx).await?;
+        let revision = rotate_in(&mut tx, rotation).await?;
         tx.commit().await?;
         Ok(revision)
     }
 
     async fn next_crl_number(&self, ca: &str) -> Result<u64> {
-        let n: Option<i64> = sqlx::query_scalar(
-            "UPDATE cas SET crl_number = crl_number + 1 WHERE name = ? RETURNING crl_number",
-        )
-        .bind(ca)
-        .fetch_optional(&self.writer)
-        .await?;
-        let n = n.ok_or_else(|| StoreError::Invalid(format!("no CA named {ca}")))?;
-        u64::try_from(n).map_err(|_| StoreError::Invalid(format!("CRL number {n} of {ca}")))
+        next_crl_number_in(&mut *self.writer.acquire().await?, ca).await
     }
 
     async fn insert_certificate(&self, cert: &CertificateRecord) -> Result<()> {
@@ -645,6 +771,17 @@ impl Store for SqliteStore {
             .transpose()
     }
 
+    async fn live_tokens(&self, now: i64) -> Result<Vec<TokenRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM tokens WHERE (expires_at IS NULL OR expires_at > ?) \
+             AND (max_uses IS NULL OR uses < max_uses) ORDER BY created_at, id",
+        )
+        .bind(now)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(rows::token).collect()
+    }
+
     async fn enroll(&self, e: &Enrollment) -> Result<EnrollOutcome> {
         // The one writer connection serialises enrollments: what is checked here is still
         // true when the transaction commits.
@@ -746,55 +883,7 @@ impl Store for SqliteStore {
 
     async fn save_named(&self, changes: &[NamedChange]) -> Result<i64> {
         let mut tx = self.writer.begin().await?;
-        for change in changes {
-            let r = &change.record;
-            sqlx::query(
-                "INSERT INTO named_certificates (name, scope, kind, label, internal, usage, sans, nodes, \
-                 secret_path, secret_keys, version, created_at, updated_at, allowed_dns, allowed_cidrs) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-                 ON CONFLICT (name) DO UPDATE SET scope = excluded.scope, kind = excluded.kind, \
-                 label = excluded.label, internal = excluded.internal, usage = excluded.usage, \
-                 sans = excluded.sans, nodes = excluded.nodes, secret_path = excluded.secret_path, \
-                 secret_keys = excluded.secret_keys, version = excluded.version, \
-                 updated_at = excluded.updated_at, allowed_dns = excluded.allowed_dns, \
-                 allowed_cidrs = excluded.allowed_cidrs",
-            )
-            .bind(&r.name)
-            .bind(&r.scope)
-            .bind(&r.kind)
-            .bind(&r.label)
-            .bind(r.internal)
-            .bind(&r.usage)
-            .bind(r.sans.join(","))
-            .bind(r.nodes.join(","))
-            .bind(&r.secret_path)
-            .bind(r.secret_keys.join(","))
-            .bind(r.version)
-            .bind(r.created_at)
-            .bind(r.updated_at)
-            .bind(r.allowed_dns.join(","))
-            .bind(r.allowed_cidrs.join(","))
-            .execute(&mut *tx)
-            .await?;
-            if let Some(v) = &change.new_version {
-                sqlx::query(
-                    "INSERT INTO named_versions (name, version, chain_pem, sealed_key, ca_pem, fingerprint, \
-                     not_after, reason, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                )
-                .bind(&v.name)
-                .bind(v.version)
-                .bind(&v.chain_pem)
-                .bind(&v.sealed_key)
-                .bind(&v.ca_pem)
-                .bind(&v.fingerprint)
-                .bind(v.not_after)
-                .bind(&v.reason)
-                .bind(v.created_at)
-                .execute(&mut *tx)
-                .await?;
-            }
-        }
-        let revision = next_revision(&mut tx).await?;
+        let revision = save_named_in(&mut tx, changes).await?;
         tx.commit().await?;
         Ok(revision)
     }
@@ -832,14 +921,7 @@ impl Store for SqliteStore {
 
     async fn put_crls(&self, crls: &[(String, Vec<u8>)]) -> Result<()> {
         let mut tx = self.writer.begin().await?;
-        sqlx::query("DELETE FROM crls").execute(&mut *tx).await?;
-        for (name, der) in crls {
-            sqlx::query("INSERT INTO crls (name, der) VALUES (?, ?)")
-                .bind(name)
-                .bind(der)
-                .execute(&mut *tx)
-                .await?;
-        }
+        put_crls_in(&mut tx, crls).await?;
         tx.commit().await?;
         Ok(())
     }

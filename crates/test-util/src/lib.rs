@@ -2,6 +2,7 @@
 //! everything Evergreen produces, and test PKI generated at test time.
 #![forbid(unsafe_code)]
 
+pub mod k3s;
 pub mod postgres;
 pub mod server;
 

@@ -33,3 +33,33 @@ pub async fn fresh_database() -> String {
     let (base, _) = admin.rsplit_once('/').expect("a URL with a database");
     format!("{base}/{name}")
 }
+
+/// Every row of every table of the database at `url`, as text in a fixed order: what a
+/// change that failed must leave exactly as it was.
+pub async fn dump(url: &str) -> String {
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(url)
+        .await
+        .expect("connect to the test database");
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT table_name::TEXT FROM information_schema.tables \
+         WHERE table_schema = 'public' ORDER BY table_name",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .expect("list tables");
+    let mut out = String::new();
+    for table in tables {
+        let rows: Vec<String> = sqlx::query_scalar(&format!(
+            "SELECT row_to_json(t)::TEXT FROM {table} t ORDER BY row_to_json(t)::TEXT"
+        ))
+        .fetch_all(&mut conn)
+        .await
+        .expect("dump a table");
+        out.push_str(&format!("-- {table}\n"));
+        for row in rows {
+            out.push_str(&row);
+            out.push('\n');
+        }
+    }
+    out
+}

@@ -17,7 +17,7 @@ use evergreen_pki::{
 };
 use evergreen_server::{Config, RunningServer};
 
-const LOOPBACK_ANY_PORT: std::net::SocketAddr =
+pub const LOOPBACK_ANY_PORT: std::net::SocketAddr =
     std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
 
 /// A running server in a temporary data dir.
@@ -126,9 +126,23 @@ impl TestServer {
         datastore: Option<String>,
         join_token: Option<String>,
     ) -> anyhow::Result<Self> {
+        let failpoints = Arc::default();
+        Self::start_failing(data_dir, clock, addr, datastore, join_token, failpoints).await
+    }
+
+    /// As [`TestServer::start_with`], with `failpoints` armed from the start.
+    pub async fn start_failing(
+        data_dir: &Path,
+        clock: ManualClock,
+        addr: std::net::SocketAddr,
+        datastore: Option<String>,
+        join_token: Option<String>,
+        failpoints: Arc<evergreen_server::change::Failpoints>,
+    ) -> anyhow::Result<Self> {
         let mut config = Config::new(data_dir.to_owned(), addr, Arc::new(clock.clone()));
         config.datastore = datastore.clone();
         config.join_token = join_token;
+        config.failpoints = failpoints;
         let server = evergreen_server::start(config).await?;
         Ok(TestServer {
             server,
@@ -340,6 +354,28 @@ impl TestServer {
             .await
     }
 
+    /// Makes the step `step` of the next change fail (see the server's `change` module).
+    pub fn arm(&self, step: &str) {
+        self.server.state.failpoints.arm(step);
+    }
+
+    /// The datastore's whole content as text: `sqlite3 … .dump` of the SQLite file, or
+    /// every row of every PostgreSQL table.
+    pub async fn dump_datastore(&self) -> String {
+        match &self.datastore {
+            Some(url) => crate::postgres::dump(url).await,
+            None => dump_sqlite(&self.data_dir.join("server/db/state.db")),
+        }
+    }
+
+    /// Every file of the data dir but the datastore's, with its contents and mode. The
+    /// datastore's files are not even opened: closing a file this process opened would
+    /// drop the POSIX locks SQLite holds on it, and another process would then take the
+    /// write-ahead log for its own and remove it.
+    pub fn files(&self) -> Vec<(String, Vec<u8>, u32)> {
+        tree_except(&self.data_dir, &self.data_dir.join("server/db"))
+    }
+
     pub async fn shutdown(self) -> Option<tempfile::TempDir> {
         self.server.shutdown().await;
         self._dir
@@ -367,4 +403,57 @@ pub fn stage_role_cas(
         files.insert(format!("{role}.key"), ca.key().to_pem());
     }
     files
+}
+
+/// `sqlite3 DB .dump`, with the SQLite command line (Debian's `sqlite3`).
+pub fn dump_sqlite(db: &Path) -> String {
+    let out = std::process::Command::new("sqlite3")
+        .arg(db)
+        .arg(".dump")
+        .output()
+        .expect("the sqlite3 command is needed (apt-get install sqlite3; ./scripts/test does)");
+    assert!(
+        out.status.success(),
+        "sqlite3 .dump failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("a dump is text")
+}
+
+/// Every file and directory under `dir`, by relative path, with contents and mode
+/// (directories with no contents): to show a directory tree unchanged, byte for byte.
+pub fn tree(dir: &Path) -> Vec<(String, Vec<u8>, u32)> {
+    tree_except(dir, Path::new(""))
+}
+
+fn tree_except(dir: &Path, skip: &Path) -> Vec<(String, Vec<u8>, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(at) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&at) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path == skip {
+                continue;
+            }
+            let name = path
+                .strip_prefix(dir)
+                .expect("under dir")
+                .display()
+                .to_string();
+            let meta = std::fs::symlink_metadata(&path).expect("metadata");
+            let mode = meta.permissions().mode();
+            if meta.is_dir() {
+                out.push((format!("{name}/"), Vec::new(), mode));
+                pending.push(path);
+            } else {
+                out.push((name, std::fs::read(&path).unwrap_or_default(), mode));
+            }
+        }
+    }
+    out.sort();
+    out
 }

@@ -176,11 +176,23 @@ fn check_inventory(args: &CheckArgs, clock: &dyn Clock) -> Result<()> {
             None => break,
         }
     }
+    let bundle = runtime.block_on(client.send("GET", "/cacerts", None))?;
+    let cas: Vec<CertificateInfo> = pem::parse_certificates("/cacerts", &bundle.body)
+        .map(|certs| {
+            certs
+                .iter()
+                .filter_map(|c| CertificateInfo::from_der(c).ok())
+                .collect()
+        })
+        .unwrap_or_default();
     if rows.is_empty() {
         eprintln!("no certificates match");
-        return Ok(());
+    } else {
+        print!("{}", output::render(args.output, &INVENTORY_COLUMNS, &rows));
     }
-    print!("{}", output::render(args.output, &INVENTORY_COLUMNS, &rows));
+    for note in crl_notes(&cas) {
+        eprintln!("note: {note}");
+    }
     Ok(())
 }
 
@@ -238,6 +250,7 @@ fn check(args: &CheckArgs, clock: &dyn Clock) -> Result<()> {
     };
     let mut rows = Vec::new();
     let mut problems = Vec::new();
+    let mut seen = Vec::new();
     for root in &args.path {
         let meta = std::fs::metadata(root)
             .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", root.display()))?;
@@ -252,23 +265,32 @@ fn check(args: &CheckArgs, clock: &dyn Clock) -> Result<()> {
                     .display()
                     .to_string();
                 match read_certificates(&file, false) {
-                    Ok(certs) => rows.extend(certs.iter().map(|c| row(&shown, c, &policy, now))),
+                    Ok(certs) => {
+                        rows.extend(certs.iter().map(|c| row(&shown, c, &policy, now)));
+                        seen.extend(certs);
+                    }
                     Err(e) => problems.push(e),
                 }
             }
         } else {
             match read_certificates(root, true) {
-                Ok(certs) => rows.extend(
-                    certs
-                        .iter()
-                        .map(|c| row(&root.display().to_string(), c, &policy, now)),
-                ),
+                Ok(certs) => {
+                    rows.extend(
+                        certs
+                            .iter()
+                            .map(|c| row(&root.display().to_string(), c, &policy, now)),
+                    );
+                    seen.extend(certs);
+                }
                 Err(e) => problems.push(e),
             }
         }
     }
     if !rows.is_empty() {
         print!("{}", output::render(args.output, &COLUMNS, &rows));
+    }
+    for note in crl_notes(&seen) {
+        eprintln!("note: {note}");
     }
     for problem in &problems {
         eprintln!("error: {problem}");
@@ -285,6 +307,23 @@ fn check(args: &CheckArgs, clock: &dyn Clock) -> Result<()> {
         bail!("no certificates found in {}", paths.join(", "));
     }
     Ok(())
+}
+
+/// What relying parties should know of the CAs among `certificates`: those that may not
+/// sign CRLs publish none (Evergreen refuses their revoked leaves itself).
+fn crl_notes(certificates: &[CertificateInfo]) -> Vec<String> {
+    let mut notes: Vec<String> = certificates
+        .iter()
+        .filter(|c| c.is_ca && !c.can_sign_crls)
+        .map(|c| {
+            format!(
+                "CA {} may not sign CRLs (its key usage lacks cRLSign): relying parties get no CRL from it",
+                c.subject
+            )
+        })
+        .collect();
+    notes.dedup();
+    notes
 }
 
 fn walk(dir: &Path, found: &mut Vec<PathBuf>, problems: &mut Vec<String>) {

@@ -1,40 +1,61 @@
 //! `evergreen certificate rotate-ca` and `evergreen keys`: rotating the cluster's CAs and
 //! service-account keys while everything runs.
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use evergreen_api::{CaRotateRequest, CaRotation, Jwks, STAGED_CA_FILES, ServiceKeyRotation};
+use evergreen_api::files;
+use evergreen_api::{CaRotateRequest, CaRotation, Jwks, ServiceKeyRotation};
+use evergreen_pki::staged;
 
 use crate::connection::Connection;
 
-/// Rotate the cluster's CAs live from a staged directory (the layout of
-/// `evergreen ca generate`: root-ca.*, server-ca.*, client-ca.*, peer-ca.*, service.key).
+/// Rotate the cluster's CAs live from a staged directory.
 ///
-/// A file that is absent or empty keeps the current value. Before anything changes, the
-/// server checks, and reports every failure together:
+/// The directory is laid out as `evergreen ca generate` writes it (root-ca.crt,
+/// server-ca.crt, client-ca.crt, peer-ca.crt with their .key files, service.key) or as
+/// k3s's contrib/util/generate-custom-ca-certs.sh does (root-ca.pem, intermediate-ca.pem,
+/// <role>-ca.crt or .pem, etcd/peer-ca.*); --path may name it, or, as k3s's own command
+/// takes it, its parent DIR/server (the files then being in DIR/server/tls). Files with no
+/// role in Evergreen (request-header-ca.*, etcd/server-ca.*) are listed as ignored. A file
+/// that is absent or empty keeps the current value.
+///
+/// Before anything changes, the server checks, and reports every failure together:
 ///   - each new CA bundle holds more than the new CA (its root or intermediates);
 ///   - each new CA verifies against the current root, directly or through cross-signed
 ///     certificates in its bundle (a new root must come cross-signed);
-///   - every new key matches its certificate;
+///   - every new key matches its certificate, and each CA can issue;
 ///   - the current service-account signing key is still in the new service.key.
 ///
 /// --force skips only these checks (never unreadable files), and the audit log records
-/// that it was forced. On success the new CAs take effect at once: the trust bundle holds
-/// the new and the old CAs, agents receive it, the server's own and named certificates
-/// are re-issued under the new CAs, and other leaves move as they renew (or at once with
-/// `evergreen certificate rotate`). Join tokens keep working.
+/// that it was forced. The rotation is all or nothing: CRLs are signed by the new CAs and
+/// the server's own certificates issued under them before it commits, and a failure at any
+/// step leaves everything as it was. On success the new CAs take effect at once: the trust
+/// bundle holds the new and the old CAs, agents receive it, the server's own and named
+/// certificates are re-issued under the new CAs, and other leaves move as they renew (or at
+/// once with `evergreen certificate rotate`). Join tokens keep working while the old root is
+/// in the trust bundle; after a new root that is not cross-signed, the output says which
+/// must be made again.
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:
-  # new role CAs under the current root
-  evergreen ca generate --out ./new-cas            # reuses ./new-cas/root-ca.* if present
+#[command(
+    verbatim_doc_comment,
+    after_help = "Examples:
+  # new role CAs under the current root (join tokens are unaffected)
+  evergreen ca generate --out ./new-cas --root-from /var/lib/evergreen
   evergreen certificate rotate-ca --path ./new-cas
   # a new root, cross-signed by the current one
   evergreen ca generate --out ./new-root --cross-sign-from /var/lib/evergreen
-  evergreen certificate rotate-ca --path ./new-root")]
+  evergreen certificate rotate-ca --path ./new-root
+  # k3s's layout, as its documentation stages it
+  evergreen certificate rotate-ca --path=/opt/k3s/server
+  # only the service-account keys: a new key, the current ones appended
+  openssl genrsa -traditional -out /opt/k3s/server/tls/service.key 2048
+  evergreen keys export --out /tmp/current-keys
+  cat /tmp/current-keys/service.key >> /opt/k3s/server/tls/service.key
+  evergreen certificate rotate-ca --path=/opt/k3s/server"
+)]
 pub struct RotateCaArgs {
-    /// The staged directory.
+    /// The staged directory, or its parent (DIR/server for DIR/server/tls).
     #[arg(long, value_name = "DIR")]
     pub path: PathBuf,
     /// Rotate even when integrity checks fail (recorded in the audit log).
@@ -51,28 +72,34 @@ pub fn rotate_ca(args: RotateCaArgs) -> Result<()> {
             args.path.display()
         );
     }
-    let mut files = BTreeMap::new();
-    for name in STAGED_CA_FILES {
-        let path = args.path.join(name);
-        match std::fs::read_to_string(&path) {
-            Ok(text) => {
-                files.insert(name.to_owned(), text);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    let (dir, listing) = files::read_staged_dir(&args.path, staged::is_staged_name)?;
+    let resolved = staged::resolve(&listing)
+        .map_err(anyhow::Error::msg)
+        .with_context(|| format!("cannot read the CA files staged in {}", dir.display()))?;
+    eprintln!("Staged in {}:", dir.display());
+    for name in resolved.files.keys() {
+        match resolved.sources.get(name) {
+            Some(source) => eprintln!("  {source} (as {name})"),
+            None => eprintln!("  {name}"),
         }
     }
-    if files.values().all(|t| t.trim().is_empty()) {
+    for (name, why) in &resolved.ignored {
+        eprintln!("  ignored {name}: {why}");
+    }
+    if resolved.files.values().all(|t| t.trim().is_empty()) {
         bail!(
             "{} holds none of {}; nothing to rotate",
-            args.path.display(),
-            STAGED_CA_FILES.join(", ")
+            dir.display(),
+            staged::FILES.join(", ")
         );
     }
     let client = args.connection.client()?;
     let path = format!("/v1/ca/rotate?force={}", args.force);
+    let request = CaRotateRequest {
+        files: resolved.files,
+    };
     let answer: CaRotation =
-        crate::runtime()?.block_on(client.json("PUT", &path, Some(&CaRotateRequest { files })))?;
+        crate::runtime()?.block_on(client.json("PUT", &path, Some(&request)))?;
     for failure in &answer.forced_past {
         eprintln!("warning: forced past a failed check: {failure}");
     }
@@ -89,6 +116,9 @@ pub fn rotate_ca(args: RotateCaArgs) -> Result<()> {
         "Root CA SHA-256 (pinned by join tokens): {}",
         answer.root_sha256
     );
+    for note in &answer.notes {
+        println!("note: {note}");
+    }
     Ok(())
 }
 
@@ -99,6 +129,36 @@ pub enum KeysCommand {
     Rotate(RotateKeys),
     /// Show the service-account keys (the JWKS), the signing key first.
     List(ListKeysArgs),
+    /// Write the current service-account keys (service.key, private) to a directory.
+    Export(ExportKeysArgs),
+}
+
+/// Write the cluster's current service-account keys, the signing key first, as the file
+/// k3s keeps as server/tls/service.key: what its key-rotation procedure appends to a new
+/// key before `rotate-ca` (see `evergreen certificate rotate-ca --help`).
+///
+/// Run on the server host: the server token in the data dir opens the keys sealed in the
+/// datastore, whether the server runs or not. The file is written with mode 0600 and is
+/// never overwritten.
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  evergreen keys export --out /tmp/current-keys
+  evergreen keys export --out /tmp/current-keys --data-dir /var/lib/evergreen")]
+pub struct ExportKeysArgs {
+    /// Directory to write service.key into; created (mode 0700) if missing.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// The server's data dir.
+    #[arg(long, value_name = "DIR", env = "EVERGREEN_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The server's PostgreSQL datastore, when it runs with --datastore.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "EVERGREEN_DATASTORE",
+        hide_env_values = true
+    )]
+    pub datastore: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -140,6 +200,7 @@ pub struct ListKeysArgs {
 
 pub fn keys(command: KeysCommand) -> Result<()> {
     let (jwks, note) = match command {
+        KeysCommand::Export(args) => return export(&args),
         KeysCommand::Rotate(RotateKeys::ServiceAccount(args)) => {
             let client = args.connection.client()?;
             let request = ServiceKeyRotation {
@@ -176,5 +237,32 @@ pub fn keys(command: KeysCommand) -> Result<()> {
             if index == 0 { "signing" } else { "verify only" }
         );
     }
+    Ok(())
+}
+
+fn export(args: &ExportKeysArgs) -> Result<()> {
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(crate::connection::default_data_dir);
+    let keys = crate::runtime()?
+        .block_on(evergreen_server::current_service_keys(
+            &data_dir,
+            args.datastore.as_deref(),
+        ))
+        .with_context(|| {
+            format!(
+                "cannot read the service-account keys from {}",
+                data_dir.display()
+            )
+        })?;
+    files::create_private_dir(&args.out)?;
+    let path = args.out.join("service.key");
+    files::write_all_new(&[(path.clone(), keys.to_pem().into_bytes(), files::KEY_MODE)])?;
+    eprintln!(
+        "Wrote {} service-account key(s) to {} (mode 0600), the signing key first",
+        keys.public_keys().len(),
+        path.display()
+    );
     Ok(())
 }

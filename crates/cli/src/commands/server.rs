@@ -106,6 +106,9 @@ pub fn run(args: ServerArgs) -> Result<()> {
             server.url, server.addr
         );
         println!("Data dir: {}", data_dir.display());
+        for note in &server.notes {
+            println!("note: {note}");
+        }
         println!(
             "Admin credential for the CLI: {} and {} (trust bundle {})",
             paths.admin_cert().display(),

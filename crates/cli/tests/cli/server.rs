@@ -1047,3 +1047,190 @@ fn replicas_on_postgres_lose_nothing_when_one_is_killed_during_a_burst() {
     let (status, _) = a.stop();
     assert!(status.success());
 }
+
+/// k3s's CA procedures as its documentation prints them, against a server process: a first
+/// start on the CAs its contrib script makes, then a second set under the same root and
+/// intermediate loaded with the literal `rotate-ca --path=<dir>/server`, then the
+/// service-account key rotation with the current key supplied by `evergreen keys export`.
+#[test]
+fn the_k3s_ca_procedures_as_written() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let openssl = Openssl::find();
+    let data_dir = tmp.path().join("data");
+    let stamp = evergreen_test_util::wall_clock().unix_timestamp();
+    let tls = evergreen_test_util::k3s::custom_ca_certs(&openssl, &data_dir, stamp);
+    let staged_root = std::fs::read(tls.join("root-ca.pem")).unwrap();
+    let server = ServerProcess::start(&data_dir);
+    let c = server.connection();
+    let jwks = |c: &[String]| -> Value {
+        let out = run(&["keys", "list"], c);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let url = std::fs::read_to_string(data_dir.join("server-url")).unwrap();
+        let out = Command::new("curl")
+            .args(["-sS", "--cacert", data_dir.join("ca.crt").to_str().unwrap()])
+            .arg(format!("{}/v1/keys/service-account", url.trim()))
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let first_keys = jwks(&c);
+    assert_eq!(
+        first_keys["keys"].as_array().unwrap().len(),
+        1,
+        "k3s's service.key"
+    );
+    let out = run(&["certificate", "check"], &c);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("note: CA CN=k3s-client-ca@")
+            && stderr(&out).contains("relying parties get no CRL"),
+        "{}",
+        stderr(&out)
+    );
+    let out = evergreen(["certificate", "check", "--path", tls.to_str().unwrap()]);
+    assert!(
+        stderr(&out).contains("may not sign CRLs"),
+        "{}",
+        stderr(&out)
+    );
+
+    // An app enrolled under the first set; its chain verifies with openssl against the
+    // staged root.
+    let out = run(
+        &["token", "create", "--role", "app", "--subject", "/CN=app-1"],
+        &c,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (crt, key) = enroll_with_curl(tmp.path(), &data_dir, stdout(&out).trim(), "/CN=app-1");
+    let root_only = tmp.path().join("staged-root.pem");
+    std::fs::write(&root_only, &staged_root).unwrap();
+    let verified = openssl.run([
+        "verify",
+        "-CAfile",
+        root_only.to_str().unwrap(),
+        "-untrusted",
+        crt.to_str().unwrap(),
+        crt.to_str().unwrap(),
+    ]);
+    assert!(
+        verified.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verified.stderr)
+    );
+
+    // A second set under the same root and intermediate, made the way k3s's procedure
+    // does: the root and intermediate copied in, the current service.key with them.
+    let opt = tmp.path().join("opt-k3s");
+    std::fs::create_dir_all(opt.join("server/tls")).unwrap();
+    for file in [
+        "root-ca.pem",
+        "root-ca.key",
+        "intermediate-ca.pem",
+        "intermediate-ca.key",
+    ] {
+        std::fs::copy(tls.join(file), opt.join("server/tls").join(file)).unwrap();
+    }
+    let current = tmp.path().join("current-keys");
+    let out = run(&["keys", "export", "--out", current.to_str().unwrap()], &c);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::metadata(current.join("service.key"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    let again = run(&["keys", "export", "--out", current.to_str().unwrap()], &c);
+    assert!(!again.status.success() && stderr(&again).contains("refusing to overwrite"));
+    std::fs::copy(
+        current.join("service.key"),
+        opt.join("server/tls/service.key"),
+    )
+    .unwrap();
+    evergreen_test_util::k3s::custom_ca_certs(&openssl, &opt, stamp + 1);
+    let out = run(
+        &[
+            "certificate",
+            "rotate-ca",
+            &format!("--path={}", opt.join("server").display()),
+        ],
+        &c,
+    );
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let said = format!("{}{}", stdout(&out), stderr(&out));
+    for expected in [
+        "etcd/peer-ca.crt (as peer-ca.crt)",
+        "ignored request-header-ca.crt",
+        "ignored etcd/server-ca.crt",
+        "Rotated server-ca, client-ca, peer-ca, service-account keys",
+        "may not sign CRLs",
+    ] {
+        assert!(said.contains(expected), "{expected} missing from:\n{said}");
+    }
+    let keys = jwks(&c);
+    assert_eq!(keys["keys"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        keys["keys"][1], first_keys["keys"][0],
+        "the old key still verifies"
+    );
+
+    // The old app renews under the new client CA; a restart works.
+    let out = run(
+        &[
+            "renew",
+            "--cert",
+            crt.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ],
+        &c,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let chain = parse_certificates("crt", &std::fs::read(&crt).unwrap()).unwrap();
+    let new_client_ca = parse_certificates(
+        "",
+        &std::fs::read(opt.join("server/tls/client-ca.pem")).unwrap(),
+    )
+    .unwrap();
+    assert!(evergreen_pki::chain::is_signed_by(&chain[0], &new_client_ca[0]).unwrap());
+    let (status, _) = server.stop();
+    assert!(status.success());
+    let server = ServerProcess::start(&data_dir);
+    let c = server.connection();
+
+    // Seed 003's service-account rotation, its commands as written (the current key from
+    // `evergreen keys export` where k3s reads its own file).
+    let current = tmp.path().join("current-keys-2");
+    let out = run(&["keys", "export", "--out", current.to_str().unwrap()], &c);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let seed = tmp.path().join("opt2");
+    let script = r#"set -e
+mkdir -p "$OPT/server/tls"
+openssl version | grep -qF 'OpenSSL 3' && OPENSSL_GENRSA_FLAGS=-traditional
+openssl genrsa ${OPENSSL_GENRSA_FLAGS:-} -out "$OPT/server/tls/service.key" 2048
+cat "$CURRENT/service.key" >> "$OPT/server/tls/service.key"
+"$EVERGREEN" certificate rotate-ca --path="$OPT/server" --data-dir "$DATA"
+"#;
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .env("OPT", &seed)
+        .env("CURRENT", &current)
+        .env("DATA", &data_dir)
+        .env("EVERGREEN", env!("CARGO_BIN_EXE_evergreen"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(
+        stdout(&out).contains("Rotated service-account keys"),
+        "{}",
+        stdout(&out)
+    );
+    let after = jwks(&c);
+    let after = after["keys"].as_array().unwrap();
+    assert_eq!(after.len(), 3, "a new signing key, both old ones kept");
+    assert_eq!(after[0]["kty"], "RSA", "the new RSA key signs");
+    assert_eq!(&after[1..], keys["keys"].as_array().unwrap().as_slice());
+}

@@ -95,6 +95,30 @@ async fn a_node_token_enrolls_its_own_name_once() {
     assert_eq!(info.subject.to_string(), "CN=node-3");
     let message = refusal(t.enroll_with(&node_3, &cn("node-3"), &[]).await, 401);
     assert!(message.contains("all it allows"), "{message}");
+
+    // An agent that stopped before it saved its answer asks again with the same key: it
+    // gets the same certificate, no use is counted, nothing new is issued.
+    let replayed = t.node_token("node-5").await;
+    let key = PrivateKey::generate(KeyType::EcP256).unwrap();
+    let csr = evergreen_pki::csr::build(&key, &cn("node-5"), &[]).unwrap();
+    let request = evergreen_api::EnrollRequest {
+        token: replayed.clone(),
+        csr: encode_pem(&pem::encode("CERTIFICATE REQUEST", &csr)),
+    };
+    let first: CertificateBundle = t
+        .anonymous()
+        .json("POST", "/v1/enroll", Some(&request))
+        .await
+        .unwrap();
+    let issued = inventory(&t).await;
+    let again: CertificateBundle = t
+        .anonymous()
+        .json("POST", "/v1/enroll", Some(&request))
+        .await
+        .unwrap();
+    assert_eq!(again.client_crt, first.client_crt);
+    assert_eq!(inventory(&t).await, issued);
+    assert_eq!(uses(&t, &replayed).await, 1);
     // The pattern token enrolls names it matches and has left.
     t.enroll_with(&pattern, &cn("node-4"), &[]).await.unwrap();
     refusal(t.enroll_with(&pattern, &cn("worker-1"), &[]).await, 403);

@@ -8,9 +8,11 @@
 
 mod api;
 mod attacks;
+mod changes;
 mod kyma;
 mod lifecycle;
 mod named;
+mod real_cas;
 mod refusals;
 mod revocation;
 mod rotation;

@@ -361,9 +361,41 @@ async fn suite(store: &dyn Store) {
         "no audit entry without its certificate"
     );
 
+    transactions(store).await;
     named_certificates(store).await;
     rotations(store).await;
     crls_and_locks(store).await;
+}
+
+/// A transaction's writes are seen by no one until it commits, and not at all if dropped.
+async fn transactions(store: &dyn Store) {
+    let before = store.audit_log(1000).await.unwrap().len();
+    let event = AuditEvent {
+        at: 9,
+        actor: "server".into(),
+        action: "test".into(),
+        target: "-".into(),
+        outcome: "ok".into(),
+        detail: "in a transaction".into(),
+    };
+    let mut tx = store.begin().await.unwrap();
+    tx.insert_certificate(&cert("t1", 70, "client-ca"))
+        .await
+        .unwrap();
+    tx.audit(&event).await.unwrap();
+    tx.put_meta("test-fact", b"1").await.unwrap();
+    drop(tx);
+    assert!(store.certificate_by_serial("t1").await.unwrap().is_none());
+    assert_eq!(store.audit_log(1000).await.unwrap().len(), before);
+    assert_eq!(store.get_meta("test-fact").await.unwrap(), None);
+    let mut tx = store.begin().await.unwrap();
+    tx.insert_certificate(&cert("t1", 70, "client-ca"))
+        .await
+        .unwrap();
+    tx.audit(&event).await.unwrap();
+    tx.commit().await.unwrap();
+    assert!(store.certificate_by_serial("t1").await.unwrap().is_some());
+    assert_eq!(store.audit_log(1).await.unwrap()[0], event);
 }
 
 async fn named_certificates(store: &dyn Store) {
