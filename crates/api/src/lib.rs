@@ -3,6 +3,7 @@
 //! `client`) a small HTTPS client with client certificates.
 #![forbid(unsafe_code)]
 
+pub mod body;
 #[cfg(feature = "client")]
 pub mod client;
 pub mod clock;
@@ -10,5 +11,6 @@ pub mod duration;
 pub mod files;
 pub mod types;
 
+pub use body::RequestBody;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use types::*;

@@ -534,3 +534,28 @@ pub struct ServiceKeyRotation {
 pub struct Jwks {
     pub keys: Vec<std::collections::BTreeMap<String, String>>,
 }
+
+impl crate::RequestBody for EnrollRequest {
+    const TEXT_FIELDS: &'static [&'static str] = &["csr"];
+}
+impl crate::RequestBody for RenewalRequest {
+    const TEXT_FIELDS: &'static [&'static str] = &["csr"];
+}
+impl crate::RequestBody for AgentIssueRequest {
+    const TEXT_FIELDS: &'static [&'static str] = &["csr"];
+}
+impl crate::RequestBody for UpdateCert {
+    const TEXT_FIELDS: &'static [&'static str] = &["key", "certificate"];
+}
+impl crate::RequestBody for UpdateCerts {
+    const TEXT_FIELDS: &'static [&'static str] = &["key", "certificate"];
+}
+impl crate::RequestBody for RevocationRequest {}
+impl crate::RequestBody for TokenRequest {}
+impl crate::RequestBody for NodeAddresses {}
+impl crate::RequestBody for NamedCertificateSpec {}
+impl crate::RequestBody for RotateRequest {}
+impl crate::RequestBody for LabelRequest {}
+impl crate::RequestBody for AgentStatus {}
+impl crate::RequestBody for CaRotateRequest {}
+impl crate::RequestBody for ServiceKeyRotation {}

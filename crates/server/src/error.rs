@@ -167,34 +167,25 @@ async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Api
 
 /// A JSON object as the request body, read whatever the Content-Type says (the Kyma
 /// procedure posts JSON with `curl -d`, which labels it as a form). Anything but one
-/// object of the route's type — an array, a scalar, an unknown field — is refused.
+/// object of the route's type — an array, a scalar, an unknown field — is refused; line
+/// breaks the vendors' recipes leave in PEM and base64 fields are read as they mean
+/// ([`evergreen_api::body`]).
 #[derive(Debug)]
 pub struct JsonBody<T>(pub T);
 
 impl<S, T> FromRequest<S> for JsonBody<T>
 where
     S: Send + Sync,
-    T: DeserializeOwned,
+    T: evergreen_api::RequestBody,
 {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         let bytes = read_body(req, state).await?;
-        parse_object(&bytes).map(JsonBody)
+        evergreen_api::body::parse_object(&bytes)
+            .map(JsonBody)
+            .map_err(ApiError::bad_request)
     }
-}
-
-/// Parses one JSON object of type `T`: serde would also read a struct from an array of its
-/// fields (`[null,null]`), which is never what a client means.
-pub fn parse_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
-    if first != Some(&b'{') {
-        return Err(ApiError::bad_request(
-            "request body must be a JSON object ({…})",
-        ));
-    }
-    serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::bad_request(format!("request body is not the expected JSON: {e}")))
 }
 
 /// The body of a route that takes none: empty, or `{}`.

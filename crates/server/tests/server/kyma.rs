@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::assert_client_chain;
 
-async fn sh(dir: &std::path::Path, script: &str, env: &[(&str, &str)]) -> String {
+pub(crate) async fn sh(dir: &std::path::Path, script: &str, env: &[(&str, &str)]) -> String {
     let out = tokio::process::Command::new("sh")
         .arg("-ec")
         .arg(script)
@@ -105,7 +105,18 @@ async fn the_kyma_procedure_works_with_openssl_and_curl() {
         .unwrap();
     assert_eq!(record.renewed_from, Some(info.serial_hex()));
 
-    // base64 with line breaks inside the JSON is accepted too.
+    // GNU base64 wraps at 76 columns: the CSR quoted as `"$(base64 renewal.csr)"` carries raw
+    // line breaks inside the JSON string, and is read as the client means it.
+    let raw = sh(
+        dir.path(),
+        r#"curl -sS --fail-with-body --cacert "$CA" -X POST "$URL/v1/applications/certificates/renewals" \
+                -d '{"csr":"'"$(base64 renewal.csr)"'"}' --cert app.crt --key client.key -o /dev/null -w '%{http_code}'"#,
+        &env,
+    )
+    .await;
+    assert_eq!(raw, "201");
+
+    // base64 with escaped line breaks inside the JSON is accepted too.
     let wrapped = sh(
         dir.path(),
         r#"printf '{"csr":"%s"}' "$(base64 renewal.csr | sed 's/$/\\n/' | tr -d '\n')" > body.json

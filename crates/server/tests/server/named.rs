@@ -570,3 +570,94 @@ async fn a_node_bundle_for_a_runtime_without_an_agent() {
     );
     assert!(message.contains("lowercase"), "{message}");
 }
+
+/// Redis Enterprise's tip, as printed: escape the PEM files' line breaks with
+/// `sed -z 's/\n/\\\n/g'` and paste them into the `update_cert` body — here through shell
+/// variables, which also drop the last line break.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_cert_takes_the_redis_sed_recipe() {
+    let t = TestServer::start().await;
+    let _: Replacement = admin(&t, "POST", "/v1/cluster/certificates", &spec("proxy"))
+        .await
+        .unwrap();
+    let cluster = t.server.state.cluster.load();
+    let (cert, key) = upload(&cluster.server_ca, &["proxy.example"], t.clock.now(), 90);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("proxy_cert.pem"), &cert).unwrap();
+    std::fs::write(dir.path().join("proxy_key.pem"), &key).unwrap();
+    let data = |f: &str| t.data_dir.join(f).to_str().unwrap().to_owned();
+    let env = [
+        ("URL", t.url().to_owned()),
+        ("CA", data("ca.crt")),
+        ("ADMIN_CRT", data("admin.crt")),
+        ("ADMIN_KEY", data("admin.key")),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let put = r#"curl -sS --cacert "$CA" --cert "$ADMIN_CRT" --key "$ADMIN_KEY" \
+          -X PUT "$URL/v1/cluster/update_cert" -H 'Content-Type: application/json' \
+          -o answer.json -w '%{http_code}' --data-binary @body.json"#;
+
+    // Pasted by hand: each line of the file ends in a backslash before its line break.
+    let pasted = crate::kyma::sh(
+        dir.path(),
+        &format!(
+            r#"{{ printf '{{ "name": "proxy", "key": "'; sed -z 's/\n/\\\n/g' proxy_key.pem
+                 printf '", "certificate": "'; sed -z 's/\n/\\\n/g' proxy_cert.pem
+                 printf '" }}'; }} > body.json
+               grep -q '^-----END PRIVATE KEY-----\\$' body.json
+               {put}"#
+        ),
+        &env,
+    )
+    .await;
+    assert_eq!(
+        pasted,
+        "200",
+        "{}",
+        std::fs::read_to_string(dir.path().join("answer.json")).unwrap()
+    );
+    assert_eq!(status(&t, "proxy").await.version, 2);
+    assert_version_verifies(&t, "proxy").await;
+
+    // Through shell variables, which drop the last line break and leave its backslash.
+    let substituted = crate::kyma::sh(
+        dir.path(),
+        r#"KEY=$(sed -z 's/\n/\\\n/g' proxy_key.pem)
+           CERT=$(sed -z 's/\n/\\\n/g' proxy_cert.pem)
+           curl -sS --cacert "$CA" --cert "$ADMIN_CRT" --key "$ADMIN_KEY" -X PUT "$URL/v1/cluster/update_cert" \
+                -d '{ "name": "proxy", "key": "'"$KEY"'", "certificate": "'"$CERT"'" }' \
+                -o answer.json -w '%{http_code}'"#,
+        &env,
+    )
+    .await;
+    assert_eq!(
+        substituted,
+        "200",
+        "{}",
+        std::fs::read_to_string(dir.path().join("answer.json")).unwrap()
+    );
+    assert_eq!(status(&t, "proxy").await.version, 3);
+    assert_version_verifies(&t, "proxy").await;
+
+    // A raw line break anywhere but in the PEM fields is still a malformed body.
+    let malformed = crate::kyma::sh(
+        dir.path(),
+        &format!(
+            r#"printf '{{ "name": "pro\nxy", "key": "k", "certificate": "c" }}' > body.json
+               {put}"#
+        ),
+        &env,
+    )
+    .await;
+    assert_eq!(malformed, "400");
+    let answer: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("answer.json")).unwrap()).unwrap();
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("control character"),
+        "{answer}"
+    );
+    assert_eq!(status(&t, "proxy").await.version, 3, "nothing changed");
+}
