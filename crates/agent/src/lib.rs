@@ -10,6 +10,7 @@
 
 pub mod config;
 pub mod install;
+pub mod renew;
 pub mod trust;
 
 use std::collections::BTreeMap;
@@ -24,9 +25,9 @@ use evergreen_api::{
     EnrollRequest, Installed, RenewalRequest, attestation_message, decode_pem, encode_pem,
 };
 use evergreen_pki::certificate::{CertificateInfo, Fingerprint, Usage};
-use evergreen_pki::renewal::{Jitter, RandomJitter, RenewalPolicy};
+use evergreen_pki::renewal::RenewalPolicy;
 use evergreen_pki::token::JoinToken;
-use evergreen_pki::{CertificateDer, DistinguishedName, Duration, KeyType, PrivateKey, pem};
+use evergreen_pki::{CertificateDer, DistinguishedName, KeyType, PrivateKey, pem};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -66,10 +67,6 @@ struct State {
     installed: BTreeMap<String, Installed>,
 }
 
-/// Refresh the identity at 70% of its remaining lifetime, within these bounds.
-const MIN_REFRESH: Duration = Duration::seconds(30);
-const MAX_REFRESH: Duration = Duration::days(90);
-
 struct Agent {
     settings: Settings,
     identity: Target,
@@ -107,7 +104,7 @@ pub async fn run(settings: Settings, mut stop: watch::Receiver<bool>) -> Result<
         jitter: None,
         settings,
     };
-    let mut backoff = StdDuration::from_secs(1);
+    let mut backoff = renew::Backoff::new(StdDuration::from_secs(1), agent.settings.max_backoff);
     let mut last_error = String::new();
     loop {
         if *stop.borrow() {
@@ -123,7 +120,7 @@ pub async fn run(settings: Settings, mut stop: watch::Receiver<bool>) -> Result<
                     tracing::info!("server reachable again; working normally");
                     last_error.clear();
                 }
-                backoff = StdDuration::from_secs(1);
+                backoff.reset();
             }
             Err(error) => {
                 let message = format!("{error:#}");
@@ -131,12 +128,9 @@ pub async fn run(settings: Settings, mut stop: watch::Receiver<bool>) -> Result<
                     tracing::warn!("{message}; keeping every installed file and retrying");
                     last_error = message;
                 }
-                let delay = backoff.mul_f64(1.0 + RandomJitter.fraction() * 0.3);
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = stop.changed() => return Ok(()),
+                if !renew::pause(backoff.next_delay(), &mut stop).await {
+                    return Ok(());
                 }
-                backoff = (backoff * 2).min(agent.settings.max_backoff);
             }
         }
     }
@@ -311,15 +305,9 @@ impl Agent {
         let now = self.now();
         match self.identity_info() {
             Some(info) if info.not_after > now => {
-                let (issued, lifetime) = (info.not_before, info.not_after - info.not_before);
-                // 70% of the lifetime, up to a tenth earlier at random so a fleet enrolled
-                // together does not renew together; the jitter is drawn once per identity.
-                let jitter = self
-                    .jitter
-                    .get_or_insert_with(|| RandomJitter.fraction() * 0.1);
-                let refresh: Duration =
-                    (lifetime * (0.7 * (1.0 - *jitter))).clamp(MIN_REFRESH, MAX_REFRESH);
-                if now < issued + refresh && !self.identity_outdated {
+                // The schedule every renewal follows; the jitter is drawn once per identity.
+                let jitter = *self.jitter.get_or_insert_with(renew::draw_jitter);
+                if now < renew::renew_at(&info, jitter) && !self.identity_outdated {
                     return Ok(());
                 }
                 let key = PrivateKey::generate(KeyType::EcP256)?;
@@ -452,21 +440,10 @@ impl Agent {
             install::install(&target, &credential, &config)
                 .with_context(|| format!("cannot install {}", assignment.name))?;
             tracing::info!(name = %assignment.name, version = assignment.version, fingerprint = %credential.fingerprint, "installed");
-            if let Some(command) = &config.reload {
-                let status = tokio::process::Command::new("sh")
-                    .arg("-c")
-                    .arg(command)
-                    .status()
-                    .await;
-                match status {
-                    Ok(s) if s.success() => {}
-                    Ok(s) => {
-                        tracing::warn!(name = %assignment.name, %command, "reload command failed: {s}")
-                    }
-                    Err(e) => {
-                        tracing::warn!(name = %assignment.name, %command, "reload command did not run: {e}")
-                    }
-                }
+            if let Some(command) = &config.reload
+                && let Err(e) = renew::run_hook(command).await
+            {
+                tracing::warn!(name = %assignment.name, "the reload command failed: {e:#}");
             }
             if let Some(addr) = &config.verify {
                 match install::served_fingerprint(addr).await {

@@ -234,6 +234,13 @@ pub fn replace(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
     Staged::write(path, contents, mode)?.commit_replace()
 }
 
+/// Moves `from` to `to` in one step (replacing `to`) and syncs the directory.
+pub fn rename(from: &Path, to: &Path) -> Result<()> {
+    fs::rename(from, to)
+        .with_context(|| format!("cannot move {} to {}", from.display(), to.display()))?;
+    sync_dir(parent(to))
+}
+
 /// Reads a file of at most [`MAX_INPUT`] bytes; `-` reads standard input.
 pub fn read_input(path: &Path) -> Result<Vec<u8>> {
     let mut buf = Vec::new();

@@ -93,9 +93,14 @@ impl Connection {
         self.client_with(&cert, &key)
     }
 
+    /// The CA bundle that verifies the server: `--ca`, else `ca.crt` in the data dir.
+    pub fn ca_path(&self) -> Result<PathBuf> {
+        self.pick(&self.ca, "ca.crt", "--ca")
+    }
+
     /// A client presenting the given certificate and key.
     pub fn client_with(&self, cert: &Path, key: &Path) -> Result<Client> {
-        let ca = self.pick(&self.ca, "ca.crt", "--ca")?;
+        let ca = self.ca_path()?;
         let roots = pem::parse_certificates(&ca.display().to_string(), &files::read_input(&ca)?)?;
         let chain =
             pem::parse_certificates(&cert.display().to_string(), &files::read_input(cert)?)?;

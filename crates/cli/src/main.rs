@@ -69,6 +69,16 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
+/// Log lines to standard error, at the level `EVERGREEN_LOG` gives (default `info`).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("EVERGREEN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let clock = SystemClock;
@@ -76,7 +86,7 @@ fn main() -> ExitCode {
         Command::Server(args) => server::run(args),
         Command::Agent(args) => agent::run(args),
         Command::Token(command) => token::run(command),
-        Command::Renew(args) => renew::run(args, &clock),
+        Command::Renew(args) => renew::run(args, std::sync::Arc::new(SystemClock)),
         Command::Node(command) => node::run(command),
         Command::Ca(command) => ca::run(command, &clock),
         Command::Certificate(command) => certificate::run(command, &clock),

@@ -18,6 +18,7 @@ use evergreen_test_util::server::TestServer;
 use tokio::sync::watch;
 
 mod attacks;
+mod renew;
 mod replicas;
 
 struct RunningAgent {
@@ -395,10 +396,11 @@ async fn the_identity_renews_before_expiry_and_an_expired_one_keeps_every_file()
         0o600
     );
 
-    // At 70% of its life (minus jitter) the identity is renewed, by itself.
+    // When the renewal window opens (90 days before expiry, minus jitter) the identity is
+    // renewed, by itself.
     let identity = Target::Layout(agent.data_dir.join("identity"));
     let first = identity.installed().unwrap();
-    t.clock.advance(Duration::days(260));
+    t.clock.advance(Duration::days(276));
     until("the identity to renew", async || {
         identity.installed().is_some_and(|f| f != first)
     })

@@ -59,12 +59,7 @@ pub struct AgentArgs {
 }
 
 pub fn run(args: AgentArgs) -> Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("EVERGREEN_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    crate::init_logging();
     evergreen_api::client::parse_url(&args.server)?;
     let node = match args.node {
         Some(node) => node,

@@ -1,14 +1,11 @@
 //! `evergreen renew`: Kyma-style renewal of a client certificate, once or for ever.
 use std::path::PathBuf;
-use std::time::Duration as StdDuration;
+use std::sync::Arc;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::Args;
-use evergreen_api::files::{self, KEY_MODE, PUBLIC_MODE};
-use evergreen_api::{CertificateBundle, Clock, RenewalRequest, decode_pem, encode_pem};
-use evergreen_pki::certificate::CertificateInfo;
-use evergreen_pki::renewal::{Jitter, RandomJitter, RenewalPolicy};
-use evergreen_pki::{PrivateKey, pem};
+use evergreen_agent::renew::{ClientCertificate, Pace};
+use evergreen_api::Clock;
 
 use crate::connection::Connection;
 
@@ -17,10 +14,15 @@ use crate::connection::Connection;
 /// same subject and at most the same SANs.
 ///
 /// The new certificate (with its chain) replaces --cert and, with --rotate-key, a new key
-/// replaces --key; each file is replaced atomically, the key first. With --daemon it keeps
-/// renewing when the renewal window opens (90 days before expiry, or a third of the
-/// lifetime for shorter certificates, with jitter), retrying with backoff when the server
-/// is unreachable, and runs --exec after each renewal.
+/// replaces --key; each file is replaced atomically (the new key waits in KEY.pending until
+/// the certificate for it is written, and a renewal interrupted between the two is finished
+/// at the next start). --exec runs after each renewal.
+///
+/// With --daemon it runs for ever: it waits for the renewal window (90 days before expiry,
+/// or with a third of the lifetime left for shorter certificates, a little earlier at
+/// random), renews, and while the server cannot be reached or refuses it keeps the files and
+/// retries with backoff (30 s doubling to an hour). It is the agent's renewal loop: one
+/// schedule, one backoff, one hook runner. SIGTERM or Ctrl-C stops it.
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
   evergreen renew --cert client.crt --key client.key --ca ca.crt --server https://evergreen:9443
@@ -44,7 +46,7 @@ pub struct RenewArgs {
     /// Make a new key of the same type instead of keeping the current one.
     #[arg(long)]
     pub rotate_key: bool,
-    /// Keep running: renew whenever the renewal window opens.
+    /// Keep running: renew whenever the renewal window opens, for ever.
     #[arg(long)]
     pub daemon: bool,
     /// Shell command to run after each renewal (for example a reload).
@@ -52,61 +54,7 @@ pub struct RenewArgs {
     pub exec: Option<String>,
 }
 
-pub fn run(args: RenewArgs, clock: &dyn Clock) -> Result<()> {
-    let runtime = crate::runtime()?;
-    if !args.daemon {
-        return runtime.block_on(renew_once(&args));
-    }
-    let policy = RenewalPolicy::default();
-    let mut backoff = StdDuration::from_secs(30);
-    let mut just_renewed = false;
-    loop {
-        let chain = pem::parse_certificates(
-            &args.cert.display().to_string(),
-            &files::read_input(&args.cert)?,
-        )?;
-        let info = CertificateInfo::from_der(&chain[0])?;
-        let at = policy.renew_at_with_jitter(info.not_before, info.not_after, &mut RandomJitter);
-        let wait = at - clock.now();
-        if wait > evergreen_pki::Duration::ZERO {
-            eprintln!(
-                "{}: next renewal at {} (in {})",
-                args.cert.display(),
-                crate::commands::certificate::format_time(at),
-                crate::commands::certificate::format_duration(wait)
-            );
-            runtime.block_on(tokio::time::sleep(
-                wait.try_into().unwrap_or(StdDuration::MAX),
-            ));
-        } else if just_renewed {
-            // A certificate that is due the moment it arrives means the clocks disagree;
-            // renewing again at once would only repeat that.
-            eprintln!(
-                "warning: the new certificate is already inside its renewal window (is this host's clock or the server's wrong?); retrying in {} s",
-                backoff.as_secs()
-            );
-            runtime.block_on(tokio::time::sleep(backoff));
-            backoff = (backoff * 2).min(StdDuration::from_secs(3600));
-        }
-        match runtime.block_on(renew_once(&args)) {
-            Ok(()) => {
-                just_renewed = true;
-                if wait > evergreen_pki::Duration::ZERO {
-                    backoff = StdDuration::from_secs(30);
-                }
-            }
-            Err(error) => {
-                just_renewed = false;
-                let delay = backoff.mul_f64(1.0 + RandomJitter.fraction() * 0.3);
-                eprintln!("error: {error:#}; retrying in {} s", delay.as_secs());
-                runtime.block_on(tokio::time::sleep(delay));
-                backoff = (backoff * 2).min(StdDuration::from_secs(3600));
-            }
-        }
-    }
-}
-
-async fn renew_once(args: &RenewArgs) -> Result<()> {
+pub fn run(args: RenewArgs, clock: Arc<dyn Clock>) -> Result<()> {
     let connection = Connection {
         server: args.server.clone(),
         cert: Some(args.cert.clone()),
@@ -114,64 +62,44 @@ async fn renew_once(args: &RenewArgs) -> Result<()> {
         ca: args.ca.clone(),
         data_dir: args.data_dir.clone(),
     };
-    let client = connection.client_with(&args.cert, &args.key)?;
-    let chain = pem::parse_certificates(
-        &args.cert.display().to_string(),
-        &files::read_input(&args.cert)?,
-    )?;
-    let info = CertificateInfo::from_der(&chain[0])?;
-    let current_key = PrivateKey::from_pem(
-        &args.key.display().to_string(),
-        &files::read_input(&args.key)?,
-    )?;
-    let key = if args.rotate_key {
-        PrivateKey::generate(current_key.key_type())?
-    } else {
-        current_key
+    let certificate = ClientCertificate {
+        server: connection.url()?,
+        ca: connection.ca_path()?,
+        cert: args.cert.clone(),
+        key: args.key.clone(),
+        rotate_key: args.rotate_key,
+        exec: args.exec.clone(),
+        clock,
     };
-    let csr = evergreen_pki::csr::build(&key, &info.subject, &info.subject_alt_names)?;
-    let request = RenewalRequest {
-        csr: encode_pem(&pem::encode("CERTIFICATE REQUEST", &csr)),
-    };
-    let bundle: CertificateBundle = client
-        .json(
-            "POST",
-            "/v1/applications/certificates/renewals",
-            Some(&request),
-        )
-        .await
-        .context("renewal refused")?;
-    let crt = decode_pem(&bundle.crt).map_err(|e| anyhow::anyhow!("the server's crt is {e}"))?;
-    let new_chain = pem::parse_certificates("the server's crt", &crt)?;
-    if !key.matches_certificate(&new_chain[0])? {
-        bail!("the server returned a certificate for another key; nothing was written");
+    let runtime = crate::runtime()?;
+    if args.daemon {
+        crate::init_logging();
+        return runtime.block_on(async {
+            let (stop, receiver) = tokio::sync::watch::channel(false);
+            tokio::spawn(async move {
+                crate::commands::server::shutdown_signal().await;
+                let _ = stop.send(true);
+            });
+            certificate.run(Pace::default(), receiver).await
+        });
     }
-    let new = CertificateInfo::from_der(&new_chain[0])?;
-    if args.rotate_key {
-        files::replace(&args.key, key.to_pem().as_bytes(), KEY_MODE)?;
-    }
-    files::replace(&args.cert, &crt, PUBLIC_MODE)?;
-    eprintln!(
-        "Renewed {} (serial {}), valid until {}; wrote {}{}",
-        new.subject,
-        new.serial_hex(),
-        crate::commands::certificate::format_time(new.not_after),
-        args.cert.display(),
-        if args.rotate_key {
-            format!(" and a new key to {}", args.key.display())
-        } else {
-            String::new()
-        }
-    );
-    if let Some(command) = &args.exec {
-        let status = tokio::process::Command::new("sh")
-            .arg("-c")
-            .arg(command)
-            .status()
-            .await?;
-        if !status.success() {
-            bail!("--exec {command:?} failed with {status}");
-        }
-    }
-    Ok(())
+    runtime.block_on(async {
+        let new = certificate.renew_once().await?;
+        eprintln!(
+            "Renewed {} (serial {}), valid until {}; wrote {}{}",
+            new.subject,
+            new.serial_hex(),
+            crate::commands::certificate::format_time(new.not_after),
+            args.cert.display(),
+            if args.rotate_key {
+                format!(" and a new key to {}", args.key.display())
+            } else {
+                String::new()
+            }
+        );
+        certificate
+            .run_hook()
+            .await
+            .context("the certificate was renewed, but --exec failed")
+    })
 }

@@ -81,12 +81,7 @@ pub struct ServerArgs {
 }
 
 pub fn run(args: ServerArgs) -> Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("EVERGREEN_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    crate::init_logging();
     crate::runtime()?.block_on(async move {
         let data_dir = args
             .data_dir

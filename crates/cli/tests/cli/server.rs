@@ -249,6 +249,57 @@ fn the_server_process_and_the_cli_that_drives_it() {
             .unwrap()
     );
 
+    // renew --daemon as a process: it reports its next renewal, waits (where it used to
+    // panic), and stops cleanly on SIGTERM with the files as they were.
+    let mut daemon = Command::new(env!("CARGO_BIN_EXE_evergreen"))
+        .args([
+            "renew",
+            "--daemon",
+            "--cert",
+            crt.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ])
+        .args(&connection)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut log = std::io::BufReader::new(daemon.stderr.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut log, &mut line).unwrap();
+    assert!(line.contains("next renewal at"), "{line}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        daemon.try_wait().unwrap().is_none(),
+        "the daemon keeps waiting"
+    );
+    let pid = daemon.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut status = None;
+    wait_for(5, "renew --daemon to stop on SIGTERM", || {
+        status = daemon.try_wait().unwrap();
+        status.is_some()
+    });
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut log, &mut rest).unwrap();
+    assert!(status.unwrap().success(), "{line}{rest}");
+    assert_eq!(
+        CertificateInfo::from_der(
+            &parse_certificates("crt", &std::fs::read(&crt).unwrap()).unwrap()[0]
+        )
+        .unwrap()
+        .serial,
+        second.serial
+    );
+
     // The inventory shows both; revoke the current one by its file.
     let out = run(&["certificate", "check", "-o", "json"], &connection);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -393,6 +444,11 @@ fn renew_daemon_renews_when_the_window_opens_and_runs_the_hook() {
     });
     // Give a runaway loop the chance to show itself, then stop the daemon.
     std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the daemon still runs, backing off: {}",
+        child.wait_with_output_now()
+    );
     let _ = child.kill();
     let _ = child.wait();
     let runs = std::fs::read_to_string(&marker).unwrap();
