@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::commands::{agent, ca, certificate, node, renew, rotation, server, token};
+use crate::commands::{admin, agent, ca, certificate, node, renew, rotation, server, token};
 use evergreen_api::SystemClock;
 
 /// Keeps a cluster's certificates from ever lapsing.
@@ -57,6 +57,9 @@ enum Command {
     /// Inspect, revoke, and manage certificates (create, set, label, rotate, rotate-ca, list).
     #[command(subcommand)]
     Certificate(certificate::CertificateCommand),
+    /// The admin credential: reissue it on the server host when it is lost or revoked.
+    #[command(subcommand)]
+    Admin(admin::AdminCommand),
     /// Service-account signing keys: rotate, retire, list.
     #[command(subcommand)]
     Keys(rotation::KeysCommand),
@@ -91,6 +94,7 @@ fn main() -> ExitCode {
         Command::Ca(command) => ca::run(command, &clock),
         Command::Certificate(command) => certificate::run(command, &clock),
         Command::Keys(command) => rotation::keys(command),
+        Command::Admin(command) => admin::run(command, &clock),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

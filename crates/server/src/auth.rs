@@ -231,11 +231,18 @@ async fn authenticate_fully(
                 )),
             )
         })?;
+    // What the holder does next: the admin credential is reissued on the server host,
+    // anything else enrolls again.
+    let next_step = if record.role == Role::Admin.as_str() {
+        "run `evergreen admin reissue` on the server host for a new admin credential"
+    } else {
+        "enroll again with a join token"
+    };
     if let Some(at) = record.revoked_at {
         return Err((
             "revoked",
             ApiError::forbidden(format!(
-                "the client certificate {} (serial {}) was revoked at {}; it can no longer be used or renewed — enroll again with a join token",
+                "the client certificate {} (serial {}) was revoked at {}; it can no longer be used or renewed — {next_step}",
                 record.subject,
                 record.serial,
                 rfc3339(at)
@@ -246,7 +253,7 @@ async fn authenticate_fully(
         return Err((
             "expired",
             ApiError::forbidden(format!(
-                "the client certificate {} (serial {}) expired at {}; an expired certificate cannot be renewed — enroll again with a join token",
+                "the client certificate {} (serial {}) expired at {}; an expired certificate cannot be renewed — {next_step}",
                 record.subject,
                 record.serial,
                 rfc3339(record.not_after)

@@ -555,6 +555,103 @@ pub async fn current_service_keys(
     result
 }
 
+/// A new admin credential written by [`reissue_admin`].
+#[derive(Debug, Clone)]
+pub struct ReissuedAdmin {
+    pub serial: String,
+    pub cert_path: std::path::PathBuf,
+    pub key_path: std::path::PathBuf,
+    /// The serial of the credential it replaces, when that one is in the inventory and not
+    /// revoked yet: revoke it next ([`revoke_offline`], or through the running server).
+    pub previous: Option<String>,
+}
+
+/// Issues a new admin credential on the server host, from the datastore the server token
+/// opens — the recovery when the admin credential is lost, leaked or revoked, whether the
+/// server runs or not. The new `admin.crt`/`admin.key` replace the old files and the
+/// certificate is recorded in one change: a failure leaves both as they were.
+pub async fn reissue_admin(
+    data_dir: &Path,
+    datastore: Option<&str>,
+    clock: &dyn Clock,
+) -> anyhow::Result<ReissuedAdmin> {
+    let (store, sealing) = open_offline(data_dir, datastore).await?;
+    let result = async {
+        let paths = Paths {
+            data_dir: data_dir.to_owned(),
+        };
+        let cluster = load_cluster(store.as_ref(), &sealing).await?;
+        let own = admin_cert(&paths);
+        let previous = match std::fs::read(&own.cert_path)
+            .ok()
+            .and_then(|pem| pem::parse_certificates("", &pem).ok())
+            .and_then(|chain| CertificateInfo::from_der(&chain[0]).ok())
+        {
+            Some(old) => store
+                .certificate_by_serial(&old.serial_hex())
+                .await?
+                .filter(|r| r.revoked_at.is_none())
+                .map(|r| r.serial),
+            None => None,
+        };
+        let issued = issue_own(
+            &cluster,
+            &Settings::default(),
+            &own,
+            clock.now(),
+            "admin reissue",
+        )?;
+        let mut tx = store.begin().await?;
+        let mut staging = files::Staging::new();
+        issued.stage(tx.as_mut(), &mut staging).await?;
+        let applied = staging.apply()?;
+        // Dropping `applied` on an error puts the previous files back.
+        tx.commit().await?;
+        applied.keep();
+        Ok(ReissuedAdmin {
+            serial: issued.info()?.serial_hex(),
+            cert_path: own.cert_path,
+            key_path: own.key_path,
+            previous,
+        })
+    }
+    .await;
+    store.close().await;
+    result
+}
+
+/// Revokes `serial` in the datastore of a server that is not running (or cannot be
+/// reached): the server publishes the CRL that lists it at its next start, or at its next
+/// periodic check if it runs after all.
+pub async fn revoke_offline(
+    data_dir: &Path,
+    datastore: Option<&str>,
+    serial: &str,
+    reason: evergreen_pki::crl::RevocationReason,
+    clock: &dyn Clock,
+) -> anyhow::Result<()> {
+    let (store, _) = open_offline(data_dir, datastore).await?;
+    let result = async {
+        store
+            .revoke(serial, clock.now().unix_timestamp(), reason.name())
+            .await?;
+        store
+            .audit(&AuditEvent {
+                at: clock.now().unix_timestamp(),
+                actor: "admin reissue".into(),
+                action: "revoke".into(),
+                target: serial.into(),
+                outcome: "ok".into(),
+                detail: format!("revoked serial {serial} ({reason}) in the datastore"),
+            })
+            .await?;
+        Ok(())
+    }
+    .await;
+    store.close().await;
+    result
+}
+
 /// Derives the sealing key from the token's secret and proves it opens this datastore;
 /// `what` names the token in the error.
 async fn open_sealing(
@@ -746,6 +843,23 @@ pub fn current_own(
             .reissue(leaf, Some(ca.certificate()), Some(&own.sans), now)
             .is_none();
     fresh.then(|| (chain, key.der().clone_key()))
+}
+
+/// Whether the certificate in `own`'s file is revoked in the inventory: then it is issued
+/// anew, whatever its validity (a revoked admin credential would lock the admin out, a
+/// revoked serving certificate fails every client that checks the CRL).
+pub async fn own_revoked(store: &dyn Store, own: &OwnCert) -> anyhow::Result<bool> {
+    let leaf = std::fs::read(&own.cert_path)
+        .ok()
+        .and_then(|pem| pem::parse_certificates("", &pem).ok())
+        .and_then(|chain| CertificateInfo::from_der(&chain[0]).ok());
+    let Some(leaf) = leaf else {
+        return Ok(false);
+    };
+    Ok(store
+        .certificate_by_serial(&leaf.serial_hex())
+        .await?
+        .is_some_and(|r| r.revoked_at.is_some()))
 }
 
 /// One of the server's own certificates, issued with a new key in memory: recorded and

@@ -37,7 +37,9 @@ use tokio::sync::{Mutex, watch};
 use tokio::task::JoinHandle;
 
 pub use agent::MAX_POLL as MAX_WATCH;
-pub use bootstrap::{current_root, current_service_keys};
+pub use bootstrap::{
+    ReissuedAdmin, current_root, current_service_keys, reissue_admin, revoke_offline,
+};
 pub use observe::document as openapi_document;
 pub use state::{AppState, Paths, Settings};
 pub use tls::Limits;
@@ -104,7 +106,13 @@ impl Config {
 pub(crate) async fn run_checks(state: &AppState) -> anyhow::Result<()> {
     let _job = state.store.lock(evergreen_store::Job::Checks).await?;
     let cluster = state.cluster.load_full();
-    let issued = state.own_due(&cluster, &[], "server")?;
+    let mut revoked = Vec::new();
+    for own in &state.own {
+        if bootstrap::own_revoked(state.store.as_ref(), own).await? {
+            revoked.push(own.name);
+        }
+    }
+    let issued = state.own_due(&cluster, &revoked, "server")?;
     if !issued.is_empty() {
         let mut tx = state.store.begin().await?;
         let mut live = change::Live::default();
@@ -117,7 +125,9 @@ pub(crate) async fn run_checks(state: &AppState) -> anyhow::Result<()> {
             tracing::info!(certificate = own.name, "re-issued");
         }
     }
-    if state.crls_stale() {
+    // A revocation written to the datastore by another process (`evergreen admin reissue`
+    // while this server was unreachable) is published here.
+    if state.crls_stale() || **state.revoked.load() != state.revoked_client_serials().await? {
         state
             .publish_crls()
             .await
@@ -310,7 +320,20 @@ async fn start_with(
     let mut issued = Vec::new();
     let renewal = &config.settings.renewal;
     let serving_ca = booted.cluster.ca(own[0].ca).context("no server CA")?;
-    let serving_key = match bootstrap::current_own(&own[0], serving_ca, renewal, now) {
+    let mut revoked = Vec::new();
+    for own in &own {
+        if bootstrap::own_revoked(store.as_ref(), own).await? {
+            tracing::warn!(
+                certificate = own.name,
+                "its certificate is revoked; issuing a new one"
+            );
+            revoked.push(own.name);
+        }
+    }
+    let current = |own: &bootstrap::OwnCert, ca| {
+        bootstrap::current_own(own, ca, renewal, now).filter(|_| !revoked.contains(&own.name))
+    };
+    let serving_key = match current(&own[0], serving_ca) {
         Some((chain, key)) => Arc::new(tls::certified_key(chain, &key)?),
         None => {
             let fresh =
@@ -321,7 +344,7 @@ async fn start_with(
         }
     };
     let admin_ca = booted.cluster.ca(own[1].ca).context("no client CA")?;
-    if bootstrap::current_own(&own[1], admin_ca, renewal, now).is_none() {
+    if current(&own[1], admin_ca).is_none() {
         issued.push(bootstrap::issue_own(
             &booted.cluster,
             &config.settings,

@@ -318,6 +318,9 @@ async fn revoke_own(
     caller: Caller<Holder>,
     _: NoBody,
 ) -> Result<(StatusCode, Json<CertificateSummary>), ApiError> {
+    if caller.role == evergreen_api::Role::Admin {
+        return Err(admin_lockout(&caller.record));
+    }
     let outcome = revoke_and_publish(
         &state,
         &caller.record.serial,
@@ -337,6 +340,17 @@ async fn revoke_own(
         StatusCode::CREATED,
         Json(summary(&record, state.now().unix_timestamp())),
     ))
+}
+
+/// The refusal to revoke the admin credential a request is made with: nothing could
+/// manage the cluster afterwards.
+fn admin_lockout(record: &CertificateRecord) -> ApiError {
+    ApiError::conflict(format!(
+        "refusing to revoke the admin credential this request is made with (serial {}): nothing could manage the cluster afterwards. To replace it, run `evergreen admin reissue` on the server host: it writes a new admin.crt and admin.key and revokes this one",
+        record.serial
+    ))
+    .reason("admin_lockout")
+    .target(record.subject.clone())
 }
 
 /// Normalises a serial as people write it (`0x…`, colons, either case) to the
@@ -409,6 +423,9 @@ async fn revoke(
                 .unwrap_or_default(),
         ));
     };
+    if record.serial == caller.record.serial {
+        return Err(admin_lockout(&record));
+    }
     match revoke_and_publish(&state, &record.serial, reason).await? {
         RevokeOutcome::Revoked(record) => {
             let detail = format!("revoked serial {} ({reason})", record.serial);

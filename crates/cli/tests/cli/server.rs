@@ -1290,3 +1290,80 @@ cat "$CURRENT/service.key" >> "$OPT/server/tls/service.key"
     assert_eq!(after[0]["kty"], "RSA", "the new RSA key signs");
     assert_eq!(&after[1..], keys["keys"].as_array().unwrap().as_slice());
 }
+
+#[test]
+fn admin_reissue_recovers_a_running_and_a_stopped_server() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("data");
+    let server = ServerProcess::start(&data_dir);
+    let connection = server.connection();
+    let keep = |name: &str| -> Vec<String> {
+        let (crt, key) = (
+            tmp.path().join(format!("{name}.crt")),
+            tmp.path().join(format!("{name}.key")),
+        );
+        std::fs::copy(data_dir.join("admin.crt"), &crt).unwrap();
+        std::fs::copy(data_dir.join("admin.key"), &key).unwrap();
+        vec![
+            "--cert".into(),
+            crt.display().to_string(),
+            "--key".into(),
+            key.display().to_string(),
+        ]
+    };
+    let serial = |path: &Path| {
+        CertificateInfo::from_der(
+            &parse_certificates("", &std::fs::read(path).unwrap()).unwrap()[0],
+        )
+        .unwrap()
+        .serial_hex()
+    };
+    let with =
+        |extra: &[String]| -> Vec<String> { connection.iter().chain(extra).cloned().collect() };
+
+    // Running: the old credential is revoked through the server, refused at once.
+    let first = keep("first");
+    let first_serial = serial(&tmp.path().join("first.crt"));
+    let out = evergreen(["admin", "reissue", "--data-dir", data_dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("through the running server"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(run(&["certificate", "check"], &connection).status.success());
+    let out = run(&["certificate", "check"], &with(&first));
+    assert!(!out.status.success(), "the revoked credential is refused");
+
+    // Stopped: revoked in the datastore, published when the server starts.
+    let (status, _) = server.stop();
+    assert!(status.success());
+    let second = keep("second");
+    let second_serial = serial(&tmp.path().join("second.crt"));
+    let out = evergreen(["admin", "reissue", "--data-dir", data_dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("in the datastore"),
+        "{}",
+        stdout(&out)
+    );
+    let server = ServerProcess::start(&data_dir);
+    assert!(run(&["certificate", "check"], &connection).status.success());
+    assert!(
+        !run(&["certificate", "check"], &with(&second))
+            .status
+            .success()
+    );
+    let out = run(
+        &["certificate", "check", "--status", "revoked", "-o", "json"],
+        &connection,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains(&first_serial) && text.contains(&second_serial),
+        "{text}"
+    );
+    let (status, _) = server.stop();
+    assert!(status.success());
+}

@@ -278,3 +278,120 @@ async fn a_kept_alive_connection_is_refused_once_its_certificate_is_revoked() {
         2
     );
 }
+
+fn serial_of(path: &std::path::Path) -> String {
+    let chain = evergreen_pki::pem::parse_certificates("", &std::fs::read(path).unwrap()).unwrap();
+    CertificateInfo::from_der(&chain[0]).unwrap().serial_hex()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_cannot_lock_itself_out_and_a_revoked_own_certificate_is_reissued_at_start() {
+    let t = TestServer::start().await;
+    let admin_serial = serial_of(&t.data_dir.join("admin.crt"));
+
+    // Through the holder endpoint and through the admin endpoint alike: 409, saying how to
+    // replace the credential, and nothing revoked.
+    let own = t
+        .admin()
+        .json::<(), CertificateSummary>("POST", "/v1/applications/certificates/revocations", None)
+        .await;
+    let message = refusal(own, 409);
+    assert!(message.contains("evergreen admin reissue"), "{message}");
+    assert_audited_refusal(&t, "revoke", "refusing to revoke the admin credential").await;
+    let by_serial = RevocationRequest {
+        hash: None,
+        serial: Some(admin_serial.clone()),
+        reason: None,
+    };
+    let message = refusal(
+        t.admin()
+            .json::<_, CertificateSummary>("POST", "/v1/certificates/revocations", Some(&by_serial))
+            .await,
+        409,
+    );
+    assert!(message.contains("evergreen admin reissue"), "{message}");
+    let record = t
+        .server
+        .state
+        .store
+        .certificate_by_serial(&admin_serial)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(record.revoked_at.is_none());
+    let _: evergreen_api::InventoryPage = t.admin().get_json("/v1/certificates").await.unwrap();
+
+    // The serving certificate revoked by an admin, and the admin credential revoked in the
+    // datastore while the server was down: the next start issues both anew.
+    let serving_serial = serial_of(&t.data_dir.join("server/tls/serving.crt"));
+    let revoke_serving = RevocationRequest {
+        hash: None,
+        serial: Some(serving_serial.clone()),
+        reason: Some("key-compromise".into()),
+    };
+    let _: CertificateSummary = t
+        .admin()
+        .json(
+            "POST",
+            "/v1/certificates/revocations",
+            Some(&revoke_serving),
+        )
+        .await
+        .unwrap();
+    let data_dir = t.data_dir.clone();
+    let clock = t.clock.clone();
+    let t = t
+        .restart_after(async {
+            evergreen_server::revoke_offline(
+                &data_dir,
+                None,
+                &admin_serial,
+                evergreen_pki::crl::RevocationReason::KeyCompromise,
+                &clock,
+            )
+            .await
+            .unwrap();
+        })
+        .await
+        .unwrap();
+    let new_admin = serial_of(&t.data_dir.join("admin.crt"));
+    let new_serving = serial_of(&t.data_dir.join("server/tls/serving.crt"));
+    assert_ne!(new_admin, admin_serial);
+    assert_ne!(new_serving, serving_serial);
+    // The new admin works over mTLS with the new serving certificate, which verifies.
+    let page: evergreen_api::InventoryPage = t
+        .admin()
+        .get_json("/v1/certificates?status=revoked")
+        .await
+        .unwrap();
+    let revoked: Vec<&str> = page
+        .certificates
+        .iter()
+        .filter(|r| r.status == "revoked")
+        .map(|r| r.serial.as_str())
+        .collect();
+    assert!(revoked.contains(&admin_serial.as_str()) && revoked.contains(&serving_serial.as_str()));
+    let served = t.anonymous().peer_certificates().await.unwrap();
+    assert_eq!(
+        CertificateInfo::from_der(&served[0]).unwrap().serial_hex(),
+        new_serving
+    );
+    evergreen_test_util::assert_chain(&t.root(), &served, Usage::ServerAuth, t.clock.now());
+    let crl = crl(&t, "client-ca").await;
+    let listed = CrlInfo::from_der(&crl).unwrap();
+    let same = |a: &str, b: &str| a.trim_start_matches('0') == b.trim_start_matches('0');
+    assert!(
+        listed
+            .revoked
+            .iter()
+            .any(|r| same(&hex(&r.serial), &admin_serial)),
+        "the CRL published at start lists the offline revocation"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let client_ca = t.server.state.cluster.load().client_ca.bundle_pem();
+    assert!(Openssl::find().crl_verifies(dir.path(), &crl, &client_ca));
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
