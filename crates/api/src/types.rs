@@ -159,12 +159,14 @@ pub struct CertificateSummary {
     pub not_before: String,
     /// RFC 3339.
     pub not_after: String,
-    /// `active`, `expired` or `revoked`.
+    /// `active`, `expired`, `superseded` (replaced by `superseded_by`) or `revoked`.
     pub status: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub renewed_from: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub superseded_by: Option<String>,
 }
 
 /// `GET /v1/certificates`.

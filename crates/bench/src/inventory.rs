@@ -60,6 +60,7 @@ fn make(
                 renewed_from: None,
                 revoked_at: None,
                 revocation_reason: None,
+                superseded_by: None,
                 der: issued.der.to_vec(),
             })
         })

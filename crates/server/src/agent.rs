@@ -316,11 +316,22 @@ pub async fn issue(
             .reason("policy")
             .target(&name)
     })?;
+    // The certificate this one replaces: the node's newest live one for this name.
+    let now = state.now().unix_timestamp();
+    let prefix = node_owner_prefix(&node, &record.name);
+    let renewed_from = state
+        .store
+        .certificates_by_subject(&DistinguishedName::common_name(&node).to_string())
+        .await?
+        .into_iter()
+        .filter(|c| c.owner.starts_with(&prefix) && c.status(now) == "active")
+        .max_by_key(|c| (c.issued_at, c.serial.clone()))
+        .map(|c| c.serial);
     let how = Issuance {
         ca,
         role: evergreen_api::Role::Service,
         owner: node_owner(&node, &record.name, record.version),
-        renewed_from: None,
+        renewed_from,
         actor: caller.actor(),
         action: "agent.issue",
     };
@@ -333,7 +344,12 @@ pub async fn issue(
 
 /// The inventory's owner of a node-scope certificate.
 fn node_owner(node: &str, name: &str, version: i64) -> String {
-    format!("node {node}, {name} version {version}")
+    format!("{}{version}", node_owner_prefix(node, name))
+}
+
+/// What the owners of every version of `node`'s certificate `name` start with.
+fn node_owner_prefix(node: &str, name: &str) -> String {
+    format!("node {node}, {name} version ")
 }
 
 /// Checks one acknowledgement against what the server assigned to `node`.

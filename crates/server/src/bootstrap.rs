@@ -582,11 +582,7 @@ pub async fn reissue_admin(
         };
         let cluster = load_cluster(store.as_ref(), &sealing).await?;
         let own = admin_cert(&paths);
-        let previous = match std::fs::read(&own.cert_path)
-            .ok()
-            .and_then(|pem| pem::parse_certificates("", &pem).ok())
-            .and_then(|chain| CertificateInfo::from_der(&chain[0]).ok())
-        {
+        let previous = match leaf_on_file(&own.cert_path) {
             Some(old) => store
                 .certificate_by_serial(&old.serial_hex())
                 .await?
@@ -845,15 +841,17 @@ pub fn current_own(
     fresh.then(|| (chain, key.der().clone_key()))
 }
 
+/// The first certificate of the PEM file at `path`, if it can be read.
+fn leaf_on_file(path: &Path) -> Option<CertificateInfo> {
+    let chain = pem::parse_certificates("", &std::fs::read(path).ok()?).ok()?;
+    CertificateInfo::from_der(chain.first()?).ok()
+}
+
 /// Whether the certificate in `own`'s file is revoked in the inventory: then it is issued
 /// anew, whatever its validity (a revoked admin credential would lock the admin out, a
 /// revoked serving certificate fails every client that checks the CRL).
 pub async fn own_revoked(store: &dyn Store, own: &OwnCert) -> anyhow::Result<bool> {
-    let leaf = std::fs::read(&own.cert_path)
-        .ok()
-        .and_then(|pem| pem::parse_certificates("", &pem).ok())
-        .and_then(|chain| CertificateInfo::from_der(&chain[0]).ok());
-    let Some(leaf) = leaf else {
+    let Some(leaf) = leaf_on_file(&own.cert_path) else {
         return Ok(false);
     };
     Ok(store
@@ -925,6 +923,8 @@ pub fn issue_own(
         validity: settings.node_validity,
     };
     let issued = ca.issue(&request, now)?;
+    // The certificate on file, which this one replaces.
+    let renewed_from = leaf_on_file(&own.cert_path).map(|old| old.serial_hex());
     let record = CertificateRecord {
         serial: hex(&issued.serial),
         sha256: issued.fingerprint.to_string(),
@@ -937,9 +937,10 @@ pub fn issue_own(
         not_before: issued.not_before.unix_timestamp(),
         not_after: issued.not_after.unix_timestamp(),
         issued_at: now.unix_timestamp(),
-        renewed_from: None,
+        renewed_from,
         revoked_at: None,
         revocation_reason: None,
+        superseded_by: None,
         der: issued.der.to_vec(),
     };
     let event = crate::audit::event(

@@ -201,6 +201,29 @@ impl Material {
     }
 }
 
+/// The inventory serial of `record`'s current version, when this cluster issued it: the
+/// certificate a new version replaces.
+async fn current_serial(
+    state: &AppState,
+    record: &NamedRecord,
+) -> Result<Option<String>, ApiError> {
+    let Some(version) = state
+        .store
+        .named_version(&record.name, record.version)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let Some(fingerprint) = version.fingerprint else {
+        return Ok(None);
+    };
+    Ok(state
+        .store
+        .certificate_by_sha256(&fingerprint)
+        .await?
+        .map(|c| c.serial))
+}
+
 /// Issues a cluster-scope selfsigned certificate from the CA its usage names.
 async fn issue_cluster(state: &AppState, record: &NamedRecord) -> Result<Material, ApiError> {
     let (profile, ca) = usage(&record.usage).map_err(ApiError::bad_request)?;
@@ -222,7 +245,7 @@ async fn issue_cluster(state: &AppState, record: &NamedRecord) -> Result<Materia
         ca,
         role: Role::Service,
         owner: format!("named:{}", record.name),
-        renewed_from: None,
+        renewed_from: current_serial(state, record).await?,
         actor: "server".into(),
         action: "certificate.issue",
     };

@@ -46,7 +46,7 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Result<Response, Api
     let counts = state.store.active_counts(now).await?;
     let _ = writeln!(
         out,
-        "# HELP evergreen_certificates_active Live (unexpired, unrevoked) certificates, by role and issuing CA.\n# TYPE evergreen_certificates_active gauge"
+        "# HELP evergreen_certificates_active Certificates in use (unexpired, unrevoked, not replaced by a renewal), by role and issuing CA.\n# TYPE evergreen_certificates_active gauge"
     );
     for c in &counts {
         let _ = writeln!(
@@ -59,7 +59,7 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Result<Response, Api
     }
     let _ = writeln!(
         out,
-        "# HELP evergreen_certificates_soonest_expiry_timestamp_seconds When the first live certificate of each role and issuing CA expires.\n# TYPE evergreen_certificates_soonest_expiry_timestamp_seconds gauge"
+        "# HELP evergreen_certificates_soonest_expiry_timestamp_seconds When the first certificate in use of each role and issuing CA expires.\n# TYPE evergreen_certificates_soonest_expiry_timestamp_seconds gauge"
     );
     for c in &counts {
         let _ = writeln!(

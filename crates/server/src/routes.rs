@@ -292,6 +292,7 @@ pub(crate) fn summary(record: &CertificateRecord, now: i64) -> CertificateSummar
         status: record.status(now).to_owned(),
         revoked_at: record.revoked_at.map(rfc3339),
         renewed_from: record.renewed_from.clone(),
+        superseded_by: record.superseded_by.clone(),
     }
 }
 
@@ -490,10 +491,10 @@ async fn inventory(
         }
     };
     if let Some(status) = params.status.as_deref()
-        && !["active", "expired", "revoked"].contains(&status)
+        && !["active", "expired", "superseded", "revoked"].contains(&status)
     {
         return Err(ApiError::bad_request(format!(
-            "unknown status {:?}; use active, expired or revoked",
+            "unknown status {:?}; use active, expired, superseded or revoked",
             crate::audit::bounded(status, 40)
         )));
     }
@@ -556,7 +557,7 @@ async fn node_status(state: &AppState, node: &str, detail: String) -> Result<Nod
         .certificates_by_subject(&DistinguishedName::common_name(node).to_string())
         .await?
         .into_iter()
-        .filter(|c| c.role == "node" && c.status(now) == "active")
+        .filter(|c| c.role == "node" && c.is_live(now))
         .map(|c| c.serial)
         .collect();
     Ok(NodeStatus {
@@ -636,7 +637,7 @@ async fn node_replace(
         .certificates_by_subject(&subject)
         .await?
         .into_iter()
-        .filter(|c| c.role == "node" && c.status(now) == "active")
+        .filter(|c| c.role == "node" && c.is_live(now))
         .collect();
     if live.is_empty() {
         return Err(ApiError::not_found(format!(

@@ -334,6 +334,7 @@ impl AppState {
             renewed_from: how.renewed_from.clone(),
             revoked_at: None,
             revocation_reason: None,
+            superseded_by: None,
             der: issued.der.to_vec(),
         };
         let detail = format!(

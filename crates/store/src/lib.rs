@@ -139,14 +139,27 @@ pub struct CertificateRecord {
     pub renewed_from: Option<String>,
     pub revoked_at: Option<i64>,
     pub revocation_reason: Option<String>,
+    /// The certificate that replaced this one (a renewal, a new version): recorded when
+    /// the replacement is, from its `renewed_from`.
+    pub superseded_by: Option<String>,
     pub der: Vec<u8>,
 }
 
 impl CertificateRecord {
-    /// `revoked`, `expired` or `active` at `now`.
+    /// Whether it still authenticates at `now`: not revoked and not expired, replaced or
+    /// not.
+    pub fn is_live(&self, now: i64) -> bool {
+        self.revoked_at.is_none() && self.not_after >= now
+    }
+
+    /// `revoked`, `superseded`, `expired` or `active` at `now`. A certificate that was
+    /// replaced is `superseded` whether or not it has expired since: only certificates in
+    /// use are `active` or `expired`, so expiry alerts concern those alone.
     pub fn status(&self, now: i64) -> &'static str {
         if self.revoked_at.is_some() {
             "revoked"
+        } else if self.superseded_by.is_some() {
+            "superseded"
         } else if self.not_after < now {
             "expired"
         } else {
@@ -160,7 +173,7 @@ impl CertificateRecord {
 pub struct InventoryQuery {
     /// Only certificates whose not-after is at or before this time.
     pub not_after_before: Option<i64>,
-    /// `active`, `revoked` or `expired`, judged at `now`.
+    /// `active`, `expired`, `superseded` or `revoked`, judged at `now`.
     pub status: Option<String>,
     pub now: i64,
     /// Continue after this (not_after, serial) position.

@@ -31,6 +31,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         2,
         include_str!("../migrations/postgres/0002_bound_identity.sql"),
     ),
+    (
+        3,
+        include_str!("../migrations/postgres/0003_superseded.sql"),
+    ),
 ];
 
 /// The channel writes are announced on.
@@ -198,6 +202,15 @@ async fn insert_certificate(conn: &mut PgConnection, c: &CertificateRecord) -> R
     .bind(&c.der)
     .execute(&mut *conn)
     .await?;
+    if let Some(renewed) = &c.renewed_from {
+        sqlx::query(
+            "UPDATE certificates SET superseded_by = $1 WHERE serial = $2 AND superseded_by IS NULL",
+        )
+        .bind(&c.serial)
+        .bind(renewed)
+        .execute(&mut *conn)
+        .await?;
+    }
     Ok(())
 }
 

@@ -83,6 +83,7 @@ pub(crate) fn certificate(row: &impl Columns) -> Result<CertificateRecord> {
         renewed_from: row.text_opt("renewed_from")?,
         revoked_at: row.int_opt("revoked_at")?,
         revocation_reason: row.text_opt("revocation_reason")?,
+        superseded_by: row.text_opt("superseded_by")?,
         der: row.bytes("der")?,
     })
 }
@@ -193,7 +194,7 @@ where
 {
     let mut sql = QueryBuilder::new(
         "SELECT role, issuer, COUNT(*) AS count, MIN(not_after) AS soonest FROM certificates \
-         WHERE revoked_at IS NULL AND not_after >= ",
+         WHERE revoked_at IS NULL AND superseded_by IS NULL AND not_after >= ",
     );
     sql.push_bind(now)
         .push(" GROUP BY role, issuer ORDER BY role, issuer");
@@ -225,20 +226,23 @@ where
     match q.status.as_deref() {
         None => {}
         Some("active") => {
-            sql.push(" AND revoked_at IS NULL");
+            sql.push(" AND revoked_at IS NULL AND superseded_by IS NULL");
             lower = Some(q.now);
         }
         Some("expired") => {
-            sql.push(" AND revoked_at IS NULL");
+            sql.push(" AND revoked_at IS NULL AND superseded_by IS NULL");
             // not_after < now
             upper = Some(upper.map_or(q.now - 1, |u| u.min(q.now - 1)));
+        }
+        Some("superseded") => {
+            sql.push(" AND revoked_at IS NULL AND superseded_by IS NOT NULL");
         }
         Some("revoked") => {
             sql.push(" AND revoked_at IS NOT NULL");
         }
         Some(other) => {
             return Err(StoreError::Invalid(format!(
-                "unknown status {other:?}; use active, expired or revoked"
+                "unknown status {other:?}; use active, expired, superseded or revoked"
             )));
         }
     }

@@ -33,6 +33,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         4,
         include_str!("../migrations/sqlite/0004_bound_identity.sql"),
     ),
+    (5, include_str!("../migrations/sqlite/0005_superseded.sql")),
 ];
 
 const INITIALIZED: &str = "initialized";
@@ -319,7 +320,7 @@ async fn insert_certificates(
         "INSERT INTO certificates (serial, sha256, subject, sans, profile, role, issuer, owner, \
          not_before, not_after, issued_at, renewed_from, revoked_at, revocation_reason, der) ",
     )
-    .push_values(certificates, |mut row, c| {
+    .push_values(certificates.iter(), |mut row, c| {
         row.push_bind(&c.serial)
             .push_bind(&c.sha256)
             .push_bind(&c.subject)
@@ -339,8 +340,19 @@ async fn insert_certificates(
     .build()
     .execute(&mut *conn)
     .await?;
+    for c in certificates.iter().filter(|c| c.renewed_from.is_some()) {
+        sqlx::query(SUPERSEDE)
+            .bind(&c.serial)
+            .bind(&c.renewed_from)
+            .execute(&mut *conn)
+            .await?;
+    }
     Ok(())
 }
+
+/// Marks the certificate a new one renews (`?2`) as replaced by it (`?1`).
+const SUPERSEDE: &str =
+    "UPDATE certificates SET superseded_by = ?1 WHERE serial = ?2 AND superseded_by IS NULL";
 
 async fn put_ca(conn: &mut SqliteConnection, ca: &CaRecord) -> Result<()> {
     sqlx::query(

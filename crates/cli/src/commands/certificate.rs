@@ -59,8 +59,9 @@ pub struct CheckArgs {
     /// Inventory only: certificates expiring within this time (30d, 12h, 3600).
     #[arg(long, value_name = "DURATION", conflicts_with = "path")]
     pub expiring_within: Option<String>,
-    /// Inventory only: active, expired or revoked.
-    #[arg(long, value_name = "STATUS", conflicts_with = "path", value_parser = ["active", "expired", "revoked"])]
+    /// Inventory only: active (in use), expired, superseded (replaced by a renewal or a
+    /// new version) or revoked.
+    #[arg(long, value_name = "STATUS", conflicts_with = "path", value_parser = ["active", "expired", "superseded", "revoked"])]
     pub status: Option<String>,
     #[command(flatten)]
     pub connection: Connection,

@@ -4,7 +4,7 @@ use evergreen_api::client::Client;
 use evergreen_api::{Clock, ManualClock, Role};
 use evergreen_pki::certificate::{CertificateInfo, Fingerprint, Usage};
 use evergreen_pki::token::JoinToken;
-use evergreen_pki::{DistinguishedName, Duration, KeyType, pem};
+use evergreen_pki::{DistinguishedName, Duration, KeyType, PrivateKey, pem};
 use evergreen_test_util::Openssl;
 use evergreen_test_util::server::TestServer;
 
@@ -258,6 +258,101 @@ async fn the_serving_and_admin_certificates_renew_without_a_restart() {
         admin_before,
         "admin credential renewed"
     );
-    // The renewed admin credential works.
-    let _: evergreen_api::InventoryPage = t.admin().get_json("/v1/certificates").await.unwrap();
+    // The renewed admin credential works, and the certificates it and the serving
+    // certificate replaced are superseded: one of each in use.
+    let active: evergreen_api::InventoryPage = t
+        .admin()
+        .get_json("/v1/certificates?status=active")
+        .await
+        .unwrap();
+    for role in ["server", "admin"] {
+        assert_eq!(
+            active
+                .certificates
+                .iter()
+                .filter(|c| c.role == role)
+                .count(),
+            1,
+            "{role}"
+        );
+    }
+    let superseded: evergreen_api::InventoryPage = t
+        .admin()
+        .get_json("/v1/certificates?status=superseded")
+        .await
+        .unwrap();
+    assert_eq!(superseded.certificates.len(), 2);
+    assert!(
+        superseded
+            .certificates
+            .iter()
+            .all(|c| c.superseded_by.is_some())
+    );
+}
+
+#[tokio::test]
+async fn renewals_leave_one_active_certificate_per_subject_and_role() {
+    let t = TestServer::start().await;
+    let subject = DistinguishedName::common_name("billing");
+    let mut current = t.enroll(Role::App, &subject).await;
+    let first = CertificateInfo::from_der(current.leaf())
+        .unwrap()
+        .serial_hex();
+    for _ in 0..3 {
+        let key = PrivateKey::generate(KeyType::EcP256).unwrap();
+        let csr = evergreen_pki::csr::build(&key, &subject, &[]).unwrap();
+        let request = evergreen_api::RenewalRequest {
+            csr: evergreen_api::encode_pem(&evergreen_pki::pem::encode(
+                "CERTIFICATE REQUEST",
+                &csr,
+            )),
+        };
+        let bundle: evergreen_api::CertificateBundle = t
+            .client(&current)
+            .json(
+                "POST",
+                "/v1/applications/certificates/renewals",
+                Some(&request),
+            )
+            .await
+            .unwrap();
+        let chain = evergreen_pki::pem::parse_certificates(
+            "crt",
+            &evergreen_api::decode_pem(&bundle.crt).unwrap(),
+        )
+        .unwrap();
+        current = evergreen_test_util::server::Credential { key, chain, bundle };
+    }
+    let listed = |status: &'static str| {
+        let client = t.admin();
+        async move {
+            let page: evergreen_api::InventoryPage = client
+                .get_json(&format!("/v1/certificates?status={status}"))
+                .await
+                .unwrap();
+            page.certificates
+                .into_iter()
+                .filter(|c| c.subject == "CN=billing")
+                .collect::<Vec<_>>()
+        }
+    };
+    let active = listed("active").await;
+    assert_eq!(active.len(), 1);
+    assert_eq!(
+        active[0].serial,
+        CertificateInfo::from_der(current.leaf())
+            .unwrap()
+            .serial_hex()
+    );
+    let superseded = listed("superseded").await;
+    assert_eq!(superseded.len(), 3);
+    assert!(superseded.iter().any(|c| c.serial == first));
+    // The metrics count what is in use; expiry alerts fire for nothing already replaced.
+    let metrics = t.anonymous().send("GET", "/metrics", None).await.unwrap();
+    let text = String::from_utf8(metrics.body).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l == "evergreen_certificates_active{role=\"app\",issuer=\"client-ca\"} 1"),
+        "{text}"
+    );
 }

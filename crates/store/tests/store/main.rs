@@ -30,6 +30,7 @@ fn cert(serial: &str, not_after: i64, issuer: &str) -> CertificateRecord {
         renewed_from: None,
         revoked_at: None,
         revocation_reason: None,
+        superseded_by: None,
         der: vec![0x30, 0x00],
     }
 }
@@ -990,4 +991,216 @@ async fn postgres_two_replicas() {
     drop(granted);
     a.close().await;
     b.close().await;
+}
+
+/// Certificates a datastore from before `superseded_by` holds: renewals (recorded with
+/// `renewed_from`) and certificates issued in place of others without a record of which.
+/// `blob` is the database's literal for the DER bytes.
+fn rows_before_superseded(blob: &str) -> String {
+    let rows = [
+        // serial, subject, role, owner, issued_at, renewed_from, revoked_at
+        ("a1", "CN=app", "app", "token:x", 1, None, None),
+        ("a2", "CN=app", "app", "renewal of a1", 2, Some("a1"), None),
+        ("a3", "CN=app", "app", "renewal of a2", 3, Some("a2"), None),
+        (
+            "s1",
+            "CN=evergreen-server",
+            "server",
+            "server",
+            1,
+            None,
+            None,
+        ),
+        (
+            "s2",
+            "CN=evergreen-server",
+            "server",
+            "server",
+            2,
+            None,
+            None,
+        ),
+        (
+            "m1",
+            "CN=evergreen-admin",
+            "admin",
+            "server",
+            1,
+            None,
+            Some(5),
+        ),
+        ("m2", "CN=evergreen-admin", "admin", "server", 2, None, None),
+        ("n1", "CN=proxy", "service", "named:proxy", 1, None, None),
+        ("n2", "CN=proxy", "service", "named:proxy", 2, None, None),
+        (
+            "k1",
+            "CN=node-a",
+            "service",
+            "node node-a, kubelet version 1",
+            1,
+            None,
+            None,
+        ),
+        (
+            "k2",
+            "CN=node-a",
+            "service",
+            "node node-a, kubelet version 2",
+            2,
+            None,
+            None,
+        ),
+        (
+            "k3",
+            "CN=node-b",
+            "service",
+            "node node-b, kubelet version 1",
+            1,
+            None,
+            None,
+        ),
+        ("t1", "CN=twin", "app", "token:y", 1, None, None),
+        ("t2", "CN=twin", "app", "token:y", 2, None, None),
+    ];
+    let mut sql = String::new();
+    for (serial, subject, role, owner, issued_at, renewed_from, revoked_at) in rows {
+        let text = |v: Option<&str>| v.map_or("NULL".to_owned(), |v| format!("'{v}'"));
+        let revoked = revoked_at.map_or("NULL".to_owned(), |at: i64| at.to_string());
+        sql.push_str(&format!(
+            "INSERT INTO certificates (serial, sha256, subject, sans, profile, role, issuer, owner, \
+             not_before, not_after, issued_at, renewed_from, revoked_at, revocation_reason, der) \
+             VALUES ('{serial}', '{serial:0>64}', '{subject}', '', 'client', '{role}', 'client-ca', \
+             '{owner}', 0, 10000000000, {issued_at}, {}, {revoked}, NULL, {blob});\n",
+            text(renewed_from)
+        ));
+    }
+    sql
+}
+
+/// After the migration: one active certificate per replaced line, the rest superseded,
+/// and a new renewal supersedes what it renews.
+async fn supersession_migrated(store: &dyn Store) {
+    let listed = |status: &str| InventoryQuery {
+        status: Some(status.into()),
+        now: 100,
+        limit: 100,
+        ..InventoryQuery::default()
+    };
+    let serials = |rows: Vec<CertificateRecord>| {
+        let mut s: Vec<String> = rows.into_iter().map(|c| c.serial).collect();
+        s.sort();
+        s
+    };
+    let active = serials(store.list_certificates(&listed("active")).await.unwrap());
+    assert_eq!(active, ["a3", "k2", "k3", "m2", "n2", "s2", "t1", "t2"]);
+    let superseded = serials(
+        store
+            .list_certificates(&listed("superseded"))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(superseded, ["a1", "a2", "k1", "n1", "s1"]);
+    let revoked = serials(store.list_certificates(&listed("revoked")).await.unwrap());
+    assert_eq!(revoked, ["m1"]);
+    let a1 = store.certificate_by_serial("a1").await.unwrap().unwrap();
+    assert_eq!(
+        (a1.superseded_by.as_deref(), a1.status(100)),
+        (Some("a2"), "superseded")
+    );
+    let apps: i64 = store
+        .active_counts(100)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|c| c.role == "app")
+        .map(|c| c.count)
+        .sum();
+    assert_eq!(
+        apps, 3,
+        "a3, t1 and t2 are the live application certificates"
+    );
+
+    let mut a4 = cert("a4", 10_000_000_000, "client-ca");
+    a4.subject = "CN=app".into();
+    a4.renewed_from = Some("a3".into());
+    store.insert_certificate(&a4).await.unwrap();
+    let a3 = store.certificate_by_serial("a3").await.unwrap().unwrap();
+    assert_eq!(a3.superseded_by.as_deref(), Some("a4"));
+    let app_rows = store.certificates_by_subject("CN=app").await.unwrap();
+    assert_eq!(
+        app_rows
+            .iter()
+            .filter(|c| c.status(100) == "active")
+            .count(),
+        1,
+        "a renewal leaves exactly one active certificate"
+    );
+}
+
+#[tokio::test]
+async fn sqlite_datastores_from_before_supersession_are_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    {
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true);
+        let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect_with(&options)
+            .await
+            .unwrap();
+        let mut sql = String::from("CREATE TABLE schema_version (version INTEGER NOT NULL);\n");
+        for (version, file) in [
+            (1, include_str!("../../migrations/sqlite/0001_initial.sql")),
+            (
+                2,
+                include_str!("../../migrations/sqlite/0002_named_certificates.sql"),
+            ),
+            (3, include_str!("../../migrations/sqlite/0003_crls.sql")),
+            (
+                4,
+                include_str!("../../migrations/sqlite/0004_bound_identity.sql"),
+            ),
+        ] {
+            sql.push_str(file);
+            sql.push_str(&format!(
+                "\nINSERT INTO schema_version (version) VALUES ({version});\n"
+            ));
+        }
+        sql.push_str(&rows_before_superseded("X'3000'"));
+        sqlx::raw_sql(&sql).execute(&mut conn).await.unwrap();
+    }
+    let store = SqliteStore::open(&path).await.unwrap();
+    supersession_migrated(&store).await;
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_datastores_from_before_supersession_are_migrated() {
+    let url = postgres_database().await;
+    {
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+            .await
+            .unwrap();
+        let mut sql = String::from("CREATE TABLE schema_version (version BIGINT NOT NULL);\n");
+        for (version, file) in [
+            (
+                1,
+                include_str!("../../migrations/postgres/0001_initial.sql"),
+            ),
+            (
+                2,
+                include_str!("../../migrations/postgres/0002_bound_identity.sql"),
+            ),
+        ] {
+            sql.push_str(file);
+            sql.push_str(&format!(
+                "\nINSERT INTO schema_version (version) VALUES ({version});\n"
+            ));
+        }
+        sql.push_str(&rows_before_superseded("'\\x3000'::bytea"));
+        sqlx::raw_sql(&sql).execute(&mut conn).await.unwrap();
+    }
+    let store = PostgresStore::connect(&url).await.unwrap();
+    supersession_migrated(&store).await;
+    store.close().await;
 }
