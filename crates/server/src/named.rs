@@ -379,13 +379,45 @@ fn check_upload(
             ),
         ));
     }
-    let ca = chain[1..].to_vec();
+    let mut chain = chain;
+    let ca = match chain.get(1..) {
+        Some(rest) if !rest.is_empty() => rest.to_vec(),
+        _ => issuing_ca(state, &chain[0], &info).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "the certificate of {name} came without its chain, and its issuer {} is not a CA of this cluster, so nodes could not be given a ca.crt that verifies it: send the certificate followed by its issuing CA and any intermediates (cat {name}.pem issuing-ca.pem); nothing was changed",
+                info.issuer
+            ))
+            .reason("no_chain")
+        })?,
+    };
+    if chain.len() == 1 && !info.self_signed {
+        // Served with its chain, as if it had been sent with it.
+        chain.extend(ca.iter().cloned());
+    }
     Ok(Material {
         chain,
         key,
         ca,
         issued: None,
     })
+}
+
+/// The CA bundle that verifies a certificate sent alone: the cluster CA that issued it
+/// (with its chain), or the certificate itself when it is self-signed.
+fn issuing_ca(
+    state: &AppState,
+    leaf: &CertificateDer<'static>,
+    info: &CertificateInfo,
+) -> Option<Vec<CertificateDer<'static>>> {
+    if info.self_signed {
+        return Some(vec![leaf.clone()]);
+    }
+    let cluster = state.cluster.load();
+    crate::state::ROLE_CAS
+        .iter()
+        .filter_map(|name| cluster.ca(name))
+        .find(|ca| evergreen_pki::chain::is_signed_by(leaf, ca.certificate()).unwrap_or(false))
+        .map(|ca| ca.bundle())
 }
 
 /// Event Streams' rule: clients keep working when the new certificate is issued by the

@@ -661,3 +661,121 @@ async fn update_cert_takes_the_redis_sed_recipe() {
     );
     assert_eq!(status(&t, "proxy").await.version, 3, "nothing changed");
 }
+
+/// A provided certificate sent without its chain: completed from the cluster CA that
+/// issued it, or refused with the reason — never installed with an empty ca.crt.
+#[tokio::test]
+async fn a_provided_certificate_without_its_chain_is_completed_or_refused() {
+    let t = TestServer::start().await;
+    let _: Replacement = admin(&t, "POST", "/v1/cluster/certificates", &spec("proxy"))
+        .await
+        .unwrap();
+    let now = t.clock.now();
+    let leaf_only = |chain: &str| {
+        let first = pem::parse_certificates("", chain.as_bytes())
+            .unwrap()
+            .remove(0);
+        pem::encode("CERTIFICATE", &first)
+    };
+    let set = |cert: String, key: String| UpdateCert {
+        name: "proxy".into(),
+        certificate: cert,
+        key,
+    };
+
+    let foreign = evergreen_test_util::hierarchy(KeyType::EcP256, now);
+    let (cert, key) = upload(&foreign.server, &["proxy.example"], now, 90);
+    let message = refusal(
+        admin::<_, Replacement>(
+            &t,
+            "PUT",
+            "/v1/cluster/update_cert",
+            &set(leaf_only(&cert), key),
+        )
+        .await,
+        400,
+    );
+    assert!(message.contains("without its chain"), "{message}");
+    assert_audited_refusal(&t, "certificate.set", "without its chain").await;
+    assert_eq!(status(&t, "proxy").await.version, 1, "nothing changed");
+
+    // Issued by the cluster's server CA: ca.crt is that CA, and the chain is served whole.
+    let cluster = t.server.state.cluster.load();
+    let (cert, key) = upload(&cluster.server_ca, &["proxy.example"], now, 90);
+    let answer: Replacement = admin(
+        &t,
+        "PUT",
+        "/v1/cluster/update_cert",
+        &set(leaf_only(&cert), key),
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer.version, 2);
+    let version = t
+        .server
+        .state
+        .store
+        .named_version("proxy", 2)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        version.ca_pem.as_deref(),
+        Some(cluster.server_ca.bundle_pem().as_str())
+    );
+    assert_version_verifies(&t, "proxy").await;
+
+    // Self-signed, made by openssl: it is its own CA.
+    let dir = tempfile::tempdir().unwrap();
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-subj",
+            "/CN=proxy.example",
+            "-addext",
+            "subjectAltName=DNS:proxy.example",
+            "-days",
+            "90",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "cert.pem",
+        ])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let read = |f: &str| std::fs::read_to_string(dir.path().join(f)).unwrap();
+    // openssl does not backdate; the server's manual clock was read before it ran.
+    t.clock.advance(Duration::minutes(1));
+    let answer: Replacement = admin(
+        &t,
+        "PUT",
+        "/v1/cluster/update_cert",
+        &set(read("cert.pem"), read("key.pem")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer.version, 3);
+    let version = t
+        .server
+        .state
+        .store
+        .named_version("proxy", 3)
+        .await
+        .unwrap()
+        .unwrap();
+    let ca = pem::parse_certificates("", version.ca_pem.unwrap().as_bytes()).unwrap();
+    let leaf = pem::parse_certificates("", read("cert.pem").as_bytes()).unwrap();
+    assert_eq!(ca, leaf);
+}
