@@ -9,6 +9,7 @@
 //! ca = "/etc/proxy/ca.crt"
 //! reload = "systemctl reload proxy"
 //! verify = "127.0.0.1:8443"     # optional: confirm the service serves the new certificate
+//! verify_timeout = "30s"        # optional: how long to keep looking (default 30 s)
 //! mode = "0640"                 # optional: certificate and CA file mode (the key is 0600)
 //! owner = "proxy:proxy"         # optional: user:group of the files (names or numbers)
 //! ```
@@ -35,6 +36,9 @@ pub struct CertificateConfig {
     pub reload: Option<String>,
     /// `HOST:PORT` to connect to after the reload, to confirm the new certificate is served.
     pub verify: Option<String>,
+    /// How long to keep looking for the new certificate at `verify` (`30s`, `2m`; default
+    /// 30 s).
+    pub verify_timeout: Option<String>,
     /// Octal mode of the certificate and CA files.
     pub mode: Option<String>,
     /// `user:group` of all three files.
@@ -56,6 +60,17 @@ impl Config {
                     c.name
                 );
             }
+            if let Some(timeout) = &c.verify_timeout {
+                evergreen_api::duration::parse(timeout)
+                    .map_err(anyhow::Error::msg)
+                    .with_context(|| {
+                        format!(
+                            "{}: certificate {:?}: verify_timeout",
+                            path.display(),
+                            c.name
+                        )
+                    })?;
+            }
             if let Some(mode) = &c.mode {
                 parse_mode(mode)
                     .with_context(|| format!("{}: certificate {:?}", path.display(), c.name))?;
@@ -73,6 +88,17 @@ impl Config {
                 name: name.to_owned(),
                 ..CertificateConfig::default()
             })
+    }
+}
+
+impl CertificateConfig {
+    /// How long to look for the new certificate at `verify`.
+    pub fn verify_timeout(&self) -> std::time::Duration {
+        self.verify_timeout
+            .as_deref()
+            .and_then(|t| evergreen_api::duration::parse(t).ok())
+            .and_then(|d| std::time::Duration::try_from(d).ok())
+            .unwrap_or(std::time::Duration::from_secs(30))
     }
 }
 

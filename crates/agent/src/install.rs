@@ -194,6 +194,34 @@ fn sync(dir: &Path) -> Result<()> {
         .with_context(|| format!("cannot sync {}", dir.display()))
 }
 
+/// Waits, for at most `timeout`, to see `addr` serve the certificate `expected`. A reload
+/// is often asynchronous (`nginx -s reload` returns before its workers have the new
+/// certificate), so the first look may still see the old one: it looks again with backoff
+/// (100 ms doubling to 5 s). The error says what was seen last.
+pub async fn wait_until_served(
+    addr: &str,
+    expected: &Fingerprint,
+    timeout: std::time::Duration,
+) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut backoff = crate::renew::Backoff::new(
+        std::time::Duration::from_millis(100),
+        std::time::Duration::from_secs(5),
+    );
+    loop {
+        let seen = match served_fingerprint(addr).await {
+            Ok(served) if served == *expected => return Ok(()),
+            Ok(served) => format!("it still serves sha256:{served}"),
+            Err(e) => format!("cannot check what it serves: {e:#}"),
+        };
+        let delay = backoff.next_delay();
+        if tokio::time::Instant::now() + delay > deadline {
+            return Err(format!("{seen} after {} s", timeout.as_secs()));
+        }
+        tokio::time::sleep(delay).await;
+    }
+}
+
 /// Connects to `addr` and returns the fingerprint of the certificate it serves.
 pub async fn served_fingerprint(addr: &str) -> Result<Fingerprint> {
     let client = evergreen_api::client::Client::unauthenticated(&format!("https://{addr}"))?;

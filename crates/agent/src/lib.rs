@@ -445,25 +445,33 @@ impl Agent {
             {
                 tracing::warn!(name = %assignment.name, "the reload command failed: {e:#}");
             }
-            if let Some(addr) = &config.verify {
-                match install::served_fingerprint(addr).await {
-                    Ok(served) if served == credential.fingerprint => {
-                        tracing::info!(name = %assignment.name, %addr, "the service now serves the new certificate");
+            let served = match &config.verify {
+                None => None,
+                Some(addr) => {
+                    let seen = install::wait_until_served(
+                        addr,
+                        &credential.fingerprint,
+                        config.verify_timeout(),
+                    )
+                    .await;
+                    match &seen {
+                        Ok(()) => {
+                            tracing::info!(name = %assignment.name, %addr, "the service now serves the new certificate")
+                        }
+                        Err(why) => {
+                            tracing::warn!(name = %assignment.name, %addr, "the service was not seen serving the new certificate: {why}")
+                        }
                     }
-                    Ok(served) => {
-                        tracing::warn!(name = %assignment.name, %addr, %served, "the service still serves another certificate")
-                    }
-                    Err(e) => {
-                        tracing::warn!(name = %assignment.name, %addr, "cannot check what the service serves: {e:#}")
-                    }
+                    Some(seen.is_ok())
                 }
-            }
+            };
             self.state.installed.insert(
                 assignment.name.clone(),
                 Installed {
                     name: assignment.name.clone(),
                     version: assignment.version,
                     fingerprint: credential.fingerprint.to_string(),
+                    served,
                 },
             );
             evergreen_api::files::replace(

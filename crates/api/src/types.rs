@@ -352,6 +352,9 @@ pub struct NodeAck {
     pub fingerprint: String,
     /// RFC 3339.
     pub at: String,
+    /// Whether the node saw its service serve this version; absent when it does not check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub served: Option<bool>,
 }
 
 /// One named certificate with its rollout (`GET /v1/cluster/certificates`).
@@ -487,6 +490,10 @@ pub struct Installed {
     pub version: i64,
     /// SHA-256 of the installed certificate's DER, hex.
     pub fingerprint: String,
+    /// Whether the service was seen serving it after the reload (`verify` in the agent's
+    /// configuration); absent when the agent does not check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub served: Option<bool>,
 }
 
 /// `PUT /v1/ca/rotate?force=BOOL`: the staged files of a CA directory, by Evergreen's file

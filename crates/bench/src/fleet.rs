@@ -82,6 +82,7 @@ async fn agent(client: Client, events: mpsc::UnboundedSender<Event>) {
                     name: NAME.into(),
                     version: assignment.version,
                     fingerprint: fingerprint.clone(),
+                    served: None,
                 }],
                 refused: Vec::new(),
             };

@@ -445,6 +445,7 @@ pub async fn status(
                 version: installed.version,
                 fingerprint: installed.fingerprint,
                 at,
+                served: installed.served,
             })
             .await?;
     }

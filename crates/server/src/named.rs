@@ -507,6 +507,7 @@ pub async fn list(
                     version: a.version,
                     fingerprint: a.fingerprint.clone(),
                     at: rfc3339(a.at),
+                    served: a.served,
                 })
                 .collect(),
             fingerprint: current.as_ref().and_then(|v| v.fingerprint.clone()),

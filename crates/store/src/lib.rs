@@ -377,6 +377,8 @@ pub struct Acknowledgement {
     pub version: i64,
     pub fingerprint: String,
     pub at: i64,
+    /// Whether the node saw its service serve this certificate (`None`: it does not check).
+    pub served: Option<bool>,
 }
 
 /// A CA rotation, written in one transaction with its audit entry, advancing the cluster

@@ -35,6 +35,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         3,
         include_str!("../migrations/postgres/0003_superseded.sql"),
     ),
+    (4, include_str!("../migrations/postgres/0004_served.sql")),
 ];
 
 /// The channel writes are announced on.
@@ -793,16 +794,17 @@ impl Store for PostgresStore {
 
     async fn acknowledge(&self, ack: &Acknowledgement) -> Result<()> {
         sqlx::query(
-            "INSERT INTO acknowledgements (node, name, version, fingerprint, at) \
-             VALUES ($1, $2, $3, $4, $5) \
+            "INSERT INTO acknowledgements (node, name, version, fingerprint, at, served) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
              ON CONFLICT (node, name) DO UPDATE SET version = excluded.version, \
-             fingerprint = excluded.fingerprint, at = excluded.at",
+             fingerprint = excluded.fingerprint, at = excluded.at, served = excluded.served",
         )
         .bind(&ack.node)
         .bind(&ack.name)
         .bind(ack.version)
         .bind(&ack.fingerprint)
         .bind(ack.at)
+        .bind(ack.served)
         .execute(&self.pool)
         .await?;
         Ok(())

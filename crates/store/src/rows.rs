@@ -17,6 +17,7 @@ pub(crate) trait Columns {
     fn bytes(&self, column: &str) -> Result<Vec<u8>>;
     fn bytes_opt(&self, column: &str) -> Result<Option<Vec<u8>>>;
     fn flag(&self, column: &str) -> Result<bool>;
+    fn flag_opt(&self, column: &str) -> Result<Option<bool>>;
 }
 
 macro_rules! columns {
@@ -41,6 +42,9 @@ macro_rules! columns {
                 Ok(self.try_get(column)?)
             }
             fn flag(&self, column: &str) -> Result<bool> {
+                Ok(self.try_get(column)?)
+            }
+            fn flag_opt(&self, column: &str) -> Result<Option<bool>> {
                 Ok(self.try_get(column)?)
             }
         }
@@ -158,6 +162,7 @@ pub(crate) fn acknowledgement(row: &impl Columns) -> Result<Acknowledgement> {
         version: row.int("version")?,
         fingerprint: row.text("fingerprint")?,
         at: row.int("at")?,
+        served: row.flag_opt("served")?,
     })
 }
 

@@ -34,6 +34,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../migrations/sqlite/0004_bound_identity.sql"),
     ),
     (5, include_str!("../migrations/sqlite/0005_superseded.sql")),
+    (6, include_str!("../migrations/sqlite/0006_served.sql")),
 ];
 
 const INITIALIZED: &str = "initialized";
@@ -168,18 +169,19 @@ async fn upsert_acks(conn: &mut SqliteConnection, acks: Vec<&Acknowledgement>) -
         return Ok(());
     }
     sqlx::QueryBuilder::<Sqlite>::new(
-        "INSERT INTO acknowledgements (node, name, version, fingerprint, at) ",
+        "INSERT INTO acknowledgements (node, name, version, fingerprint, at, served) ",
     )
     .push_values(acks, |mut row, a| {
         row.push_bind(&a.node)
             .push_bind(&a.name)
             .push_bind(a.version)
             .push_bind(&a.fingerprint)
-            .push_bind(a.at);
+            .push_bind(a.at)
+            .push_bind(a.served);
     })
     .push(
         " ON CONFLICT (node, name) DO UPDATE SET version = excluded.version, \
-         fingerprint = excluded.fingerprint, at = excluded.at",
+         fingerprint = excluded.fingerprint, at = excluded.at, served = excluded.served",
     )
     .build()
     .execute(&mut *conn)

@@ -20,6 +20,7 @@ use tokio::sync::watch;
 mod attacks;
 mod renew;
 mod replicas;
+mod served;
 
 struct RunningAgent {
     data_dir: PathBuf,

@@ -250,7 +250,19 @@ pub fn list(args: ListArgs) -> Result<()> {
     let rows: Vec<serde_json::Value> = all
         .iter()
         .map(|c| {
-            let acked: Vec<String> = c.acknowledged.iter().map(|a| format!("{}@v{}", a.node, a.version)).collect();
+            // node@vN, and whether the node saw its service serve that version.
+            let acked: Vec<String> = c
+                .acknowledged
+                .iter()
+                .map(|a| {
+                    let served = match a.served {
+                        Some(true) => " served",
+                        Some(false) => " NOT SERVED",
+                        None => "",
+                    };
+                    format!("{}@v{}{served}", a.node, a.version)
+                })
+                .collect();
             json!({
                 "name": c.name, "scope": c.scope, "type": c.kind, "label": c.label, "internal": c.internal,
                 "usage": c.usage, "sans": c.sans, "version": c.version, "fingerprint": c.fingerprint,

@@ -419,6 +419,7 @@ async fn acknowledgements_name_only_what_was_assigned() {
                 name: format!("made-up-{i}"),
                 version: 1,
                 fingerprint: "0".repeat(64),
+                served: None,
             })
             .collect()
     };
@@ -433,16 +434,19 @@ async fn acknowledgements_name_only_what_was_assigned() {
             name: "other".into(),
             version: 1,
             fingerprint: created.fingerprint.clone().unwrap(),
+            served: None,
         },
         Installed {
             name: "proxy".into(),
             version: 7,
             fingerprint: created.fingerprint.clone().unwrap(),
+            served: None,
         },
         Installed {
             name: "proxy".into(),
             version: 1,
             fingerprint: "ab".repeat(32),
+            served: None,
         },
     ] {
         assert_eq!(post(&status(vec![wrong])).await, 400);
@@ -460,6 +464,7 @@ async fn acknowledgements_name_only_what_was_assigned() {
         name: "proxy".into(),
         version: 1,
         fingerprint: created.fingerprint.unwrap(),
+        served: None,
     };
     assert_eq!(post(&status(vec![right])).await, 204);
     assert_eq!(

@@ -510,6 +510,7 @@ async fn named_certificates(store: &dyn Store) {
                 version: v,
                 fingerprint: format!("fp{v}"),
                 at: v,
+                served: (node == "a").then_some(v == 2),
             })
             .await
             .unwrap();
@@ -517,6 +518,12 @@ async fn named_certificates(store: &dyn Store) {
     let acks = store.acknowledgements().await.unwrap();
     assert_eq!(acks.len(), 2, "one row per node and name");
     assert!(acks.iter().all(|a| a.version == 2));
+    let served: Vec<Option<bool>> = acks.iter().map(|a| a.served).collect();
+    assert_eq!(
+        served,
+        [Some(true), None],
+        "the latest report's word on serving"
+    );
 }
 
 /// A rotation keeps each predecessor (key and CRL number) under its retired name, writes
