@@ -119,6 +119,25 @@ pub fn install(target: &Target, credential: &Credential, config: &CertificateCon
     }
 }
 
+/// Removes what [`install`] wrote at `target`: the layout directory, or the three files.
+pub fn remove(target: &Target) -> Result<()> {
+    let gone = |result: std::io::Result<()>, path: &Path| match result {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(anyhow::Error::new(e).context(format!("cannot remove {}", path.display())))
+        }
+        _ => Ok(()),
+    };
+    match target {
+        Target::Layout(dir) => gone(fs::remove_dir_all(dir), dir),
+        Target::Paths { cert, key, ca } => {
+            for path in [key, cert, ca] {
+                gone(fs::remove_file(path), path)?;
+            }
+            Ok(())
+        }
+    }
+}
+
 fn chown(path: &Path, owner: Option<(u32, u32)>) -> Result<()> {
     if let Some((uid, gid)) = owner {
         std::os::unix::fs::chown(path, Some(uid), Some(gid))

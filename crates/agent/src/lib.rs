@@ -474,11 +474,25 @@ impl Agent {
                     served,
                 },
             );
-            evergreen_api::files::replace(
-                &self.state_path,
-                &serde_json::to_vec_pretty(&self.state)?,
-                evergreen_api::files::PUBLIC_MODE,
-            )?;
+            self.save_state()?;
+            changed = true;
+        }
+        // A certificate deleted, or no longer assigned to this node: its files go.
+        let gone: Vec<String> = self
+            .state
+            .installed
+            .keys()
+            .filter(|name| !watch.certificates.iter().any(|a| &a.name == *name))
+            .cloned()
+            .collect();
+        for name in gone {
+            let config = self.settings.config.for_name(&name);
+            let target =
+                Target::for_config(self.settings.data_dir.join("certs").join(&name), &config);
+            install::remove(&target).with_context(|| format!("cannot remove {name}"))?;
+            self.state.installed.remove(&name);
+            self.save_state()?;
+            tracing::info!(%name, "removed its files: it is no longer assigned to this node");
             changed = true;
         }
         if changed || watch.revision != self.revision || !self.refused.is_empty() {
@@ -498,6 +512,15 @@ impl Agent {
         }
         self.revision = watch.revision;
         Ok(())
+    }
+
+    /// Writes what is installed to `state.json`.
+    fn save_state(&self) -> Result<()> {
+        evergreen_api::files::replace(
+            &self.state_path,
+            &serde_json::to_vec_pretty(&self.state)?,
+            evergreen_api::files::PUBLIC_MODE,
+        )
     }
 
     /// Whether an installed node-scope certificate must be issued again: expired, inside

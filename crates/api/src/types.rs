@@ -344,6 +344,29 @@ pub struct LabelRequest {
     pub label: String,
 }
 
+/// `PUT /v1/cluster/certificates/{name}/type`: switch a named certificate to another
+/// type. `selfsigned` issues a new version now; `secret` reads the directory now (give
+/// `secret`, or the one it had is read again); `provided` keeps the current version until
+/// a certificate is set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TypeRequest {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<SecretRef>,
+}
+
+/// `DELETE /v1/cluster/certificates/{name}`: what was removed. The certificates this
+/// cluster issued for it that were still live are revoked (cessation of operation), and
+/// nodes remove the files they installed for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamedDeletion {
+    pub name: String,
+    /// Serials revoked with it.
+    pub revoked: Vec<String>,
+}
+
 /// A node's acknowledgement of what it installed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeAck {
@@ -565,6 +588,7 @@ impl crate::RequestBody for NodeAddresses {}
 impl crate::RequestBody for NamedCertificateSpec {}
 impl crate::RequestBody for RotateRequest {}
 impl crate::RequestBody for LabelRequest {}
+impl crate::RequestBody for TypeRequest {}
 impl crate::RequestBody for AgentStatus {}
 impl crate::RequestBody for CaRotateRequest {}
 impl crate::RequestBody for ServiceKeyRotation {}

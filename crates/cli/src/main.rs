@@ -54,7 +54,7 @@ enum Command {
     /// Create a CA hierarchy and sign CSRs offline.
     #[command(subcommand)]
     Ca(ca::CaCommand),
-    /// Inspect, revoke, and manage certificates (create, set, label, rotate, rotate-ca, list).
+    /// Inspect, revoke, and manage certificates (create, set, set-type, label, rotate, delete, list, rotate-ca).
     #[command(subcommand)]
     Certificate(certificate::CertificateCommand),
     /// The admin credential: reissue it on the server host when it is lost or revoked.

@@ -19,6 +19,7 @@ mod observe;
 mod replicas;
 mod rotation;
 pub mod routes;
+mod secrets;
 pub mod state;
 pub mod tls;
 
@@ -431,7 +432,15 @@ async fn start_with(
     ));
     let follower = changes
         .map(|changes| tokio::spawn(replicas::follow(state.clone(), changes, receiver.clone())));
-    let jobs = tokio::spawn(periodic(state.clone(), config.check_interval, receiver));
+    let jobs = tokio::spawn({
+        let (state, interval) = (state.clone(), config.check_interval);
+        async move {
+            tokio::join!(
+                periodic(state.clone(), interval, receiver.clone()),
+                secrets::watch_secrets(state, receiver)
+            );
+        }
+    });
     Ok(RunningServer {
         addr,
         url,
@@ -460,7 +469,9 @@ fn redact(url: &str) -> String {
 }
 
 async fn periodic(state: Arc<AppState>, interval: Duration, mut stop: watch::Receiver<bool>) {
-    let mut checks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    // The first check runs at once: named certificates due while the server was down
+    // renew at start, not ten minutes later.
+    let mut checks = tokio::time::interval(interval);
     let window = std::time::Duration::try_from(audit::WINDOW).unwrap_or(interval);
     let mut refusals = tokio::time::interval_at(tokio::time::Instant::now() + window, window);
     loop {

@@ -7,15 +7,17 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use evergreen_api::{
-    LabelRequest, NamedCertificateSpec, NamedCertificateStatus, NodeAck, NodeBundle, Replacement,
-    Role, RotateRequest, UpdateCert, UpdateCerts, encode_pem,
+    LabelRequest, NamedCertificateSpec, NamedCertificateStatus, NamedDeletion, NodeAck, NodeBundle,
+    Replacement, Role, RotateRequest, SecretRef, TypeRequest, UpdateCert, UpdateCerts, encode_pem,
 };
 use evergreen_pki::certificate::{CertificateInfo, SubjectAltName};
+use evergreen_pki::crl::RevocationReason;
 use evergreen_pki::renewal::Reissue;
 use evergreen_pki::san_policy::SanPolicy;
 use evergreen_pki::{
     CertificateDer, DistinguishedName, IssueRequest, KeyType, PrivateKey, Profile, pem,
 };
+use evergreen_store::RevokeOutcome;
 use evergreen_store::{AuditEvent, CertificateRecord, NamedChange, NamedRecord, NamedVersion};
 
 use crate::auth::rfc3339;
@@ -582,6 +584,34 @@ fn check_spec(spec: &NamedCertificateSpec) -> Result<(), String> {
     Ok(())
 }
 
+/// The next version of a `secret` certificate from its directory, unless the directory
+/// holds the certificate of `current` already.
+fn secret_version(
+    state: &AppState,
+    record: &NamedRecord,
+    current: Option<&NamedVersion>,
+    reason: &str,
+) -> Result<Option<(NamedVersion, Material)>, ApiError> {
+    let (cert, key) = read_secret(record)?;
+    let material = check_upload(
+        state,
+        std::slice::from_ref(record),
+        &record.name,
+        &cert,
+        &key,
+    )
+    .map_err(|e| e.reason("bad_secret").target(&record.name))?;
+    let fingerprint = CertificateInfo::from_der(&material.chain[0])
+        .map_err(ApiError::internal)?
+        .fingerprint
+        .to_string();
+    if current.and_then(|v| v.fingerprint.as_deref()) == Some(fingerprint.as_str()) {
+        return Ok(None);
+    }
+    let version = material.version(state, &record.name, record.version + 1, reason)?;
+    Ok(Some((version, material)))
+}
+
 /// Reads a secret directory: `cert`, `key` and `cacert` (or the configured file names).
 fn read_secret(record: &NamedRecord) -> Result<(String, String), ApiError> {
     let dir = std::path::Path::new(record.secret_path.as_deref().unwrap_or_default());
@@ -956,13 +986,22 @@ pub async fn label(
     let mut updated = record.clone();
     updated.label = request.label.clone();
     updated.updated_at = state.now().unix_timestamp();
-    let (version, material) = if record.kind == "selfsigned" {
-        let (version, material) =
-            regenerate(&state, record, &format!("label {}", request.label)).await?;
-        updated.version = version.version;
-        (Some(version), material)
-    } else {
-        (None, None)
+    let reason = format!("label {}", request.label);
+    let (version, material) = match record.kind.as_str() {
+        "selfsigned" => {
+            let (version, material) = regenerate(&state, record, &reason).await?;
+            updated.version = version.version;
+            (Some(version), material)
+        }
+        // A label change is the operator's word that the secret changed: read it now.
+        "secret" => match secret_version(&state, record, current.as_ref(), &reason)? {
+            Some((version, material)) => {
+                updated.version = version.version;
+                (Some(version), Some(material))
+            }
+            None => (None, None),
+        },
+        _ => (None, None),
     };
     let detail = format!("label {:?} -> {:?}", record.label, request.label);
     let mut writes = Writes::default();
@@ -990,10 +1029,14 @@ pub async fn label(
             fingerprint: current.as_ref().and_then(|v| v.fingerprint.clone()),
             not_after: current.as_ref().and_then(|v| v.not_after).map(rfc3339),
             clients_must_update_trust: false,
-            trust: format!(
-                "label recorded; a {} certificate is not regenerated, set a new one to replace it",
-                record.kind
-            ),
+            trust: if record.kind == "secret" {
+                "label recorded; the secret directory was read again and holds the current certificate".into()
+            } else {
+                format!(
+                    "label recorded; a {} certificate is not regenerated, set a new one to replace it",
+                    record.kind
+                )
+            },
         })),
     }
 }
@@ -1048,28 +1091,22 @@ pub async fn refresh_secrets(state: &AppState) -> Result<(), ApiError> {
             .store
             .named_version(&record.name, record.version)
             .await?;
-        let Ok((cert, key)) = read_secret(record) else {
-            tracing::warn!(name = %record.name, "cannot read the secret directory; keeping the current version");
-            continue;
-        };
-        let material = match check_upload(state, &records, &record.name, &cert, &key) {
-            Ok(m) => m,
+        let (version, material) = match secret_version(
+            state,
+            record,
+            current.as_ref(),
+            "secret changed",
+        ) {
+            Ok(Some(new)) => new,
+            Ok(None) => continue,
             Err(e) => {
-                tracing::warn!(name = %record.name, error = %e.message, "the secret holds an unusable certificate; keeping the current version");
+                tracing::warn!(name = %record.name, error = %e.message, "cannot use the secret directory; keeping the current version");
                 continue;
             }
         };
-        let fingerprint = CertificateInfo::from_der(&material.chain[0])
-            .map_err(ApiError::internal)?
-            .fingerprint
-            .to_string();
-        if current.as_ref().and_then(|v| v.fingerprint.as_deref()) == Some(fingerprint.as_str()) {
-            continue;
-        }
         let mut updated = record.clone();
-        updated.version += 1;
+        updated.version = version.version;
         updated.updated_at = state.now().unix_timestamp();
-        let version = material.version(state, &record.name, updated.version, "secret changed")?;
         writes.events.push(crate::audit::event(
             state.now(),
             "server",
@@ -1139,4 +1176,214 @@ pub async fn renew_due(state: &AppState) -> Result<(), ApiError> {
         save_and_answer(state, "server", "certificate.renew", writes).await?;
     }
     Ok(())
+}
+
+/// `PUT /v1/cluster/certificates/{name}/type`: switches a named certificate to another
+/// type, as Event Streams lets one move between a provided certificate and a generated
+/// one. `selfsigned` issues a new version now; `secret` reads the directory now;
+/// `provided` keeps the current version until a certificate is set.
+pub async fn set_type(
+    State(state): AppStateRef,
+    caller: Caller<Admin>,
+    Path(name): Path<String>,
+    JsonBody(request): JsonBody<TypeRequest>,
+) -> Result<Json<Replacement>, ApiError> {
+    let target = crate::audit::bounded(&name, 64);
+    let _guard = state.store.lock(evergreen_store::Job::Named).await?;
+    let records = state.store.named().await?;
+    let Some(record) = records.iter().find(|r| r.name == name) else {
+        return Err(unknown_named(&target, &records));
+    };
+    let secret = request.secret.clone().or_else(|| {
+        record.secret_path.as_ref().map(|path| SecretRef {
+            path: path.clone(),
+            cert: record.secret_keys[0].clone(),
+            key: record.secret_keys[1].clone(),
+            cacert: record.secret_keys[2].clone(),
+        })
+    });
+    let spec = NamedCertificateSpec {
+        name: record.name.clone(),
+        scope: record.scope.clone(),
+        kind: request.kind.clone(),
+        label: record.label.clone(),
+        internal: record.internal,
+        usage: record.usage.clone(),
+        sans: record.sans.clone(),
+        nodes: record.nodes.clone(),
+        secret: secret.clone().filter(|_| request.kind == "secret"),
+        allowed_dns: record.allowed_dns.clone(),
+        allowed_cidrs: record.allowed_cidrs.clone(),
+    };
+    check_spec(&spec).map_err(|message| ApiError::bad_request(message).target(&target))?;
+    let current = match record.version {
+        0 => None,
+        v => state.store.named_version(&name, v).await?,
+    };
+    if record.kind == request.kind && request.secret.is_none() && request.kind != "secret" {
+        return Ok(Json(Replacement {
+            name,
+            version: record.version,
+            fingerprint: current.as_ref().and_then(|v| v.fingerprint.clone()),
+            not_after: current.as_ref().and_then(|v| v.not_after).map(rfc3339),
+            clients_must_update_trust: false,
+            trust: format!("already {}; nothing changed", record.kind),
+        }));
+    }
+    let mut updated = record.clone();
+    updated.kind = request.kind.clone();
+    if let Some(secret) = spec.secret.as_ref() {
+        updated.secret_path = Some(secret.path.clone());
+        updated.secret_keys = [
+            secret.cert.clone(),
+            secret.key.clone(),
+            secret.cacert.clone(),
+        ];
+    }
+    updated.updated_at = state.now().unix_timestamp();
+    let reason = format!("type {}", request.kind);
+    let (version, material) = match request.kind.as_str() {
+        "selfsigned" => {
+            let (version, material) = regenerate(&state, &updated, &reason).await?;
+            (Some(version), material)
+        }
+        "secret" => match secret_version(&state, &updated, current.as_ref(), &reason)? {
+            Some((version, material)) => (Some(version), Some(material)),
+            None => (None, None),
+        },
+        _ => (None, None),
+    };
+    if let Some(v) = &version {
+        updated.version = v.version;
+    }
+    let mut writes = Writes::default();
+    writes.push(
+        NamedChange {
+            record: updated.clone(),
+            new_version: version.clone(),
+        },
+        material,
+    );
+    writes.events.push(crate::audit::event(
+        state.now(),
+        &caller.actor(),
+        "certificate.type",
+        &name,
+        "ok",
+        &format!("type {} -> {}", record.kind, request.kind),
+    ));
+    writes.commit(&state, "certificate.type").await?;
+    match version {
+        Some(v) => Ok(Json(replacement(&state, &updated, &v).await?)),
+        None => Ok(Json(Replacement {
+            name,
+            version: updated.version,
+            fingerprint: current.as_ref().and_then(|v| v.fingerprint.clone()),
+            not_after: current.as_ref().and_then(|v| v.not_after).map(rfc3339),
+            clients_must_update_trust: false,
+            trust: match request.kind.as_str() {
+                "secret" => "the secret directory holds the current certificate; it is read again when it changes".into(),
+                _ => "now provided: the current version stays installed until a certificate is set (evergreen certificate set)".into(),
+            },
+        })),
+    }
+}
+
+/// `DELETE /v1/cluster/certificates/{name}`: removes a named certificate. What this
+/// cluster issued for it and is still live is revoked (cessation of operation) in the same
+/// change, and nodes remove the files they installed for it at their next watch.
+pub async fn delete(
+    State(state): AppStateRef,
+    caller: Caller<Admin>,
+    Path(name): Path<String>,
+    _: crate::error::NoBody,
+) -> Result<Json<NamedDeletion>, ApiError> {
+    const ACTION: &str = "certificate.delete";
+    let target = crate::audit::bounded(&name, 64);
+    if BUILT_IN.contains(&name.as_str()) {
+        return Err(ApiError::bad_request(format!(
+            "{name} is the server's own certificate and cannot be deleted; rotate it instead"
+        ))
+        .target(target));
+    }
+    let _guard = state.store.lock(evergreen_store::Job::Named).await?;
+    let records = state.store.named().await?;
+    let Some(record) = records.iter().find(|r| r.name == name) else {
+        return Err(unknown_named(&target, &records));
+    };
+    // Every fingerprint it was known by: its versions, and what nodes installed.
+    let mut fingerprints = Vec::new();
+    for v in 1..=record.version {
+        if let Some(f) = state
+            .store
+            .named_version(&name, v)
+            .await?
+            .and_then(|v| v.fingerprint)
+        {
+            fingerprints.push(f);
+        }
+    }
+    for ack in state.store.acknowledgements().await? {
+        if ack.name == name {
+            fingerprints.push(ack.fingerprint);
+        }
+    }
+    let now = state.now().unix_timestamp();
+    let mut live = Vec::new();
+    for fingerprint in fingerprints {
+        if let Some(c) = state.store.certificate_by_sha256(&fingerprint).await?
+            && c.is_live(now)
+            && !live.contains(&c.serial)
+        {
+            live.push(c.serial);
+        }
+    }
+    let _crls = state.store.lock(evergreen_store::Job::Crls).await?;
+    let mut tx = state.store.begin().await?;
+    let revision = tx.delete_named(&name).await?;
+    let serials: Vec<&str> = live.iter().map(String::as_str).collect();
+    let revoked: Vec<String> = state
+        .revoke_in(
+            tx.as_mut(),
+            &serials,
+            RevocationReason::CessationOfOperation,
+        )
+        .await?
+        .into_iter()
+        .filter_map(|o| match o {
+            RevokeOutcome::Revoked(r) => Some(r.serial),
+            _ => None,
+        })
+        .collect();
+    tx.audit(&crate::audit::event(
+        state.now(),
+        &caller.actor(),
+        ACTION,
+        &name,
+        "ok",
+        &format!(
+            "deleted the {} certificate {name}; revoked {} certificate(s) issued for it",
+            record.kind,
+            revoked.len()
+        ),
+    ))
+    .await?;
+    let mut change = crate::change::Live::default();
+    if !revoked.is_empty() {
+        change.crls = Some(state.crls_after_revocation(tx.as_mut()).await?);
+    }
+    crate::change::passed(&state, ACTION, "written")?;
+    state.go_live_and_commit(ACTION, tx, change).await?;
+    state.advance_revision(revision);
+    Ok(Json(NamedDeletion { name, revoked }))
+}
+
+/// The 404 for a name no named certificate has.
+fn unknown_named(target: &str, records: &[NamedRecord]) -> ApiError {
+    ApiError::not_found(format!(
+        "no named certificate {target:?}; known: {}",
+        known_names(records)
+    ))
+    .reason("unknown_certificate")
+    .target(target)
 }

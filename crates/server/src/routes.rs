@@ -62,6 +62,14 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/v1/cluster/certificates/{name}/label",
             put(crate::named::label),
         )
+        .route(
+            "/v1/cluster/certificates/{name}/type",
+            put(crate::named::set_type),
+        )
+        .route(
+            "/v1/cluster/certificates/{name}",
+            axum::routing::delete(crate::named::delete),
+        )
         .route("/v1/nodes/{node}/bundle", post(crate::named::node_bundle))
         .route("/v1/nodes/{node}/addresses", put(node_addresses))
         .route("/v1/nodes/{node}/replace", post(node_replace))
@@ -104,6 +112,8 @@ fn action_of(method: &Method, path: &str) -> Option<&'static str> {
         }
         ("POST", "/v1/cluster/certificates/rotate") => "certificate.rotate",
         ("PUT", "/v1/cluster/certificates/{name}/label") => "certificate.label",
+        ("PUT", "/v1/cluster/certificates/{name}/type") => "certificate.type",
+        ("DELETE", "/v1/cluster/certificates/{name}") => "certificate.delete",
         ("POST", "/v1/nodes/{node}/bundle") => "node.bundle",
         ("PUT", "/v1/nodes/{node}/addresses") => "node.allow",
         ("POST", "/v1/nodes/{node}/replace") => "node.replace",
@@ -302,15 +312,8 @@ pub(crate) async fn revoke_and_publish(
     serial: &str,
     reason: RevocationReason,
 ) -> Result<RevokeOutcome, ApiError> {
-    let outcome = state
-        .store
-        .revoke(serial, state.now().unix_timestamp(), reason.name())
-        .await?;
-    if let RevokeOutcome::Revoked(_) = outcome {
-        state.metrics.revoked.fetch_add(1, Ordering::Relaxed);
-        state.publish_crls().await.map_err(ApiError::internal)?;
-    }
-    Ok(outcome)
+    let mut outcomes = state.revoke(&[serial], reason).await?;
+    Ok(outcomes.pop().unwrap_or(RevokeOutcome::NotFound))
 }
 
 /// Kyma's revocation: the caller revokes its own certificate.

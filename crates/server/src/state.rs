@@ -14,7 +14,7 @@ use evergreen_pki::{
     CertificateAuthority, CertificateDer, CertificateRevocationListDer, Duration, IssueRequest,
     IssuedCertificate, OffsetDateTime,
 };
-use evergreen_store::{AuditEvent, CertificateRecord, Job, Store};
+use evergreen_store::{AuditEvent, CertificateRecord, Job, RevokeOutcome, Store};
 use tokio::sync::Mutex;
 
 use crate::error::ApiError;
@@ -578,7 +578,7 @@ impl AppState {
         for (name, role, ca) in crl_signers(cluster, now) {
             // Serials are random and unique, so a retired CA's CRL may list its role's
             // every revoked serial without ambiguity.
-            let revoked = self.revoked_of(role).await?;
+            let revoked = as_listed(tx.revoked(role).await?)?;
             if let Some(der) = published.get(name) {
                 let crl = CertificateRevocationListDer::from(der.clone());
                 if is_current(&crl, ca.certificate(), &revoked, now) {
@@ -601,31 +601,73 @@ impl AppState {
                 .collect();
             tx.put_crls(&rows).await?;
         }
-        Ok((crls, self.revoked_client_serials().await?))
+        let revoked = as_listed(tx.revoked(CLIENT_CA).await?)?;
+        Ok((crls, revoked.into_iter().map(|r| r.serial).collect()))
     }
 
-    /// The revoked certificates of a CA role, as a CRL lists them.
-    async fn revoked_of(&self, role: &str) -> anyhow::Result<Vec<RevokedCertificate>> {
-        self.store
-            .revoked(role)
-            .await?
-            .into_iter()
-            .map(|r| {
-                Ok(RevokedCertificate {
-                    serial: parse_hex(&r.serial)?,
-                    revoked_at: OffsetDateTime::from_unix_timestamp(r.revoked_at)?,
-                    reason: r.reason.parse().unwrap_or(RevocationReason::Unspecified),
-                })
-            })
-            .collect()
+    /// Revokes `serials` and publishes the CRLs that list them, as one change: committed
+    /// together, and served from the next handshake. Serials already revoked or unknown
+    /// change nothing.
+    pub async fn revoke(
+        &self,
+        serials: &[&str],
+        reason: RevocationReason,
+    ) -> Result<Vec<RevokeOutcome>, ApiError> {
+        let _job = self.store.lock(Job::Crls).await?;
+        let _guard = self.crl_lock.lock().await;
+        let mut tx = self.store.begin().await?;
+        let outcomes = self.revoke_in(tx.as_mut(), serials, reason).await?;
+        if !outcomes
+            .iter()
+            .any(|o| matches!(o, RevokeOutcome::Revoked(_)))
+        {
+            return Ok(outcomes);
+        }
+        let live = crate::change::Live {
+            crls: Some(self.crls_after_revocation(tx.as_mut()).await?),
+            ..Default::default()
+        };
+        self.go_live_and_commit("revoke", tx, live).await?;
+        Ok(outcomes)
+    }
+
+    /// Revokes `serials` in `tx` (the caller publishes the CRLs with
+    /// [`Self::crls_after_revocation`] in the same change).
+    pub(crate) async fn revoke_in(
+        &self,
+        tx: &mut dyn evergreen_store::Transaction,
+        serials: &[&str],
+        reason: RevocationReason,
+    ) -> Result<Vec<RevokeOutcome>, ApiError> {
+        let at = self.now().unix_timestamp();
+        let mut outcomes = Vec::with_capacity(serials.len());
+        for serial in serials {
+            let outcome = tx.revoke(serial, at, reason.name()).await?;
+            if matches!(outcome, RevokeOutcome::Revoked(_)) {
+                self.metrics
+                    .revoked
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            outcomes.push(outcome);
+        }
+        Ok(outcomes)
+    }
+
+    /// The CRLs and revoked client serials after revocations made in `tx`.
+    pub(crate) async fn crls_after_revocation(
+        &self,
+        tx: &mut dyn evergreen_store::Transaction,
+    ) -> Result<(Crls, Revoked), ApiError> {
+        let cluster = self.cluster.load_full();
+        self.prepare_crls(&cluster, tx)
+            .await
+            .map_err(|e| crate::change::failed("revoke", "signing CRLs", e))
     }
 
     /// The serials of every revoked client certificate, whichever generation of the
     /// client CA issued it.
     pub(crate) async fn revoked_client_serials(&self) -> anyhow::Result<Revoked> {
-        Ok(self
-            .revoked_of(CLIENT_CA)
-            .await?
+        Ok(as_listed(self.store.revoked(CLIENT_CA).await?)?
             .into_iter()
             .map(|r| r.serial)
             .collect())
@@ -735,5 +777,21 @@ pub fn parse_hex(s: &str) -> anyhow::Result<Vec<u8>> {
     (0..s.len())
         .step_by(2)
         .map(|i| Ok(u8::from_str_radix(&s[i..i + 2], 16)?))
+        .collect()
+}
+
+/// Revoked serials as a CRL lists them.
+fn as_listed(
+    revoked: Vec<evergreen_store::RevokedSerial>,
+) -> anyhow::Result<Vec<RevokedCertificate>> {
+    revoked
+        .into_iter()
+        .map(|r| {
+            Ok(RevokedCertificate {
+                serial: parse_hex(&r.serial)?,
+                revoked_at: OffsetDateTime::from_unix_timestamp(r.revoked_at)?,
+                reason: r.reason.parse().unwrap_or(RevocationReason::Unspecified),
+            })
+        })
         .collect()
 }

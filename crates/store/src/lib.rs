@@ -427,6 +427,14 @@ pub trait Transaction: Send {
     async fn audit(&mut self, event: &AuditEvent) -> Result<()>;
     /// As [`Store::save_named`].
     async fn save_named(&mut self, changes: &[NamedChange]) -> Result<i64>;
+    /// Removes a named certificate, its versions and the nodes' acknowledgements of it,
+    /// advancing the cluster revision (which it returns). Its certificates stay in the
+    /// inventory.
+    async fn delete_named(&mut self, name: &str) -> Result<i64>;
+    /// As [`Store::revoke`], in this transaction.
+    async fn revoke(&mut self, serial: &str, at: i64, reason: &str) -> Result<RevokeOutcome>;
+    /// As [`Store::revoked`], seeing this transaction's own revocations.
+    async fn revoked(&mut self, issuer: &str) -> Result<Vec<RevokedSerial>>;
     async fn commit(self: Box<Self>) -> Result<()>;
 }
 

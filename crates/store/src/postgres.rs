@@ -450,6 +450,67 @@ struct PostgresTransaction {
     origin: String,
 }
 
+async fn revoke_in(
+    conn: &mut PgConnection,
+    serial: &str,
+    at: i64,
+    reason: &str,
+) -> Result<RevokeOutcome> {
+    let Some(row) = sqlx::query("SELECT * FROM certificates WHERE serial = $1 FOR UPDATE")
+        .bind(serial)
+        .fetch_optional(&mut *conn)
+        .await?
+    else {
+        return Ok(RevokeOutcome::NotFound);
+    };
+    let mut record = rows::certificate(&row)?;
+    if record.revoked_at.is_some() {
+        return Ok(RevokeOutcome::AlreadyRevoked(record));
+    }
+    sqlx::query(
+        "UPDATE certificates SET revoked_at = $1, revocation_reason = $2 WHERE serial = $3",
+    )
+    .bind(at)
+    .bind(reason)
+    .bind(serial)
+    .execute(&mut *conn)
+    .await?;
+    record.revoked_at = Some(at);
+    record.revocation_reason = Some(reason.to_owned());
+    Ok(RevokeOutcome::Revoked(record))
+}
+
+async fn revoked_in(conn: &mut PgConnection, issuer: &str) -> Result<Vec<RevokedSerial>> {
+    let rows = sqlx::query(
+        "SELECT serial, revoked_at, revocation_reason FROM certificates \
+         WHERE issuer = $1 AND revoked_at IS NOT NULL ORDER BY revoked_at, serial",
+    )
+    .bind(issuer)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(RevokedSerial {
+                serial: r.try_get("serial")?,
+                revoked_at: r.try_get("revoked_at")?,
+                reason: r
+                    .try_get::<Option<String>, _>("revocation_reason")?
+                    .unwrap_or_default(),
+            })
+        })
+        .collect()
+}
+
+async fn delete_named_in(conn: &mut PgConnection, name: &str, origin: &str) -> Result<i64> {
+    for table in ["acknowledgements", "named_versions", "named_certificates"] {
+        sqlx::query(&format!("DELETE FROM {table} WHERE name = $1"))
+            .bind(name)
+            .execute(&mut *conn)
+            .await?;
+    }
+    next_revision(conn, origin).await
+}
+
 #[async_trait]
 impl Transaction for PostgresTransaction {
     async fn rotate(&mut self, rotation: &Rotation) -> Result<i64> {
@@ -479,6 +540,18 @@ impl Transaction for PostgresTransaction {
 
     async fn save_named(&mut self, changes: &[NamedChange]) -> Result<i64> {
         save_named_in(&mut self.tx, changes, &self.origin).await
+    }
+
+    async fn delete_named(&mut self, name: &str) -> Result<i64> {
+        delete_named_in(&mut self.tx, name, &self.origin).await
+    }
+
+    async fn revoke(&mut self, serial: &str, at: i64, reason: &str) -> Result<RevokeOutcome> {
+        revoke_in(&mut self.tx, serial, at, reason).await
+    }
+
+    async fn revoked(&mut self, issuer: &str) -> Result<Vec<RevokedSerial>> {
+        revoked_in(&mut self.tx, issuer).await
     }
 
     async fn initialize(&mut self, init: &Initialization) -> Result<()> {
@@ -600,50 +673,13 @@ impl Store for PostgresStore {
 
     async fn revoke(&self, serial: &str, at: i64, reason: &str) -> Result<RevokeOutcome> {
         let mut tx = self.pool.begin().await?;
-        let Some(row) = sqlx::query("SELECT * FROM certificates WHERE serial = $1 FOR UPDATE")
-            .bind(serial)
-            .fetch_optional(&mut *tx)
-            .await?
-        else {
-            return Ok(RevokeOutcome::NotFound);
-        };
-        let mut record = rows::certificate(&row)?;
-        if record.revoked_at.is_some() {
-            return Ok(RevokeOutcome::AlreadyRevoked(record));
-        }
-        sqlx::query(
-            "UPDATE certificates SET revoked_at = $1, revocation_reason = $2 WHERE serial = $3",
-        )
-        .bind(at)
-        .bind(reason)
-        .bind(serial)
-        .execute(&mut *tx)
-        .await?;
+        let outcome = revoke_in(&mut tx, serial, at, reason).await?;
         tx.commit().await?;
-        record.revoked_at = Some(at);
-        record.revocation_reason = Some(reason.to_owned());
-        Ok(RevokeOutcome::Revoked(record))
+        Ok(outcome)
     }
 
     async fn revoked(&self, issuer: &str) -> Result<Vec<RevokedSerial>> {
-        let rows = sqlx::query(
-            "SELECT serial, revoked_at, revocation_reason FROM certificates \
-             WHERE issuer = $1 AND revoked_at IS NOT NULL ORDER BY revoked_at, serial",
-        )
-        .bind(issuer)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(RevokedSerial {
-                    serial: r.try_get("serial")?,
-                    revoked_at: r.try_get("revoked_at")?,
-                    reason: r
-                        .try_get::<Option<String>, _>("revocation_reason")?
-                        .unwrap_or_default(),
-                })
-            })
-            .collect()
+        revoked_in(&mut *self.pool.acquire().await?, issuer).await
     }
 
     async fn insert_token(&self, token: &TokenRecord) -> Result<()> {

@@ -582,6 +582,65 @@ async fn initialize_in(conn: &mut SqliteConnection, init: &Initialization) -> Re
 
 /// A change's writes on the one writer connection (see [`Transaction`]): group commits and
 /// other writes wait until it commits or is dropped.
+async fn revoke_in(
+    conn: &mut SqliteConnection,
+    serial: &str,
+    at: i64,
+    reason: &str,
+) -> Result<RevokeOutcome> {
+    let Some(row) = sqlx::query("SELECT * FROM certificates WHERE serial = ?")
+        .bind(serial)
+        .fetch_optional(&mut *conn)
+        .await?
+    else {
+        return Ok(RevokeOutcome::NotFound);
+    };
+    let mut record = rows::certificate(&row)?;
+    if record.revoked_at.is_some() {
+        return Ok(RevokeOutcome::AlreadyRevoked(record));
+    }
+    sqlx::query("UPDATE certificates SET revoked_at = ?, revocation_reason = ? WHERE serial = ?")
+        .bind(at)
+        .bind(reason)
+        .bind(serial)
+        .execute(&mut *conn)
+        .await?;
+    record.revoked_at = Some(at);
+    record.revocation_reason = Some(reason.to_owned());
+    Ok(RevokeOutcome::Revoked(record))
+}
+
+async fn revoked_in(conn: &mut SqliteConnection, issuer: &str) -> Result<Vec<RevokedSerial>> {
+    let rows = sqlx::query(
+        "SELECT serial, revoked_at, revocation_reason FROM certificates \
+         WHERE issuer = ? AND revoked_at IS NOT NULL ORDER BY revoked_at, serial",
+    )
+    .bind(issuer)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(RevokedSerial {
+                serial: r.try_get("serial")?,
+                revoked_at: r.try_get("revoked_at")?,
+                reason: r
+                    .try_get::<Option<String>, _>("revocation_reason")?
+                    .unwrap_or_default(),
+            })
+        })
+        .collect()
+}
+
+async fn delete_named_in(conn: &mut SqliteConnection, name: &str) -> Result<i64> {
+    for table in ["acknowledgements", "named_versions", "named_certificates"] {
+        sqlx::query(&format!("DELETE FROM {table} WHERE name = ?"))
+            .bind(name)
+            .execute(&mut *conn)
+            .await?;
+    }
+    next_revision(conn).await
+}
+
 struct SqliteTransaction(sqlx::Transaction<'static, Sqlite>);
 
 #[async_trait]
@@ -612,6 +671,18 @@ impl Transaction for SqliteTransaction {
 
     async fn save_named(&mut self, changes: &[NamedChange]) -> Result<i64> {
         save_named_in(&mut self.0, changes).await
+    }
+
+    async fn delete_named(&mut self, name: &str) -> Result<i64> {
+        delete_named_in(&mut self.0, name).await
+    }
+
+    async fn revoke(&mut self, serial: &str, at: i64, reason: &str) -> Result<RevokeOutcome> {
+        revoke_in(&mut self.0, serial, at, reason).await
+    }
+
+    async fn revoked(&mut self, issuer: &str) -> Result<Vec<RevokedSerial>> {
+        revoked_in(&mut self.0, issuer).await
     }
 
     async fn initialize(&mut self, init: &Initialization) -> Result<()> {
@@ -725,50 +796,13 @@ impl Store for SqliteStore {
 
     async fn revoke(&self, serial: &str, at: i64, reason: &str) -> Result<RevokeOutcome> {
         let mut tx = self.writer.begin().await?;
-        let Some(row) = sqlx::query("SELECT * FROM certificates WHERE serial = ?")
-            .bind(serial)
-            .fetch_optional(&mut *tx)
-            .await?
-        else {
-            return Ok(RevokeOutcome::NotFound);
-        };
-        let mut record = rows::certificate(&row)?;
-        if record.revoked_at.is_some() {
-            return Ok(RevokeOutcome::AlreadyRevoked(record));
-        }
-        sqlx::query(
-            "UPDATE certificates SET revoked_at = ?, revocation_reason = ? WHERE serial = ?",
-        )
-        .bind(at)
-        .bind(reason)
-        .bind(serial)
-        .execute(&mut *tx)
-        .await?;
+        let outcome = revoke_in(&mut tx, serial, at, reason).await?;
         tx.commit().await?;
-        record.revoked_at = Some(at);
-        record.revocation_reason = Some(reason.to_owned());
-        Ok(RevokeOutcome::Revoked(record))
+        Ok(outcome)
     }
 
     async fn revoked(&self, issuer: &str) -> Result<Vec<RevokedSerial>> {
-        let rows = sqlx::query(
-            "SELECT serial, revoked_at, revocation_reason FROM certificates \
-             WHERE issuer = ? AND revoked_at IS NOT NULL ORDER BY revoked_at, serial",
-        )
-        .bind(issuer)
-        .fetch_all(&self.reader)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(RevokedSerial {
-                    serial: r.try_get("serial")?,
-                    revoked_at: r.try_get("revoked_at")?,
-                    reason: r
-                        .try_get::<Option<String>, _>("revocation_reason")?
-                        .unwrap_or_default(),
-                })
-            })
-            .collect()
+        revoked_in(&mut *self.reader.acquire().await?, issuer).await
     }
 
     async fn insert_token(&self, token: &TokenRecord) -> Result<()> {

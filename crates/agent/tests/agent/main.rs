@@ -635,3 +635,35 @@ async fn an_agent_and_an_mtls_client_stay_connected_through_role_ca_and_root_rot
     agent.stop().await;
     t.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_certificate_is_removed_from_the_node() {
+    let t = TestServer::start().await;
+    let _: Replacement = t
+        .admin()
+        .json(
+            "POST",
+            "/v1/cluster/certificates",
+            Some(&spec("proxy", "cluster", &["proxy.example"])),
+        )
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let agent = start_agent(&t, dir.path(), "node-a", Some(t.node_token("node-a").await));
+    until("proxy installed", async || {
+        agent.installed("proxy").is_some()
+    })
+    .await;
+    let installed = agent.data_dir.join("certs/proxy");
+    assert_installed_pair(&t, &installed);
+
+    let _: evergreen_api::NamedDeletion = t
+        .admin()
+        .json::<(), _>("DELETE", "/v1/cluster/certificates/proxy", None)
+        .await
+        .unwrap();
+    until("proxy removed from the node", async || !installed.exists()).await;
+    let state = std::fs::read_to_string(agent.data_dir.join("state.json")).unwrap();
+    assert!(!state.contains("proxy"), "{state}");
+    agent.stop().await;
+}

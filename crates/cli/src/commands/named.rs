@@ -5,8 +5,8 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use evergreen_api::files;
 use evergreen_api::{
-    LabelRequest, NamedCertificateSpec, NamedCertificateStatus, Replacement, RotateRequest,
-    SecretRef, UpdateCert,
+    LabelRequest, NamedCertificateSpec, NamedCertificateStatus, NamedDeletion, Replacement,
+    RotateRequest, SecretRef, TypeRequest, UpdateCert,
 };
 use serde_json::json;
 
@@ -88,8 +88,44 @@ pub struct SetArgs {
     pub connection: AdminConnection,
 }
 
+/// Switch a named certificate to another type: selfsigned (a new version is issued now),
+/// provided (the current version stays until you set one), or secret (the directory is
+/// read now, and watched).
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  evergreen certificate set-type external selfsigned        # back from a provided certificate
+  evergreen certificate set-type external provided          # then: evergreen certificate set external --cert …
+  evergreen certificate set-type ui secret --secret-dir /etc/ui-tls --secret-files tls.crt,tls.key,ca.crt")]
+pub struct SetTypeArgs {
+    pub name: String,
+    #[arg(value_name = "TYPE", value_parser = ["selfsigned", "provided", "secret"])]
+    pub kind: String,
+    /// For secret: the directory holding the certificate, key and CA files (default: the
+    /// one it had).
+    #[arg(long, value_name = "DIR")]
+    pub secret_dir: Option<PathBuf>,
+    /// For secret: the file names in it (certificate,key,CA).
+    #[arg(long, value_name = "CERT,KEY,CA", default_value = "cert,key,cacert")]
+    pub secret_files: String,
+    #[command(flatten)]
+    pub connection: Connection,
+}
+
+/// Delete a named certificate. Nodes remove the files they installed for it at their next
+/// watch, and what this cluster issued for it that is still valid is revoked (cessation of
+/// operation). The server's own `server` and `admin` cannot be deleted.
+#[derive(Debug, Args)]
+#[command(after_help = "Example:
+  evergreen certificate delete syncer")]
+pub struct DeleteArgs {
+    pub name: String,
+    #[command(flatten)]
+    pub connection: Connection,
+}
+
 /// Set a label. A new, different label regenerates a selfsigned certificate (Event
-/// Streams' way to ask for a new one); the same label changes nothing.
+/// Streams' way to ask for a new one) and re-reads a secret; the same label changes
+/// nothing.
 #[derive(Debug, Args)]
 #[command(after_help = "Example:
   evergreen certificate label external upgraded-2")]
@@ -150,23 +186,26 @@ fn say(answer: &Replacement) {
     );
 }
 
+/// The secret directory of `--secret-dir DIR --secret-files CERT,KEY,CA`.
+fn secret_ref(dir: &std::path::Path, files: &str) -> Result<SecretRef> {
+    let names: Vec<&str> = files.split(',').collect();
+    let [cert, key, cacert] = names[..] else {
+        bail!("--secret-files takes three names: certificate,key,CA");
+    };
+    let dir =
+        std::fs::canonicalize(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+    Ok(SecretRef {
+        path: dir.display().to_string(),
+        cert: cert.into(),
+        key: key.into(),
+        cacert: cacert.into(),
+    })
+}
+
 pub fn create(args: CreateArgs) -> Result<()> {
     let secret = match (&args.kind[..], &args.secret_dir) {
         ("secret", None) => bail!("--type secret needs --secret-dir DIR"),
-        ("secret", Some(dir)) => {
-            let names: Vec<&str> = args.secret_files.split(',').collect();
-            let [cert, key, cacert] = names[..] else {
-                bail!("--secret-files takes three names: certificate,key,CA");
-            };
-            let dir = std::fs::canonicalize(dir)
-                .with_context(|| format!("cannot read {}", dir.display()))?;
-            Some(SecretRef {
-                path: dir.display().to_string(),
-                cert: cert.into(),
-                key: key.into(),
-                cacert: cacert.into(),
-            })
-        }
+        ("secret", Some(dir)) => Some(secret_ref(dir, &args.secret_files)?),
         _ => None,
     };
     let spec = NamedCertificateSpec {
@@ -214,6 +253,43 @@ pub fn set(args: SetArgs) -> Result<()> {
     let answer: Replacement =
         crate::runtime()?.block_on(client.json("PUT", "/v1/cluster/update_cert", Some(&body)))?;
     say(&answer);
+    Ok(())
+}
+
+pub fn set_type(args: SetTypeArgs) -> Result<()> {
+    let secret = match &args.secret_dir {
+        Some(dir) if args.kind == "secret" => Some(secret_ref(dir, &args.secret_files)?),
+        Some(_) => bail!("--secret-dir is for --type secret"),
+        None => None,
+    };
+    let client = args.connection.client()?;
+    let body = TypeRequest {
+        kind: args.kind,
+        secret,
+    };
+    let path = format!("/v1/cluster/certificates/{}/type", args.name);
+    let answer: Replacement = crate::runtime()?.block_on(client.json("PUT", &path, Some(&body)))?;
+    say(&answer);
+    Ok(())
+}
+
+pub fn delete(args: DeleteArgs) -> Result<()> {
+    let client = args.connection.client()?;
+    let path = format!("/v1/cluster/certificates/{}", args.name);
+    let answer: NamedDeletion =
+        crate::runtime()?.block_on(client.json::<(), _>("DELETE", &path, None))?;
+    println!(
+        "Deleted {}; nodes remove its files at their next watch{}",
+        answer.name,
+        if answer.revoked.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; revoked what was issued for it: {}",
+                answer.revoked.join(", ")
+            )
+        }
+    );
     Ok(())
 }
 

@@ -2,8 +2,8 @@
 //! types, rotation, secrets, trust decisions and node bundles.
 use evergreen_api::client::ClientError;
 use evergreen_api::{
-    Clock, LabelRequest, NamedCertificateSpec, NamedCertificateStatus, NodeBundle, Replacement,
-    RotateRequest, SecretRef, UpdateCert, UpdateCerts, decode_pem,
+    Clock, LabelRequest, NamedCertificateSpec, NamedCertificateStatus, NamedDeletion, NodeBundle,
+    Replacement, RotateRequest, SecretRef, TypeRequest, UpdateCert, UpdateCerts, decode_pem,
 };
 use evergreen_pki::certificate::{CertificateInfo, Usage};
 use evergreen_pki::{DistinguishedName, Duration, IssueRequest, KeyType, PrivateKey, Profile, pem};
@@ -537,6 +537,236 @@ async fn a_secret_directory_is_read_and_watched() {
     let s = status(&t, "ui").await;
     assert_eq!(s.version, 2);
     assert_ne!(s.fingerprint, first.fingerprint);
+
+    // Watched: files written in place make a new version within moments, no check needed.
+    write(&["ui.example", "ui3.example"]);
+    for _ in 0..100 {
+        if status(&t, "ui").await.version == 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        status(&t, "ui").await.version,
+        3,
+        "the watcher saw the change"
+    );
+    assert_version_verifies(&t, "ui").await;
+
+    // A label change re-reads the secret at once. The directory is swapped for a new one
+    // (the watch follows the old one until it resyncs), so only the label can see it.
+    let old = dir.path().with_extension("old");
+    std::fs::rename(dir.path(), &old).unwrap();
+    std::fs::create_dir(dir.path()).unwrap();
+    write(&["ui.example", "ui4.example"]);
+    let labelled: Replacement = admin(
+        &t,
+        "PUT",
+        "/v1/cluster/certificates/ui/label",
+        &LabelRequest {
+            label: "renewed".into(),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(labelled.version, 4, "{}", labelled.trust);
+    assert_version_verifies(&t, "ui").await;
+    std::fs::remove_dir_all(&old).unwrap();
+}
+
+/// Event Streams lets an operator move a certificate between generated and provided; so
+/// does `certificate set-type`, and a certificate can be deleted.
+#[tokio::test]
+async fn types_switch_back_and_forth_and_a_certificate_can_be_deleted() {
+    let t = TestServer::start().await;
+    let mut external = spec("external");
+    external.kind = "provided".into();
+    let _: Replacement = admin(&t, "POST", "/v1/cluster/certificates", &external)
+        .await
+        .unwrap();
+    let cluster = t.server.state.cluster.load();
+    let (cert, key) = upload(&cluster.server_ca, &["external.example"], t.clock.now(), 90);
+    let set = UpdateCert {
+        name: "external".into(),
+        certificate: cert.clone(),
+        key: key.clone(),
+    };
+    let _: Replacement = admin(&t, "PUT", "/v1/cluster/update_cert", &set)
+        .await
+        .unwrap();
+    let to = |kind: &str, secret: Option<SecretRef>| TypeRequest {
+        kind: kind.into(),
+        secret,
+    };
+
+    // provided -> selfsigned: a new version at once, issued by the cluster.
+    let answer: Replacement = admin(
+        &t,
+        "PUT",
+        "/v1/cluster/certificates/external/type",
+        &to("selfsigned", None),
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer.version, 2);
+    let s = status(&t, "external").await;
+    assert_eq!((s.kind.as_str(), s.version), ("selfsigned", 2));
+    assert_version_verifies(&t, "external").await;
+
+    // selfsigned -> secret: the directory is read now; one that cannot be read is refused
+    // and changes nothing.
+    let dir = tempfile::tempdir().unwrap();
+    let secret = SecretRef {
+        path: dir.path().display().to_string(),
+        cert: "tls.crt".into(),
+        key: "tls.key".into(),
+        cacert: "ca.crt".into(),
+    };
+    let message = refusal(
+        admin::<_, Replacement>(
+            &t,
+            "PUT",
+            "/v1/cluster/certificates/external/type",
+            &to("secret", Some(secret.clone())),
+        )
+        .await,
+        400,
+    );
+    assert!(message.contains("cannot read"), "{message}");
+    assert_eq!(status(&t, "external").await.kind, "selfsigned");
+    std::fs::write(dir.path().join("tls.crt"), &cert).unwrap();
+    std::fs::write(dir.path().join("tls.key"), &key).unwrap();
+    std::fs::write(dir.path().join("ca.crt"), cluster.server_ca.bundle_pem()).unwrap();
+    let answer: Replacement = admin(
+        &t,
+        "PUT",
+        "/v1/cluster/certificates/external/type",
+        &to("secret", Some(secret)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer.version, 3);
+    assert_eq!(status(&t, "external").await.kind, "secret");
+
+    // secret -> provided: the current version stays.
+    let answer: Replacement = admin(
+        &t,
+        "PUT",
+        "/v1/cluster/certificates/external/type",
+        &to("provided", None),
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer.version, 3);
+    assert!(answer.trust.contains("stays installed"), "{}", answer.trust);
+
+    // What no type allows is refused: a node-scope certificate is only selfsigned.
+    let _: Replacement = admin(
+        &t,
+        "POST",
+        "/v1/cluster/certificates",
+        &NamedCertificateSpec {
+            scope: "node".into(),
+            sans: vec!["{node}.example".into()],
+            ..spec("kubelet")
+        },
+    )
+    .await
+    .unwrap();
+    let message = refusal(
+        admin::<_, Replacement>(
+            &t,
+            "PUT",
+            "/v1/cluster/certificates/kubelet/type",
+            &to("provided", None),
+        )
+        .await,
+        400,
+    );
+    assert!(message.contains("node scope"), "{message}");
+    let message = refusal(
+        admin::<_, Replacement>(
+            &t,
+            "PUT",
+            "/v1/cluster/certificates/nothing/type",
+            &to("selfsigned", None),
+        )
+        .await,
+        404,
+    );
+    assert!(message.contains("known: external, kubelet"), "{message}");
+
+    // Delete: what the cluster issued for it (the selfsigned version 2) is revoked with it.
+    let issued = t
+        .server
+        .state
+        .store
+        .named_version("external", 2)
+        .await
+        .unwrap()
+        .unwrap()
+        .fingerprint
+        .unwrap();
+    let serial = t
+        .server
+        .state
+        .store
+        .certificate_by_sha256(&issued)
+        .await
+        .unwrap()
+        .unwrap()
+        .serial;
+    let deleted: NamedDeletion = t
+        .admin()
+        .json::<(), _>("DELETE", "/v1/cluster/certificates/external", None)
+        .await
+        .unwrap();
+    assert_eq!(deleted.revoked, std::slice::from_ref(&serial));
+    let all: Vec<NamedCertificateStatus> = t
+        .admin()
+        .get_json("/v1/cluster/certificates")
+        .await
+        .unwrap();
+    assert_eq!(
+        all.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+        ["kubelet"]
+    );
+    let record = t
+        .server
+        .state
+        .store
+        .certificate_by_serial(&serial)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        record.revocation_reason.as_deref(),
+        Some("cessation-of-operation")
+    );
+    let crl = t
+        .anonymous()
+        .send("GET", "/v1/crl/server-ca", None)
+        .await
+        .unwrap()
+        .body;
+    let listed = evergreen_pki::crl::CrlInfo::from_der(&crl).unwrap();
+    assert!(listed.revoked.iter().any(|r| {
+        let hex: String = r.serial.iter().map(|b| format!("{b:02x}")).collect();
+        hex.trim_start_matches('0') == serial.trim_start_matches('0')
+    }));
+    let dir = tempfile::tempdir().unwrap();
+    assert!(evergreen_test_util::Openssl::find().crl_verifies(
+        dir.path(),
+        &evergreen_pki::CertificateRevocationListDer::from(crl),
+        &cluster.server_ca.bundle_pem()
+    ));
+    let message = refusal(
+        t.admin()
+            .json::<(), NamedDeletion>("DELETE", "/v1/cluster/certificates/external", None)
+            .await,
+        404,
+    );
+    assert!(message.contains("no named certificate"), "{message}");
 }
 
 #[tokio::test]
@@ -778,4 +1008,27 @@ async fn a_provided_certificate_without_its_chain_is_completed_or_refused() {
     let ca = pem::parse_certificates("", version.ca_pem.unwrap().as_bytes()).unwrap();
     let leaf = pem::parse_certificates("", read("cert.pem").as_bytes()).unwrap();
     assert_eq!(ca, leaf);
+}
+
+/// A selfsigned certificate that fell due while the server was down renews when it
+/// starts, not at the first ten-minute check.
+#[tokio::test]
+async fn named_certificates_due_at_start_renew_at_start() {
+    let t = TestServer::start().await;
+    let _: Replacement = admin(&t, "POST", "/v1/cluster/certificates", &spec("proxy"))
+        .await
+        .unwrap();
+    let clock = t.clock.clone();
+    let t = t
+        .restart_after(async { clock.advance(Duration::days(300)) })
+        .await
+        .unwrap();
+    for _ in 0..100 {
+        if status(&t, "proxy").await.version == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(status(&t, "proxy").await.version, 2, "renewed at start");
+    assert_version_verifies(&t, "proxy").await;
 }
