@@ -21,6 +21,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// holds a watch (60 s), so an idle long-poll is answered, not cut off.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(90);
 
+/// The ALPN protocol Evergreen's own clients (agents, the CLI) offer, alongside
+/// `http/1.1`: it asks for the cluster's serving certificate.
+pub const ALPN: &[u8] = b"evergreen/1";
+
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
@@ -201,7 +205,11 @@ impl Client {
         Self::from_config(url, config)
     }
 
-    fn from_config(url: &str, config: rustls::ClientConfig) -> Result<Self, ClientError> {
+    fn from_config(url: &str, mut config: rustls::ClientConfig) -> Result<Self, ClientError> {
+        // Says "an Evergreen client": the server answers with the cluster's serving
+        // certificate, the one this client pins, even when the API listener serves a
+        // certificate of the company's CA to everyone else.
+        config.alpn_protocols = vec![ALPN.to_vec(), b"http/1.1".to_vec()];
         let (host, port) = parse_url(url)?;
         let server_name = ServerName::try_from(host.clone()).map_err(|_| ClientError::Url {
             url: url.to_owned(),

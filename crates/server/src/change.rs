@@ -63,6 +63,8 @@ pub struct Live {
     /// The CRLs to serve and the revoked serials to refuse at the handshake.
     pub crls: Option<(Crls, Revoked)>,
     pub serving: Option<Arc<rustls::sign::CertifiedKey>>,
+    /// The provided API certificate to serve (`Some(None)`: none any more).
+    pub api: Option<Option<Arc<rustls::sign::CertifiedKey>>>,
     pub files: Staging,
 }
 
@@ -73,6 +75,7 @@ pub struct Undo {
     crls: Option<(Arc<Crls>, Arc<Revoked>)>,
     tls: Option<Arc<rustls::ServerConfig>>,
     serving: Option<Arc<rustls::sign::CertifiedKey>>,
+    api: Option<Option<Arc<rustls::sign::CertifiedKey>>>,
     files: Option<Applied>,
 }
 
@@ -101,6 +104,7 @@ impl AppState {
         Ok(Undo {
             cluster: live.cluster.map(|c| self.cluster.swap(c)),
             serving: live.serving.map(|s| self.serving.swap(s)),
+            api: live.api.map(|a| self.serving.swap_provided(a)),
             crls: live.crls.map(|(crls, revoked)| {
                 (
                     self.crls.swap(Arc::new(crls)),
@@ -128,6 +132,9 @@ impl AppState {
         }
         if let Some(serving) = undo.serving {
             self.serving.store(serving);
+        }
+        if let Some(api) = undo.api {
+            self.serving.swap_provided(api);
         }
         if let Some((crls, revoked)) = undo.crls {
             self.crls.store(crls);

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 mod agent;
+mod api_cert;
 mod audit;
 mod auth;
 mod bootstrap;
@@ -421,6 +422,7 @@ async fn start_with(
         .await
         .map_err(|e| anyhow::anyhow!(e.message))?;
 
+    api_cert::load(&state).await?;
     let (shutdown, receiver) = watch::channel(false);
     let router = routes::router(state.clone());
     let serve = tokio::spawn(tls::serve(

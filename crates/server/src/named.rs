@@ -730,6 +730,18 @@ async fn set_all(
     actor: &str,
     uploads: &[UpdateCert],
 ) -> Result<Vec<Replacement>, ApiError> {
+    // `server`: the API listener's own certificate (Redis Enterprise's `api`).
+    if uploads.iter().any(|u| u.name == "server") {
+        let [upload] = uploads else {
+            return Err(ApiError::bad_request(
+                "set the server's API certificate on its own, not with other certificates",
+            )
+            .target("server"));
+        };
+        return Ok(vec![
+            crate::api_cert::set(state, actor, &upload.certificate, &upload.key).await?,
+        ]);
+    }
     let _guard = state.store.lock(evergreen_store::Job::Named).await?;
     let records = state.store.named().await?;
     let mut failures: Vec<ApiError> = Vec::new();
@@ -1189,6 +1201,15 @@ pub async fn set_type(
     JsonBody(request): JsonBody<TypeRequest>,
 ) -> Result<Json<Replacement>, ApiError> {
     let target = crate::audit::bounded(&name, 64);
+    if name == "server" {
+        return match request.kind.as_str() {
+            "selfsigned" => Ok(Json(crate::api_cert::clear(&state, &caller.actor()).await?)),
+            _ => Err(ApiError::bad_request(
+                "the server's API certificate is the cluster's (selfsigned) or one you set with `evergreen certificate set server --cert … --key …`",
+            )
+            .target("server")),
+        };
+    }
     let _guard = state.store.lock(evergreen_store::Job::Named).await?;
     let records = state.store.named().await?;
     let Some(record) = records.iter().find(|r| r.name == name) else {

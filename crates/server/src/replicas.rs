@@ -55,6 +55,9 @@ async fn apply(state: &AppState, change: Change) -> anyhow::Result<()> {
             crate::rotation::follow_rotation(state, cluster).await?;
         }
     }
+    if change != Change::Crls {
+        crate::api_cert::load(state).await?;
+    }
     state.adopt_crls().await?;
     state.advance_revision(state.store.revision().await?);
     Ok(())

@@ -195,24 +195,52 @@ impl Drop for Slot {
 /// The serving certificate, replaceable while running: new handshakes use the new one,
 /// open connections keep theirs.
 #[derive(Debug)]
-pub struct ServingCert(ArcSwap<CertifiedKey>);
+pub struct ServingCert {
+    cluster: ArcSwap<CertifiedKey>,
+    /// A certificate an admin provided for the API listener (of the company's CA): served
+    /// to every client but Evergreen's own, which offer [`evergreen_api::client::ALPN`].
+    provided: arc_swap::ArcSwapOption<CertifiedKey>,
+}
 
 impl ServingCert {
     pub fn from_key(key: Arc<CertifiedKey>) -> Self {
-        ServingCert(ArcSwap::new(key))
+        ServingCert {
+            cluster: ArcSwap::new(key),
+            provided: arc_swap::ArcSwapOption::empty(),
+        }
     }
 
+    /// The cluster's serving certificate.
     pub fn current(&self) -> Arc<CertifiedKey> {
-        self.0.load_full()
+        self.cluster.load_full()
+    }
+
+    /// The provided API certificate, if any.
+    pub fn provided(&self) -> Option<Arc<CertifiedKey>> {
+        self.provided.load_full()
+    }
+
+    /// Serves `key` (or none) to clients other than Evergreen's from the next handshake;
+    /// returns the one it replaces.
+    pub fn swap_provided(&self, key: Option<Arc<CertifiedKey>>) -> Option<Arc<CertifiedKey>> {
+        self.provided.swap(key)
+    }
+
+    /// What a client is served: Evergreen's own get the cluster's certificate.
+    fn for_client(&self, evergreen_client: bool) -> Arc<CertifiedKey> {
+        match self.provided.load_full() {
+            Some(provided) if !evergreen_client => provided,
+            _ => self.current(),
+        }
     }
 
     /// Serves `key` from the next handshake on; returns the one it replaces.
     pub fn swap(&self, key: Arc<CertifiedKey>) -> Arc<CertifiedKey> {
-        self.0.swap(key)
+        self.cluster.swap(key)
     }
 
     pub fn store(&self, key: Arc<CertifiedKey>) {
-        self.0.store(key);
+        self.cluster.store(key);
     }
 }
 
@@ -229,8 +257,11 @@ pub fn certified_key(
 struct Resolver(Arc<ServingCert>);
 
 impl ResolvesServerCert for Resolver {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.0.current())
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let evergreen_client = hello
+            .alpn()
+            .is_some_and(|mut offered| offered.any(|p| p == evergreen_api::client::ALPN));
+        Some(self.0.for_client(evergreen_client))
     }
 }
 

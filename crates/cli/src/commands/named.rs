@@ -72,10 +72,17 @@ pub struct CreateArgs {
 /// Replace a named certificate with one you provide, on every node that uses it (as
 /// `rladmin cluster certificate set` or `PUT /v1/cluster/update_cert`). Says whether clients
 /// must update their trust: not when the new certificate has the same issuing CA.
+///
+/// The name `server` sets the API listener's certificate (Redis Enterprise's `api` and
+/// `cm`): one of your company's CA, which must name the server's host name and every
+/// --san it was started with. It is served from the next handshake to browsers, curl and
+/// anything else; Evergreen's agents and CLI keep the cluster's serving certificate.
+/// `evergreen certificate set-type server selfsigned` goes back to the cluster's.
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
   evergreen certificate set proxy --cert proxy.pem --key proxy-key.pem
-  evergreen certificate set proxy --cert combined.pem     # certificate and key in one file")]
+  evergreen certificate set proxy --cert combined.pem     # certificate and key in one file
+  evergreen certificate set server --cert api.pem --key api-key.pem   # the API listener")]
 pub struct SetArgs {
     pub name: String,
     /// The certificate (PEM, chain allowed).

@@ -1032,3 +1032,101 @@ async fn named_certificates_due_at_start_renew_at_start() {
     assert_eq!(status(&t, "proxy").await.version, 2, "renewed at start");
     assert_version_verifies(&t, "proxy").await;
 }
+
+/// Redis Enterprise's `api`/`cm` certificate: the API listener serves a certificate of the
+/// company's CA to curl and browsers, hot, while Evergreen's own clients keep the cluster's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_listener_serves_a_provided_certificate_to_everyone_but_evergreen() {
+    let t = TestServer::start().await;
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_ascii_lowercase();
+    let now = t.clock.now();
+    let company = evergreen_test_util::hierarchy(KeyType::EcP256, now - Duration::days(1));
+    let set = |(certificate, key): (String, String)| UpdateCert {
+        name: "server".into(),
+        certificate,
+        key,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let company_root = dir.path().join("company.pem");
+    std::fs::write(&company_root, company.root.bundle_pem()).unwrap();
+    let port = t.server.addr.port();
+    let curl = |ca: &std::path::Path| {
+        std::process::Command::new("curl")
+            .args(["-sS", "--fail-with-body", "--cacert"])
+            .arg(ca)
+            .args(["--resolve", &format!("{host}:{port}:127.0.0.1")])
+            .arg(format!("https://{host}:{port}/healthz"))
+            .output()
+            .unwrap()
+    };
+    let cluster_ca = t.data_dir.join("ca.crt");
+    assert!(curl(&cluster_ca).status.success());
+
+    // One that does not name the server's host is refused, and nothing changes.
+    let message = refusal(
+        admin::<_, Replacement>(
+            &t,
+            "PUT",
+            "/v1/cluster/update_cert",
+            &set(upload(&company.server, &["elsewhere.example"], now, 90)),
+        )
+        .await,
+        400,
+    );
+    assert!(
+        message.contains(&format!("does not cover DNS:{host}")),
+        "{message}"
+    );
+    assert!(curl(&cluster_ca).status.success());
+
+    let answer: Replacement = admin(
+        &t,
+        "PUT",
+        "/v1/cluster/update_cert",
+        &set(upload(
+            &company.server,
+            &[&host, "evergreen.example"],
+            now,
+            90,
+        )),
+    )
+    .await
+    .unwrap();
+    assert!(answer.clients_must_update_trust, "{}", answer.trust);
+    // curl trusts the company's root now, not the cluster's; Evergreen's client still
+    // verifies the cluster's serving certificate.
+    let out = curl(&company_root);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!curl(&cluster_ca).status.success());
+    let served = t.anonymous().peer_certificates().await.unwrap();
+    evergreen_test_util::assert_chain(&t.root(), &served, Usage::ServerAuth, t.clock.now());
+    let _: Vec<NamedCertificateStatus> = t
+        .admin()
+        .get_json("/v1/cluster/certificates")
+        .await
+        .unwrap();
+
+    // Kept across a restart, and undone with set-type selfsigned.
+    let t = t.restart().await.unwrap();
+    assert!(curl(&company_root).status.success());
+    let _: Replacement = admin(
+        &t,
+        "PUT",
+        "/v1/cluster/certificates/server/type",
+        &TypeRequest {
+            kind: "selfsigned".into(),
+            secret: None,
+        },
+    )
+    .await
+    .unwrap();
+    assert!(curl(&cluster_ca).status.success());
+    assert!(!curl(&company_root).status.success());
+}
