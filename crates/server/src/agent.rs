@@ -63,10 +63,16 @@ pub async fn watch(
 ) -> Result<Json<AgentWatch>, ApiError> {
     let node = node_name(&caller)?;
     let mut revisions = state.revision.subscribe();
+    let mut stopping = state.stopping.clone();
     let wait = Duration::from_secs(params.timeout.unwrap_or(30)).min(MAX_POLL);
     {
         let _watching = crate::metrics::Watching::start(&state.metrics.watches);
-        let _ = tokio::time::timeout(wait, revisions.wait_for(|r| *r > params.revision)).await;
+        // A server that begins to stop answers at once, so the agent's next watch goes to
+        // another replica (or waits for this one) instead of holding up the stop.
+        tokio::select! {
+            _ = tokio::time::timeout(wait, revisions.wait_for(|r| *r > params.revision)) => {}
+            _ = stopping.wait_for(|stop| *stop) => {}
+        }
     }
     let revision = *revisions.borrow();
     let snapshot = snapshot(&state, revision).await?;

@@ -364,6 +364,7 @@ async fn start_with(
     )?;
     let revision = store.revision().await?;
     let cluster = Arc::new(booted.cluster);
+    let (shutdown, receiver) = watch::channel(false);
     let state = Arc::new(AppState {
         own,
         store,
@@ -382,6 +383,7 @@ async fn start_with(
         watch_snapshot: Mutex::new(None),
         refusals: Default::default(),
         failpoints: config.failpoints.clone(),
+        stopping: receiver.clone(),
     });
 
     // The start's change: a first start's datastore rows and token, the server's own
@@ -423,7 +425,6 @@ async fn start_with(
         .map_err(|e| anyhow::anyhow!(e.message))?;
 
     api_cert::load(&state).await?;
-    let (shutdown, receiver) = watch::channel(false);
     let router = routes::router(state.clone());
     let serve = tokio::spawn(tls::serve(
         state.clone(),

@@ -234,6 +234,8 @@ impl Paths {
 pub struct AppState {
     /// The certificates the server keeps for itself (serving, admin).
     pub own: Vec<crate::bootstrap::OwnCert>,
+    /// Turns true when the server begins to stop: long-polls answer at once.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
     pub store: Arc<dyn Store>,
     pub clock: Arc<dyn Clock>,
     pub cluster: ArcSwap<Cluster>,

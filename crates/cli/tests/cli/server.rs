@@ -1367,3 +1367,64 @@ fn admin_reissue_recovers_a_running_and_a_stopped_server() {
     let (status, _) = server.stop();
     assert!(status.success());
 }
+
+/// SIGTERM with agents in their long-polls: the watches answer at once, so the server
+/// stops without waiting out its grace period (or the polls).
+#[test]
+fn sigterm_with_agents_watching_stops_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("data");
+    let server = ServerProcess::start(&data_dir);
+    let connection = server.connection();
+    let url = std::fs::read_to_string(data_dir.join("server-url")).unwrap();
+    let url = url.trim();
+    let mut agents = Vec::new();
+    for node in ["n1", "n2", "n3"] {
+        let out = run(&["token", "create", "--node", node], &connection);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let token = stdout(&out).trim().to_owned();
+        agents.push(
+            Command::new(env!("CARGO_BIN_EXE_evergreen"))
+                .args(["agent", "--server", url, "--token", &token, "--node", node])
+                .arg("--data-dir")
+                .arg(tmp.path().join(node))
+                .env("EVERGREEN_LOG", "warn")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+    }
+    let watching = || {
+        let out = Command::new("curl")
+            .args(["-sS", "--cacert"])
+            .arg(data_dir.join("ca.crt"))
+            .arg(format!("{url}/metrics"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .any(|l| l == "evergreen_agent_watches 3")
+    };
+    wait_for(60, "three agents watching", watching);
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "how long a process takes to stop, on the wall clock"
+    )]
+    let started = std::time::Instant::now();
+    let (status, log) = server.stop();
+    let took = started.elapsed();
+    assert!(status.success(), "{log}");
+    // Well under the 10 s grace (and the 30 s polls) it would otherwise wait out.
+    assert!(took < Duration::from_secs(5), "stopped after {took:?}");
+    eprintln!("stopped with three agents watching in {took:?}");
+    for mut agent in agents {
+        assert!(
+            agent.try_wait().unwrap().is_none(),
+            "agents keep running, retrying"
+        );
+        let _ = agent.kill();
+        let _ = agent.wait();
+    }
+}
