@@ -88,8 +88,13 @@ impl Connection {
 
     /// A client presenting the admin credential (or `--cert`/`--key`).
     pub fn client(&self) -> Result<Client> {
-        let cert = self.pick(&self.cert, "admin.crt", "--cert")?;
-        let key = self.pick(&self.key, "admin.key", "--key")?;
+        self.client_flagged("--cert", "--key")
+    }
+
+    /// As [`Connection::client`], naming the credential's flags as the command calls them.
+    fn client_flagged(&self, cert_flag: &str, key_flag: &str) -> Result<Client> {
+        let cert = self.pick(&self.cert, "admin.crt", cert_flag)?;
+        let key = self.pick(&self.key, "admin.key", key_flag)?;
         self.client_with(&cert, &key)
     }
 
@@ -155,6 +160,6 @@ impl AdminConnection {
             ca: self.ca.clone(),
             data_dir: self.data_dir.clone(),
         }
-        .client()
+        .client_flagged("--admin-cert", "--admin-key")
     }
 }

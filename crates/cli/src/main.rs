@@ -39,14 +39,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the control plane.
     Server(server::ServerArgs),
-    /// Run the node agent: enroll, keep certificates installed and fresh.
     Agent(agent::AgentArgs),
     /// Create join tokens.
     #[command(subcommand)]
     Token(token::TokenCommand),
-    /// Renew a client certificate over mTLS, keeping its subject (Kyma style).
     Renew(renew::RenewArgs),
     /// Nodes: credentials for nodes that run no agent, allowed addresses, replacement.
     #[command(subcommand)]

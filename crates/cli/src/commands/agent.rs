@@ -27,18 +27,22 @@ use evergreen_api::SystemClock;
 ///   ca = "/etc/proxy/ca.crt"
 ///   reload = "systemctl reload proxy"
 ///   verify = "127.0.0.1:8443"        # confirm the service serves the new certificate
+///   verify_timeout = "30s"           # how long to keep looking for it
 ///   mode = "0640"                    # certificate and CA file mode (keys are 0600)
 ///   owner = "proxy:proxy"
 #[derive(Debug, Args)]
-#[command(after_help = "Example:
+#[command(
+    verbatim_doc_comment,
+    after_help = "Example:
   evergreen agent --server https://evergreen.example.com:9443 --token EVG10…::abc123.secret \\
-      --config /etc/evergreen/agent.toml")]
+      --config /etc/evergreen/agent.toml"
+)]
 pub struct AgentArgs {
     /// The server (https:// only).
     #[arg(long, value_name = "URL", env = "EVERGREEN_SERVER")]
     pub server: String,
-    /// Join token (from `evergreen token create` or the server's node-token). Needed to
-    /// enroll; once enrolled the agent runs without it.
+    /// Join token (from `evergreen token create --node NAME` on the server host). Needed
+    /// to enroll; once enrolled the agent runs without it.
     #[arg(
         long,
         value_name = "TOKEN",

@@ -46,12 +46,15 @@ pub enum CaCommand {
 ///
 /// Nothing is overwritten: if a file to be written exists, nothing is written.
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:
+#[command(
+    verbatim_doc_comment,
+    after_help = "Examples:
   evergreen ca generate --out ./pki
   evergreen ca generate --out ./pki --key-type rsa-3072 --days 7300
   evergreen ca generate --out ./new-cas --root-from /var/lib/evergreen
   evergreen ca generate --out ./new-root --cross-sign-from /var/lib/evergreen
-  evergreen certificate check --path ./pki")]
+  evergreen certificate check --path ./pki"
+)]
 pub struct GenerateArgs {
     /// Directory to write into; created (mode 0700) if missing.
     #[arg(long, value_name = "DIR")]

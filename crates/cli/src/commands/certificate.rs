@@ -350,12 +350,21 @@ fn walk(dir: &Path, found: &mut Vec<PathBuf>, problems: &mut Vec<String>) {
     }
 }
 
-/// The certificates in one file. With `explicit`, a file holding none is an error (the
-/// user named it); in a directory search it is silently skipped.
+/// Files larger than this are not certificate files; a directory search skips them.
+const MAX_CERTIFICATE_FILE: u64 = 1024 * 1024;
+
+/// The certificates in one file: PEM text, or one DER certificate in a `.crt`, `.cer` or
+/// `.der` file. A binary file that merely contains PEM (a database, its write-ahead log)
+/// is not a certificate file. With `explicit`, a file holding none is an error (the user
+/// named it); in a directory search it is silently skipped.
 fn read_certificates(path: &Path, explicit: bool) -> Result<Vec<CertificateInfo>, String> {
     let what = path.display().to_string();
+    if !explicit && std::fs::metadata(path).is_ok_and(|m| m.len() > MAX_CERTIFICATE_FILE) {
+        return Ok(Vec::new());
+    }
     let data = files::read_input(path).map_err(|e| format!("{e:#}"))?;
-    let ders = if contains(&data, b"-----BEGIN CERTIFICATE-----") {
+    let text = !data.contains(&0) && std::str::from_utf8(&data).is_ok();
+    let ders = if text && contains(&data, b"-----BEGIN CERTIFICATE-----") {
         pem::parse_certificates(&what, &data).map_err(|e| e.to_string())?
     } else if data.first() == Some(&0x30)
         && path

@@ -10,8 +10,10 @@ use evergreen_api::Clock;
 use crate::connection::Connection;
 
 /// Renew a client certificate over mTLS, keeping its subject (the Kyma procedure as one
-/// command). The current certificate proves who asks; the server issues a new one for the
-/// same subject and at most the same SANs.
+/// command).
+///
+/// The current certificate proves who asks; the server issues a new one for the same
+/// subject and at most the same SANs.
 ///
 /// The new certificate (with its chain) replaces --cert and, with --rotate-key, a new key
 /// replaces --key; each file is replaced atomically (the new key waits in KEY.pending until

@@ -14,9 +14,10 @@ use evergreen_pki::{KeyType, SubjectAltName};
 /// First start creates the root and role CAs (or uses CA files staged in
 /// DIR/server/tls/ before first start — the layout `evergreen ca generate` writes), the
 /// server's serving certificate, an admin credential for the CLI (DIR/admin.crt,
-/// DIR/admin.key), the server token (DIR/server/token: keep it; it holds the secret the
-/// CA keys are encrypted with) and a node join token. A restart reuses all of it and
-/// re-issues the server's own certificates when they near expiry.
+/// DIR/admin.key) and the server token (DIR/server/token: keep it; it holds the secret the
+/// CA keys are encrypted with), and prints the next step: a join token per node, and the
+/// agent command that uses it. A restart reuses all of it and re-issues the server's own
+/// certificates when they near expiry (or are revoked).
 ///
 /// Several servers (replicas) can share one PostgreSQL database with --datastore: start
 /// the first as usual; start each other one with --token and the first's server token

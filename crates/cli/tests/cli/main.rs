@@ -78,6 +78,53 @@ fn help_teaches_and_version_answers() {
     ] {
         assert!(text.contains(expected), "{expected} missing from:\n{text}");
     }
+    // Long help keeps its layout: the file table and lists stay one entry per line.
+    let lines = |args: &[&str]| -> Vec<String> {
+        stdout(&evergreen(args))
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    };
+    let generate = lines(&["ca", "generate", "--help"]);
+    assert!(
+        generate
+            .iter()
+            .any(|l| l.starts_with("  server-ca.crt server-ca.key")),
+        "{generate:#?}"
+    );
+    let rotate = lines(&["certificate", "rotate-ca", "--help"]);
+    assert!(
+        rotate
+            .iter()
+            .any(|l| l.starts_with("  - each new CA bundle")),
+        "{rotate:#?}"
+    );
+    let agent = lines(&["agent", "--help"]);
+    assert!(agent.iter().any(|l| l == "  [[certificate]]"), "{agent:#?}");
+    assert!(
+        agent.iter().any(|l| l.contains("verify_timeout")),
+        "{agent:#?}"
+    );
+    let renew = lines(&["renew", "--help"]);
+    assert!(renew.iter().any(|l| l.contains("--daemon")), "{renew:#?}");
+    assert!(renew.iter().any(|l| l.contains("for ever")), "{renew:#?}");
+    let server = lines(&["server", "--help"]);
+    assert!(server.iter().any(|l| l.contains("SIGTERM")), "{server:#?}");
+    // Errors name the flags as the command calls them.
+    let empty = tempfile::tempdir().unwrap();
+    let out = evergreen([
+        "certificate",
+        "revoke",
+        "--serial",
+        "01",
+        "--data-dir",
+        empty.path().to_str().unwrap(),
+    ]);
+    assert!(
+        stderr(&out).contains("pass --admin-cert FILE"),
+        "{}",
+        stderr(&out)
+    );
     let out = evergreen(["ca", "sign", "--help"]);
     assert!(stdout(&out).contains("openssl req"), "{}", stdout(&out));
     let out = evergreen(["--version"]);

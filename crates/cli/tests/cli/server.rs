@@ -1428,3 +1428,49 @@ fn sigterm_with_agents_watching_stops_at_once() {
         let _ = agent.wait();
     }
 }
+
+/// `certificate check --path` over a server's data dir lists its certificate files, not
+/// the PEM the datastore and its write-ahead log happen to hold.
+#[test]
+fn certificate_check_of_a_data_dir_reads_certificate_files_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("data");
+    let server = ServerProcess::start(&data_dir);
+    let connection = server.connection();
+    let out = run(
+        &["certificate", "create", "proxy", "--san", "proxy.example"],
+        &connection,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let db_dir = data_dir.join("server/db");
+    let in_db = std::fs::read_dir(&db_dir).unwrap().flatten().any(|e| {
+        let bytes = std::fs::read(e.path()).unwrap_or_default();
+        bytes
+            .windows(27)
+            .any(|w| w == b"-----BEGIN CERTIFICATE-----")
+    });
+    assert!(
+        in_db,
+        "the datastore holds PEM, so the check below can fail"
+    );
+    let out = evergreen([
+        "certificate",
+        "check",
+        "--path",
+        data_dir.to_str().unwrap(),
+        "-o",
+        "json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let files: std::collections::BTreeSet<&str> = rows
+        .iter()
+        .map(|r| r["filename"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        files.into_iter().collect::<Vec<_>>(),
+        ["admin.crt", "ca.crt", "server/tls/serving.crt"]
+    );
+    let (status, _) = server.stop();
+    assert!(status.success());
+}

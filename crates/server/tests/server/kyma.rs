@@ -126,4 +126,29 @@ async fn the_kyma_procedure_works_with_openssl_and_curl() {
     )
     .await;
     assert_eq!(wrapped, "201");
+
+    // The holder revokes its certificate (Kyma's revocation endpoint); from then on the
+    // server refuses it at the TLS handshake, before any HTTP: curl reports the alert.
+    let revoked = sh(
+        dir.path(),
+        r#"curl -sS --fail-with-body --cacert "$CA" -X POST "$URL/v1/applications/certificates/revocations" \
+                --cert app.crt --key client.key -o /dev/null -w '%{http_code}'"#,
+        &env,
+    )
+    .await;
+    assert_eq!(revoked, "201");
+    let out = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(
+            r#"curl -sS --cacert "$CA" -X POST "$URL/v1/applications/certificates/renewals" \
+                    -d '{"csr":"'$(base64 -w0 renewal.csr)'"}' --cert app.crt --key client.key"#,
+        )
+        .current_dir(dir.path())
+        .envs(env.iter().copied())
+        .output()
+        .await
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && out.stdout.is_empty(), "{said}");
+    assert!(said.contains("alert certificate revoked"), "{said}");
 }
