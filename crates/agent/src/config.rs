@@ -49,31 +49,27 @@ impl Config {
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?;
-        let config: Config = toml::from_str(&text)
-            .with_context(|| format!("{} is not a valid agent configuration", path.display()))?;
+        Self::from_toml(&text).with_context(|| format!("{}", path.display()))
+    }
+
+    /// Parses and checks a configuration's text.
+    pub fn from_toml(text: &str) -> Result<Self> {
+        let config: Config = toml::from_str(text).context("not a valid agent configuration")?;
         for c in &config.certificates {
             let custom = [c.cert.is_some(), c.key.is_some(), c.ca.is_some()];
             if custom.iter().any(|x| *x) && !custom.iter().all(|x| *x) {
                 bail!(
-                    "{}: certificate {:?} gives some of cert, key and ca; give all three or none",
-                    path.display(),
+                    "certificate {:?} gives some of cert, key and ca; give all three or none",
                     c.name
                 );
             }
             if let Some(timeout) = &c.verify_timeout {
                 evergreen_api::duration::parse(timeout)
                     .map_err(anyhow::Error::msg)
-                    .with_context(|| {
-                        format!(
-                            "{}: certificate {:?}: verify_timeout",
-                            path.display(),
-                            c.name
-                        )
-                    })?;
+                    .with_context(|| format!("certificate {:?}: verify_timeout", c.name))?;
             }
             if let Some(mode) = &c.mode {
-                parse_mode(mode)
-                    .with_context(|| format!("{}: certificate {:?}", path.display(), c.name))?;
+                parse_mode(mode).with_context(|| format!("certificate {:?}", c.name))?;
             }
         }
         Ok(config)

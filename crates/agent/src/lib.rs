@@ -140,6 +140,83 @@ fn files_dir(dir: &std::path::Path) -> Result<()> {
     evergreen_api::files::create_private_dir(dir)
 }
 
+/// Whether a credential may be installed. A node-scope certificate (issued for this node's
+/// own key) must verify to the trusted roots; a cluster-scope one must carry the cluster's
+/// attestation, a signature by a CA that chains to the trusted roots over its name,
+/// version and fingerprint, whoever issued it (an admin may set one from the company's
+/// CA). So a server that is not the cluster's cannot hand this node a key to serve with,
+/// even with a certificate of the cluster.
+pub fn check_credential(
+    trust: &Trust,
+    watch: &AgentWatch,
+    assignment: &Assignment,
+    credential: &Credential,
+    now: evergreen_pki::OffsetDateTime,
+) -> Result<(), String> {
+    if assignment.scope != "cluster" {
+        let chain = pem::parse_certificates("certificate", credential.chain_pem.as_bytes())
+            .map_err(|e| e.to_string())?;
+        let usage = match assignment.usage.as_str() {
+            "client" => Usage::ClientAuth,
+            _ => Usage::ServerAuth,
+        };
+        return trust.verifies(&chain, usage, now);
+    }
+    let (Some(signature), Some(signer)) = (&assignment.attestation, &watch.attested_by) else {
+        return Err("it carries no attestation of the cluster".into());
+    };
+    use base64::Engine as _;
+    let signature = base64::engine::general_purpose::STANDARD
+        .decode(signature)
+        .map_err(|_| "its attestation is not base64".to_owned())?;
+    let signer = decode_pem(signer)
+        .ok()
+        .and_then(|pem| pem::parse_certificates("the attesting CA", &pem).ok())
+        .ok_or_else(|| "the attesting CA cannot be read".to_owned())?;
+    let message = attestation_message(
+        &assignment.name,
+        assignment.version,
+        &credential.fingerprint.to_string(),
+    );
+    trust.attests(&signer, &message, &signature, now)
+}
+
+/// How a watch answer is judged before anything is installed: its trust bundle against
+/// the trusted roots, and each cluster-scope credential it carries (its PEM, its key, the
+/// cluster's attestation). Changes nothing: what the agent does with every answer, as a
+/// function (the fuzzer drives it with arbitrary answers).
+pub fn judge_watch(
+    trust: &Trust,
+    body: &[u8],
+    now: evergreen_pki::OffsetDateTime,
+) -> Result<Vec<Result<(), String>>> {
+    let watch: AgentWatch = serde_json::from_slice(body)?;
+    let bundle = pem::parse_certificates(
+        "the trust bundle",
+        &decode_pem(&watch.trust_bundle).map_err(anyhow::Error::msg)?,
+    )?;
+    let _ = trust.judge(&bundle);
+    let text = |b64: &Option<String>| -> Option<String> {
+        String::from_utf8(decode_pem(b64.as_deref()?).ok()?).ok()
+    };
+    Ok(watch
+        .certificates
+        .iter()
+        .filter(|a| a.scope == "cluster")
+        .map(|assignment| {
+            let (Some(crt), Some(key), Some(ca)) = (
+                text(&assignment.crt),
+                text(&assignment.key),
+                text(&assignment.ca),
+            ) else {
+                return Err("the server sent no readable certificate, key or CA".to_owned());
+            };
+            let credential = Credential::new(crt, key, ca).map_err(|e| format!("{e:#}"))?;
+            check_credential(trust, &watch, assignment, &credential, now)
+        })
+        .collect())
+}
+
 /// The first certificate of a base64 PEM bundle.
 fn first_certificate(bundle_b64: &str) -> Option<CertificateDer<'static>> {
     let pem = decode_pem(bundle_b64).ok()?;
@@ -234,45 +311,13 @@ impl Agent {
         Ok(())
     }
 
-    /// Whether a credential may be installed. A node-scope certificate (issued for this
-    /// node's own key) must verify to the trusted roots; a cluster-scope one must carry the
-    /// cluster's attestation, a signature by a CA that chains to the trusted roots over its
-    /// name, version and fingerprint, whoever issued it (an admin may set one from the
-    /// company's CA). So a server that is not the cluster's cannot hand this node a key to
-    /// serve with, even with a certificate of the cluster.
     fn check_credential(
         &self,
         watch: &AgentWatch,
         assignment: &Assignment,
         credential: &Credential,
     ) -> Result<(), String> {
-        if assignment.scope != "cluster" {
-            let chain = pem::parse_certificates("certificate", credential.chain_pem.as_bytes())
-                .map_err(|e| e.to_string())?;
-            let usage = match assignment.usage.as_str() {
-                "client" => Usage::ClientAuth,
-                _ => Usage::ServerAuth,
-            };
-            return self.trust.verifies(&chain, usage, self.now());
-        }
-        let (Some(signature), Some(signer)) = (&assignment.attestation, &watch.attested_by) else {
-            return Err("it carries no attestation of the cluster".into());
-        };
-        use base64::Engine as _;
-        let signature = base64::engine::general_purpose::STANDARD
-            .decode(signature)
-            .map_err(|_| "its attestation is not base64".to_owned())?;
-        let signer = decode_pem(signer)
-            .ok()
-            .and_then(|pem| pem::parse_certificates("the attesting CA", &pem).ok())
-            .ok_or_else(|| "the attesting CA cannot be read".to_owned())?;
-        let message = attestation_message(
-            &assignment.name,
-            assignment.version,
-            &credential.fingerprint.to_string(),
-        );
-        self.trust
-            .attests(&signer, &message, &signature, self.now())
+        check_credential(&self.trust, watch, assignment, credential, self.now())
     }
 
     fn client(&self, roots: &[CertificateDer<'static>], with_identity: bool) -> Result<Client> {

@@ -61,9 +61,36 @@ impl Trust {
         Ok(())
     }
 
+    /// A trust held in memory only (never saved): for judging answers without a data dir.
+    pub fn in_memory(roots: Vec<CertificateDer<'static>>) -> Self {
+        Trust {
+            roots,
+            path: PathBuf::new(),
+        }
+    }
+
     /// Follows a trust bundle from the server: keeps the trusted roots it lists, adds the
     /// roots it proves (cross-signed by a trusted one), and returns what it refused.
     pub fn follow(&mut self, bundle: &[CertificateDer<'static>]) -> Result<Vec<String>> {
+        let (next, refused) = self.judge(bundle);
+        if let Some(next) = next
+            && next != self.roots
+        {
+            tracing::info!(
+                roots = next.len(),
+                "the cluster's roots changed; trusting the proven set"
+            );
+            self.save(next)?;
+        }
+        Ok(refused)
+    }
+
+    /// What following `bundle` would trust (`None`: keep the current roots, the bundle
+    /// proves none) and what it refuses. Changes nothing.
+    pub fn judge(
+        &self,
+        bundle: &[CertificateDer<'static>],
+    ) -> (Option<Vec<CertificateDer<'static>>>, Vec<String>) {
         let listed: Vec<&CertificateDer<'static>> = bundle
             .iter()
             .filter(|c| CertificateInfo::from_der(c).is_ok_and(|i| i.self_signed && i.is_ca))
@@ -88,16 +115,9 @@ impl Trust {
                 "the server's trust bundle lists none of the roots this node trusts; keeping them"
                     .into(),
             );
-            return Ok(refused);
+            return (None, refused);
         }
-        if next != self.roots {
-            tracing::info!(
-                roots = next.len(),
-                "the cluster's roots changed; trusting the proven set"
-            );
-            self.save(next)?;
-        }
-        Ok(refused)
+        (Some(next), refused)
     }
 
     /// Whether `chain` (leaf first) verifies for `usage` at `now` to a trusted root.

@@ -9,6 +9,7 @@ pub mod client;
 pub mod clock;
 pub mod duration;
 pub mod files;
+pub mod query;
 pub mod types;
 
 pub use body::RequestBody;

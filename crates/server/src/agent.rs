@@ -6,6 +6,7 @@
 //! allowed for it (or the address the server sees it connect from), and nothing a node
 //! asks for may name the server itself, `localhost`, a loopback address or a wildcard, or
 //! fall outside the named certificate's allowed names.
+use evergreen_api::query::WatchParams;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +22,6 @@ use evergreen_pki::policy::{CsrPolicy, SanRule, SubjectRule};
 use evergreen_pki::san_policy::{SanPolicy, never_for_a_node};
 use evergreen_pki::{DistinguishedName, SubjectAltName, pem};
 use evergreen_store::{Acknowledgement, NamedRecord};
-use serde::Deserialize;
 
 use crate::auth::{Agent, Caller, Identity};
 use crate::error::{ApiError, JsonBody, QueryOf};
@@ -45,15 +45,6 @@ fn node_name(caller: &Identity) -> Result<String, ApiError> {
         .get(&NameAttribute::CommonName)
         .map(str::to_owned)
         .ok_or_else(|| ApiError::forbidden("a node certificate must have a common name"))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WatchParams {
-    #[serde(default)]
-    revision: i64,
-    /// Seconds to wait for a change (at most 60).
-    timeout: Option<u64>,
 }
 
 pub async fn watch(

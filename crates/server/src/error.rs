@@ -226,8 +226,8 @@ where
         parts: &mut axum::http::request::Parts,
         _state: &S,
     ) -> Result<Self, ApiError> {
-        axum::extract::Query::<T>::try_from_uri(&parts.uri)
-            .map(|q| QueryOf(q.0))
-            .map_err(|e| ApiError::bad_request(format!("invalid query: {}", e.body_text())))
+        evergreen_api::query::parse(parts.uri.query().unwrap_or_default())
+            .map(QueryOf)
+            .map_err(ApiError::bad_request)
     }
 }

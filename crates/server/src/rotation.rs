@@ -8,6 +8,7 @@
 //! Each rotation is one change ([`crate::change`]): checked, the new CAs' keys sealed,
 //! their CRLs signed and the server's own certificates issued under them, all before it
 //! commits; a failure at any step leaves everything as it was.
+use evergreen_api::query::RotateParams;
 use std::sync::Arc;
 
 use axum::Json;
@@ -20,7 +21,6 @@ use evergreen_pki::{
     CertificateAuthority, CertificateDer, Fingerprint, KeyType, OffsetDateTime, pem,
 };
 use evergreen_store::{AuditEvent, CaRecord, Rotation};
-use serde::Deserialize;
 
 use crate::auth::{Admin, Caller};
 use crate::bootstrap::{SERVICE_KEYS, seal_ca_key, seal_service_keys};
@@ -121,13 +121,6 @@ fn check(staged: &Staged, cluster: &Cluster, now: OffsetDateTime) -> IntegrityRe
         );
     }
     report
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RotateParams {
-    #[serde(default)]
-    force: bool,
 }
 
 /// A rotation planned: its datastore records, the cluster it makes, and what it rotates.

@@ -1,6 +1,7 @@
 //! The REST API. Every refusal is answered with `{"code","error"}`, counted by reason in
 //! `/metrics`, and written to the audit log with who asked and why it was refused — in one
 //! place, [`audit_refusals`], whatever produced it (a handler, an extractor, the router).
+use evergreen_api::query::InventoryParams;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -19,7 +20,6 @@ use evergreen_pki::crl::RevocationReason;
 use evergreen_pki::policy::{CsrPolicy, SanRule, SubjectRule};
 use evergreen_pki::{DistinguishedName, IssuedCertificate, Profile, SubjectAltName};
 use evergreen_store::{CertificateRecord, InventoryQuery, NodeRecord, RevokeOutcome};
-use serde::Deserialize;
 
 use crate::auth::{Admin, Caller, Holder, RequestContext, peer_actor, rfc3339};
 use crate::error::{ApiError, BODY_LIMIT, JsonBody, NoBody, QueryOf, Refused};
@@ -470,15 +470,6 @@ async fn crl(State(state): AppStateRef, Path(ca): Path<String>) -> Result<Respon
         .into_response())
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct InventoryParams {
-    expiring_within: Option<String>,
-    status: Option<String>,
-    limit: Option<u32>,
-    cursor: Option<String>,
-}
-
 async fn inventory(
     State(state): AppStateRef,
     _caller: Caller<Admin>,
@@ -501,18 +492,7 @@ async fn inventory(
             crate::audit::bounded(status, 40)
         )));
     }
-    let after =
-        match params.cursor.as_deref() {
-            None => None,
-            Some(cursor) => {
-                let parsed = cursor
-                    .split_once(':')
-                    .and_then(|(t, s)| Some((t.parse().ok()?, s.to_owned())));
-                Some(parsed.ok_or_else(|| {
-                    ApiError::bad_request("cursor is not one this server returned")
-                })?)
-            }
-        };
+    let after = params.after().map_err(ApiError::bad_request)?;
     let limit = params.limit.unwrap_or(100).clamp(1, 1000);
     let records = state
         .store

@@ -272,3 +272,47 @@ async fn a_fake_server_moves_no_agents_trust_and_installs_nothing() {
     );
     t.shutdown().await;
 }
+
+/// The judgement the fuzzer drives ([`evergreen_agent::judge_watch`]) on a real answer:
+/// the cluster's attested credential passes; the same answer with another attestation, or
+/// judged by a node that trusts another root, does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_answer_is_judged_before_anything_is_installed() {
+    let t = TestServer::start().await;
+    let _: Replacement = t
+        .admin()
+        .json(
+            "POST",
+            "/v1/cluster/certificates",
+            Some(&spec("proxy", "cluster", &["proxy.example"])),
+        )
+        .await
+        .unwrap();
+    let node = t
+        .enroll(
+            evergreen_api::Role::Node,
+            &DistinguishedName::common_name("node-a"),
+        )
+        .await;
+    let answer = t
+        .client(&node)
+        .send("GET", "/v1/agent/watch?revision=0&timeout=1", None)
+        .await
+        .unwrap()
+        .body;
+    let trusted = evergreen_agent::trust::Trust::in_memory(vec![t.root()]);
+    let verdicts = evergreen_agent::judge_watch(&trusted, &answer, t.clock.now()).unwrap();
+    assert_eq!(verdicts, [Ok(())]);
+
+    let mut watch: AgentWatch = serde_json::from_slice(&answer).unwrap();
+    watch.certificates[0].attestation = Some("AAAA".into());
+    let forged = serde_json::to_vec(&watch).unwrap();
+    let verdicts = evergreen_agent::judge_watch(&trusted, &forged, t.clock.now()).unwrap();
+    assert!(verdicts[0].is_err(), "{verdicts:?}");
+
+    let other = evergreen_test_util::hierarchy(KeyType::EcP256, t.clock.now());
+    let stranger = evergreen_agent::trust::Trust::in_memory(vec![other.root.certificate().clone()]);
+    let verdicts = evergreen_agent::judge_watch(&stranger, &answer, t.clock.now()).unwrap();
+    assert!(verdicts[0].is_err(), "{verdicts:?}");
+    assert!(evergreen_agent::judge_watch(&trusted, b"{\"revision\":", t.clock.now()).is_err());
+}
