@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 /// Every error answer: `{"code": <http status>, "error": "<message>"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     pub code: u16,
     pub error: String,
@@ -12,6 +13,7 @@ pub struct ErrorBody {
 
 /// `POST /v1/enroll`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct EnrollRequest {
     pub token: String,
@@ -21,6 +23,7 @@ pub struct EnrollRequest {
 
 /// `POST /v1/applications/certificates/renewals`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RenewalRequest {
     /// Base64 of the PEM CSR.
@@ -29,6 +32,7 @@ pub struct RenewalRequest {
 
 /// A certificate as the Kyma API returns it; every field is base64 of PEM.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CertificateBundle {
     /// The certificate followed by its CA chain.
     pub crt: String,
@@ -43,6 +47,7 @@ pub struct CertificateBundle {
 /// `POST /v1/certificates/revocations` (admin): one of `hash` (SHA-256 of the DER, hex) or
 /// `serial` (hex).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RevocationRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -56,6 +61,7 @@ pub struct RevocationRequest {
 
 /// Who a certificate or token is for.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Operators: may change cluster state.
@@ -108,6 +114,7 @@ impl std::fmt::Display for Role {
 /// (`subject`, whose CN may hold `*`). Tokens are single-use unless `uses` says otherwise
 /// and expire after `ttl_seconds` (default 24 hours).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TokenRequest {
     pub role: Role,
@@ -131,6 +138,7 @@ pub struct TokenRequest {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TokenResponse {
     /// The join token, `EVG10<root hash>::<id>.<secret>`. Shown once; only a hash is kept.
     pub token: String,
@@ -146,6 +154,7 @@ pub struct TokenResponse {
 
 /// One row of the inventory.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CertificateSummary {
     pub serial: String,
     pub sha256: String,
@@ -171,6 +180,7 @@ pub struct CertificateSummary {
 
 /// `GET /v1/certificates`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct InventoryPage {
     pub certificates: Vec<CertificateSummary>,
     /// Pass as `cursor` for the next page; absent on the last page.
@@ -226,6 +236,7 @@ mod tests {
 
 /// A named certificate's declaration (`POST /v1/cluster/certificates`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NamedCertificateSpec {
     pub name: String,
@@ -276,6 +287,7 @@ fn default_usage() -> String {
 /// Where a `secret` certificate is read from: `path/cert`, `path/key`, `path/cacert`
 /// unless other file names are given (as Event Streams' `tls.cert`, `tls.key`, `tls.cacert`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SecretRef {
     pub path: String,
@@ -299,6 +311,7 @@ fn default_cacert_key() -> String {
 
 /// `PUT /v1/cluster/update_cert`, as Redis Enterprise: PEM text, not base64.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct UpdateCert {
     pub name: String,
@@ -308,6 +321,7 @@ pub struct UpdateCert {
 
 /// `PUT /v1/cluster/certificates`: all validated before any is changed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct UpdateCerts {
     pub certificates: Vec<UpdateCert>,
@@ -315,6 +329,7 @@ pub struct UpdateCerts {
 
 /// What a replacement did, and whether clients must change what they trust.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Replacement {
     pub name: String,
     pub version: i64,
@@ -331,6 +346,7 @@ pub struct Replacement {
 /// `POST /v1/cluster/certificates/rotate`: the names to regenerate; empty: every
 /// selfsigned one.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RotateRequest {
     #[serde(default)]
@@ -339,6 +355,7 @@ pub struct RotateRequest {
 
 /// `PUT /v1/cluster/certificates/{name}/label`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct LabelRequest {
     pub label: String,
@@ -349,6 +366,7 @@ pub struct LabelRequest {
 /// `secret`, or the one it had is read again); `provided` keeps the current version until
 /// a certificate is set.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TypeRequest {
     #[serde(rename = "type")]
@@ -361,6 +379,7 @@ pub struct TypeRequest {
 /// cluster issued for it that were still live are revoked (cessation of operation), and
 /// nodes remove the files they installed for it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NamedDeletion {
     pub name: String,
     /// Serials revoked with it.
@@ -369,6 +388,7 @@ pub struct NamedDeletion {
 
 /// A node's acknowledgement of what it installed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NodeAck {
     pub node: String,
     pub version: i64,
@@ -382,6 +402,7 @@ pub struct NodeAck {
 
 /// One named certificate with its rollout (`GET /v1/cluster/certificates`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NamedCertificateStatus {
     pub name: String,
     pub scope: String,
@@ -407,6 +428,7 @@ pub struct NamedCertificateStatus {
 /// `POST /v1/nodes/{node}/bundle`: a node credential made by the server, for a runtime
 /// that runs no agent. Every field is base64 of PEM.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NodeBundle {
     pub crt: String,
     pub key: String,
@@ -417,6 +439,7 @@ pub struct NodeBundle {
 /// `GET /v1/agent/watch?revision=N`: what a node must have installed. Answered when the
 /// cluster revision passes N, or after the poll timeout with the current state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AgentWatch {
     pub revision: i64,
     /// The trust bundle (`/cacerts`), base64 of PEM.
@@ -434,6 +457,7 @@ pub struct AgentWatch {
 
 /// One named certificate a node must install.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Assignment {
     pub name: String,
     pub scope: String,
@@ -467,6 +491,7 @@ pub fn attestation_message(name: &str, version: i64, fingerprint: &str) -> Vec<u
 /// admin allowed for it (`evergreen node allow`), else the address the server sees it
 /// connect from; nothing in the request chooses them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AgentIssueRequest {
     pub name: String,
@@ -476,6 +501,7 @@ pub struct AgentIssueRequest {
 
 /// `POST /v1/agent/status`: what the node installed, and what it refused to trust.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AgentStatus {
     pub certificates: Vec<Installed>,
@@ -489,6 +515,7 @@ pub struct AgentStatus {
 /// node's certificates, replacing those allowed before; empty: the address the server
 /// sees the node connect from.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NodeAddresses {
     pub addresses: Vec<String>,
@@ -497,6 +524,7 @@ pub struct NodeAddresses {
 /// What the server knows of a node (`PUT /v1/nodes/{node}/addresses`,
 /// `POST /v1/nodes/{node}/replace`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NodeStatus {
     pub node: String,
     pub addresses: Vec<String>,
@@ -507,6 +535,7 @@ pub struct NodeStatus {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Installed {
     pub name: String,
@@ -525,6 +554,7 @@ pub struct Installed {
 /// left out or empty keeps the current value. (`evergreen certificate rotate-ca` maps
 /// k3s's layout to these names.)
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CaRotateRequest {
     pub files: std::collections::BTreeMap<String, String>,
@@ -532,6 +562,7 @@ pub struct CaRotateRequest {
 
 /// What a CA rotation did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CaRotation {
     /// The cluster revision agents will see the new trust bundle at.
     pub revision: i64,
@@ -552,6 +583,7 @@ pub struct CaRotation {
 /// `POST /v1/keys/service-account/rotate`: with `retire`, only removes that key;
 /// without, puts a new signing key first and keeps the others.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ServiceKeyRotation {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -563,6 +595,7 @@ pub struct ServiceKeyRotation {
 
 /// `GET /v1/keys/service-account`: a JSON Web Key Set (RFC 7517), the signing key first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Jwks {
     pub keys: Vec<std::collections::BTreeMap<String, String>>,
 }

@@ -47,6 +47,16 @@ fn node_name(caller: &Identity) -> Result<String, ApiError> {
         .ok_or_else(|| ApiError::forbidden("a node certificate must have a common name"))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/agent/watch",
+    tag = "agent",
+    operation_id = "agent_watch",
+    summary = "Long-poll for the node's assignments and trust bundle",
+    security(("mtls" = ["node"])),
+    params(evergreen_api::query::WatchParams),
+    responses((status = 200, description = "The state at this revision or later", body = evergreen_api::AgentWatch), (status = "4XX", description = "Refused: `{\"code\",\"error\"}`", body = evergreen_api::ErrorBody), (status = "5XX", description = "Server error", body = evergreen_api::ErrorBody))
+)]
 pub async fn watch(
     State(state): AppStateRef,
     caller: Caller<Agent>,
@@ -265,6 +275,16 @@ async fn node_addresses(
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/agent/issue",
+    tag = "agent",
+    operation_id = "agent_issue",
+    summary = "Issue a node-scope certificate; names come from the declaration, the CSR gives only the key",
+    security(("mtls" = ["node"])),
+    request_body = evergreen_api::AgentIssueRequest,
+    responses((status = 201, description = "Issued", body = evergreen_api::CertificateBundle), (status = "4XX", description = "Refused: `{\"code\",\"error\"}`", body = evergreen_api::ErrorBody), (status = "5XX", description = "Server error", body = evergreen_api::ErrorBody))
+)]
 /// Issues a node-scope certificate: subject `CN=<node>`, names from the declaration with
 /// `{node}` and `{ip}` filled in by the server; the CSR gives only the key.
 pub async fn issue(
@@ -399,6 +419,16 @@ async fn check_installed(
     Ok(())
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/agent/status",
+    tag = "agent",
+    operation_id = "agent_status",
+    summary = "Report what the agent installed and whether it is served",
+    security(("mtls" = ["node"])),
+    request_body = evergreen_api::AgentStatus,
+    responses((status = 204, description = "Recorded"), (status = "4XX", description = "Refused: `{\"code\",\"error\"}`", body = evergreen_api::ErrorBody), (status = "5XX", description = "Server error", body = evergreen_api::ErrorBody))
+)]
 pub async fn status(
     State(state): AppStateRef,
     caller: Caller<Agent>,

@@ -17,6 +17,7 @@ pub mod error;
 mod metrics;
 mod named;
 mod observe;
+pub mod openapi;
 mod replicas;
 mod rotation;
 pub mod routes;
@@ -42,7 +43,6 @@ pub use agent::MAX_POLL as MAX_WATCH;
 pub use bootstrap::{
     ReissuedAdmin, current_root, current_service_keys, reissue_admin, revoke_offline,
 };
-pub use observe::document as openapi_document;
 pub use state::{AppState, Paths, Settings};
 pub use tls::Limits;
 

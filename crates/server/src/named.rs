@@ -489,6 +489,15 @@ async fn replacement(
     })
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/cluster/certificates",
+    tag = "named",
+    operation_id = "named_list",
+    summary = "Named certificates and which nodes acknowledged which version",
+    security(("mtls" = ["admin"])),
+    responses((status = 200, description = "Every named certificate", body = Vec<evergreen_api::NamedCertificateStatus>), (status = "4XX", description = "Refused: `{\"code\",\"error\"}`", body = evergreen_api::ErrorBody), (status = "5XX", description = "Server error", body = evergreen_api::ErrorBody))
+)]
 pub async fn list(
     State(state): AppStateRef,
     _caller: Caller<Admin>,
@@ -632,6 +641,16 @@ fn read_secret(record: &NamedRecord) -> Result<(String, String), ApiError> {
     Ok((cert, key))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/cluster/certificates",
+    tag = "named",
+    operation_id = "named_create",
+    summary = "Declare a named certificate",
+    security(("mtls" = ["admin"])),
+    request_body = evergreen_api::NamedCertificateSpec,
+    responses((status = 201, description = "Declared; its first version", body = evergreen_api::Replacement), (status = "4XX", description = "Refused: `{\"code\",\"error\"}`", body = evergreen_api::ErrorBody), (status = "5XX", description = "Server error", body = evergreen_api::ErrorBody))
+)]
 pub async fn create(
     State(state): AppStateRef,
     caller: Caller<Admin>,
@@ -872,6 +891,17 @@ async fn save_and_answer(
     Ok(answers)
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/cluster/update_cert",
+    tag = "named",
+    operation_id = "update_cert",
+    summary = "Replace one certificate (Redis Enterprise compatible)",
+    description = r#"PEM key and certificate; Redis' `sed` escaping (a backslash before a line break) is accepted. 403 unknown name, 400 malformed or mismatched, 406 expired."#,
+    security(("mtls" = ["admin"])),
+    request_body = evergreen_api::UpdateCert,
+    responses((status = 200, description = "The new version", body = evergreen_api::Replacement), (status = "4XX", description = "Refused: `{\"code\",\"error\"}`", body = evergreen_api::ErrorBody), (status = "5XX", description = "Server error", body = evergreen_api::ErrorBody))
+)]
 /// Redis Enterprise's `PUT /v1/cluster/update_cert`.
 pub async fn update_cert(
     State(state): AppStateRef,
@@ -885,6 +915,16 @@ pub async fn update_cert(
         .ok_or_else(|| ApiError::internal("no answer"))
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/cluster/certificates",
+    tag = "named",
+    operation_id = "update_certs",
+    summary = "Replace several certificates; all are checked before any changes",
+    security(("mtls" = ["admin"])),
+    request_body = evergreen_api::UpdateCerts,
+    responses((status = 200, description = "The new versions", body = Vec<evergreen_api::Replacement>), (status = "4XX", description = "Refused: `{\"code\",\"error\"}`", body = evergreen_api::ErrorBody), (status = "5XX", description = "Server error", body = evergreen_api::ErrorBody))
+)]
 pub async fn update_certs(
     State(state): AppStateRef,
     caller: Caller<Admin>,
@@ -895,6 +935,16 @@ pub async fn update_certs(
     ))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/cluster/certificates/rotate",
+    tag = "named",
+    operation_id = "named_rotate",
+    summary = "Regenerate selfsigned certificates (the names given, or all)",
+    security(("mtls" = ["admin"])),
+    request_body = evergreen_api::RotateRequest,
+    responses((status = 200, description = "The new versions", body = Vec<evergreen_api::Replacement>), (status = "4XX", description = "Refused: `{\"code\",\"error\"}`", body = evergreen_api::ErrorBody), (status = "5XX", description = "Server error", body = evergreen_api::ErrorBody))
+)]
 /// Regenerates selfsigned certificates: the names given, or every selfsigned one.
 pub async fn rotate(
     State(state): AppStateRef,
@@ -939,26 +989,56 @@ pub async fn rotate(
     for record in selected {
         regenerated(&state, record, "rotate", &mut writes).await?;
     }
-    // The server's own certificates named (`server`, `admin`), with new keys: their files
-    // are replaced and the next handshake uses the new serving certificate, in the same
-    // change. The previous ones stay in the inventory.
     let built_in: Vec<&str> = BUILT_IN
         .into_iter()
         .filter(|b| request.names.is_empty() || request.names.iter().any(|n| n == b))
         .collect();
-    let _checks = state.store.lock(evergreen_store::Job::Checks).await?;
-    let cluster = state.cluster.load_full();
-    writes.own = state
-        .own_due(&cluster, &built_in, &actor)
-        .map_err(ApiError::internal)?
-        .into_iter()
-        .filter(|own| built_in.contains(&own.name))
-        .collect();
-    let answers = save_and_answer(&state, &actor, "certificate.rotate", writes).await?;
+    let answers = rotate_with_built_in(&state, &actor, &built_in, writes).await?;
     drop(guard);
     Ok(Json(answers))
 }
 
+/// Commits `writes` together with new keys and certificates for the server's own
+/// certificates named in `built_in` (`server`, `admin`): their files are replaced and the
+/// next handshake uses the new serving certificate, in the same change. The previous ones
+/// stay in the inventory, superseded. The caller holds the [`evergreen_store::Job::Named`]
+/// lock.
+async fn rotate_with_built_in(
+    state: &AppState,
+    actor: &str,
+    built_in: &[&str],
+    mut writes: Writes,
+) -> Result<Vec<Replacement>, ApiError> {
+    let _checks = state.store.lock(evergreen_store::Job::Checks).await?;
+    let cluster = state.cluster.load_full();
+    writes.own = state
+        .own_due(&cluster, built_in, actor)
+        .map_err(ApiError::internal)?
+        .into_iter()
+        .filter(|own| built_in.contains(&own.name))
+        .collect();
+    save_and_answer(state, actor, "certificate.rotate", writes).await
+}
+
+/// Replaces the serving certificate with a new key and certificate, as `evergreen
+/// certificate rotate server` does; what revoking the serving certificate does first.
+pub(crate) async fn rotate_serving(state: &AppState, actor: &str) -> Result<(), ApiError> {
+    let _guard = state.store.lock(evergreen_store::Job::Named).await?;
+    rotate_with_built_in(state, actor, &["server"], Writes::default()).await?;
+    Ok(())
+}
+
+#[utoipa::path(
+    put,
+    path = "/v1/cluster/certificates/{name}/label",
+    tag = "named",
+    operation_id = "named_label",
+    summary = "Set a label; a new label regenerates a selfsigned certificate and re-reads a secret",
+    security(("mtls" = ["admin"])),
+    request_body = evergreen_api::LabelRequest,
+    params(("name" = String, Path, description = "The named certificate")),
+    responses((status = 200, description = "The current version", body = evergreen_api::Replacement), (status = "4XX", description = "Refused: `{\"code\",\"error\"}`", body = evergreen_api::ErrorBody), (status = "5XX", description = "Server error", body = evergreen_api::ErrorBody))
+)]
 /// Sets a label; a new, different label regenerates a selfsigned certificate (Event
 /// Streams' way to ask for a new certificate).
 pub async fn label(
@@ -1053,6 +1133,16 @@ pub async fn label(
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/nodes/{node}/bundle",
+    tag = "nodes",
+    operation_id = "node_bundle",
+    summary = "A node certificate and key made by the server, for a runtime without an agent",
+    security(("mtls" = ["admin"])),
+    params(("node" = String, Path, description = "The node name")),
+    responses((status = 201, description = "Issued", body = evergreen_api::NodeBundle), (status = "4XX", description = "Refused: `{\"code\",\"error\"}`", body = evergreen_api::ErrorBody), (status = "5XX", description = "Server error", body = evergreen_api::ErrorBody))
+)]
 /// A node credential (certificate, key, CA) made by the server, for a runtime that runs no
 /// agent: Konnect's "Generate certificate".
 pub async fn node_bundle(
@@ -1190,6 +1280,17 @@ pub async fn renew_due(state: &AppState) -> Result<(), ApiError> {
     Ok(())
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/cluster/certificates/{name}/type",
+    tag = "named",
+    operation_id = "named_type",
+    summary = "Switch a named certificate's type (selfsigned, provided, secret)",
+    security(("mtls" = ["admin"])),
+    request_body = evergreen_api::TypeRequest,
+    params(("name" = String, Path, description = "The named certificate")),
+    responses((status = 200, description = "The current version", body = evergreen_api::Replacement), (status = "4XX", description = "Refused: `{\"code\",\"error\"}`", body = evergreen_api::ErrorBody), (status = "5XX", description = "Server error", body = evergreen_api::ErrorBody))
+)]
 /// `PUT /v1/cluster/certificates/{name}/type`: switches a named certificate to another
 /// type, as Event Streams lets one move between a provided certificate and a generated
 /// one. `selfsigned` issues a new version now; `secret` reads the directory now;
@@ -1310,6 +1411,16 @@ pub async fn set_type(
     }
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/cluster/certificates/{name}",
+    tag = "named",
+    operation_id = "named_delete",
+    summary = "Delete a named certificate; what was issued for it is revoked and nodes remove its files",
+    security(("mtls" = ["admin"])),
+    params(("name" = String, Path, description = "The named certificate")),
+    responses((status = 200, description = "Deleted", body = evergreen_api::NamedDeletion), (status = "4XX", description = "Refused: `{\"code\",\"error\"}`", body = evergreen_api::ErrorBody), (status = "5XX", description = "Server error", body = evergreen_api::ErrorBody))
+)]
 /// `DELETE /v1/cluster/certificates/{name}`: removes a named certificate. What this
 /// cluster issued for it and is still live is revoked (cessation of operation) in the same
 /// change, and nodes remove the files they installed for it at their next watch.

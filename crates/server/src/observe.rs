@@ -1,19 +1,25 @@
-//! `/metrics` and `/v1/openapi.json`.
+//! `/metrics`.
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use evergreen_store::InventoryQuery;
-use serde_json::{Value, json};
 
 use crate::auth::{Admin, Caller};
 use crate::error::ApiError;
 use crate::metrics::label;
 use crate::state::{AppState, ROLE_CAS, ROOT_CA};
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "observe",
+    operation_id = "metrics",
+    summary = "Prometheus metrics, with nothing that names a certificate",
+    responses((status = 200, description = "Prometheus text", content_type = "text/plain", body = String), (status = "4XX", description = "Refused: `{\"code\",\"error\"}`", body = evergreen_api::ErrorBody), (status = "5XX", description = "Server error", body = evergreen_api::ErrorBody))
+)]
 /// Prometheus text for anyone: counters, the expiry of every CA, counts of live
 /// certificates with the soonest expiry by role and CA, and the current version and
 /// expiry of each named certificate. Nothing names a certificate's subject or serial:
@@ -98,6 +104,15 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Result<Response, Api
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/metrics/certificates",
+    tag = "observe",
+    operation_id = "certificate_metrics",
+    summary = "The expiry of every live certificate, by serial and subject (Prometheus text)",
+    security(("mtls" = ["admin"])),
+    responses((status = 200, description = "Prometheus text", content_type = "text/plain", body = String), (status = "4XX", description = "Refused: `{\"code\",\"error\"}`", body = evergreen_api::ErrorBody), (status = "5XX", description = "Server error", body = evergreen_api::ErrorBody))
+)]
 /// `GET /v1/metrics/certificates` (admin): the expiry of every live certificate, with its
 /// serial, subject, role and issuer, as Prometheus text.
 pub async fn certificate_metrics(
@@ -137,60 +152,4 @@ pub async fn certificate_metrics(
         }
     }
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
-}
-
-fn op(summary: &str, auth: &str, ok: &str) -> Value {
-    json!({
-        "summary": summary,
-        "description": format!("Caller: {auth}."),
-        "responses": {
-            ok: { "description": "success" },
-            "default": { "description": "error", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } }
-        }
-    })
-}
-
-/// The API's description. Every route of the router is listed (a test checks it).
-pub fn document() -> Value {
-    json!({
-        "openapi": "3.0.3",
-        "info": { "title": "Evergreen", "version": env!("CARGO_PKG_VERSION"),
-                  "description": "Keeps a cluster's certificates from ever lapsing. Base64 fields carry PEM text." },
-        "paths": {
-            "/cacerts": { "get": op("The trust bundle: root CA and role CAs (PEM)", "anyone", "200") },
-            "/v1/enroll": { "post": op("Issue a client certificate for a CSR with a join token: {\"token\",\"csr\"} -> {\"crt\",\"clientCrt\",\"caCrt\"}", "anyone with a join token", "201") },
-            "/v1/applications/certificates/renewals": { "post": op("Renew the caller's certificate (Kyma compatible): {\"csr\"} -> {\"crt\",\"clientCrt\",\"caCrt\"}; same subject, at most the same SANs", "node, app or admin client certificate", "201") },
-            "/v1/applications/certificates/revocations": { "post": op("Revoke the caller's own certificate", "node, app or admin client certificate", "201") },
-            "/v1/certificates/revocations": { "post": op("Revoke a certificate: {\"hash\"} or {\"serial\"}, optional \"reason\"", "admin", "201") },
-            "/v1/certificates": { "get": op("Inventory of issued certificates; query: expiring_within (30d), status (active|expired|revoked), limit, cursor", "admin", "200") },
-            "/v1/crl/{ca}": { "get": op("DER CRL of server-ca, client-ca or peer-ca (a retired CA: <ca>@<first 16 hex of its SHA-256>)", "anyone", "200") },
-            "/v1/ca/rotate": { "put": op("Rotate CAs live from a staged directory: {\"files\":{\"root-ca.crt\":PEM,…,\"service.key\":PEM}}; absent or empty files keep the current value. Integrity checks (bundle holds more than the CA, chains to the current root directly or cross-signed, keys match, current service-account signer kept) are all reported together; ?force=true skips only them and is audited", "admin", "200") },
-            "/v1/keys/service-account": { "get": op("The service-account keys as a JWKS, the signing key first", "anyone", "200") },
-            "/v1/keys/service-account/rotate": { "post": op("A new service-account signing key first, older ones kept: {\"key_type\"}; or remove one: {\"retire\": KID}", "admin", "200") },
-            "/v1/tokens": { "post": op("Create a join token: {\"role\": \"node\"|\"app\", \"ttl_seconds\", \"description\"}", "admin", "201") },
-            "/v1/cluster/certificates": {
-                "get": op("Named certificates: type, label, version, fingerprint, expiry and which nodes acknowledged which version", "admin", "200"),
-                "post": op("Declare a named certificate: {\"name\",\"scope\",\"type\",\"label\",\"internal\",\"usage\",\"sans\",\"nodes\",\"secret\"}", "admin", "201"),
-                "put": op("Replace several: {\"certificates\":[{\"name\",\"key\",\"certificate\"}]}; all validated before any changes", "admin", "200")
-            },
-            "/v1/cluster/update_cert": { "put": op("Replace one (Redis Enterprise): {\"name\",\"key\",\"certificate\"} as PEM; 403 unknown name, 400 malformed or mismatched, 406 expired", "admin", "200") },
-            "/v1/cluster/certificates/rotate": { "post": op("Regenerate selfsigned certificates: {\"names\":[…]}, empty for all", "admin", "200") },
-            "/v1/cluster/certificates/{name}/label": { "put": op("Set a label; a new label regenerates a selfsigned certificate and re-reads a secret", "admin", "200") },
-            "/v1/cluster/certificates/{name}/type": { "put": op("Switch the type: {\"type\": \"selfsigned\"|\"provided\"|\"secret\", \"secret\"}", "admin", "200") },
-            "/v1/cluster/certificates/{name}": { "delete": op("Delete a named certificate; what was issued for it is revoked and nodes remove its files", "admin", "200") },
-            "/v1/nodes/{node}/bundle": { "post": op("A node certificate and key made by the server, for a runtime without an agent", "admin", "201") },
-            "/healthz": { "get": op("Liveness", "anyone", "200") },
-            "/readyz": { "get": op("Readiness: the datastore answers", "anyone", "200") },
-            "/metrics": { "get": op("Prometheus metrics", "anyone", "200") },
-            "/v1/openapi.json": { "get": op("This document", "anyone", "200") }
-        },
-        "components": { "schemas": { "Error": {
-            "type": "object", "required": ["code", "error"],
-            "properties": { "code": { "type": "integer" }, "error": { "type": "string" } }
-        } } }
-    })
-}
-
-pub async fn openapi() -> Json<Value> {
-    Json(document())
 }

@@ -228,6 +228,18 @@ fn plan(
     })
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/ca/rotate",
+    tag = "ca",
+    operation_id = "rotate_ca",
+    summary = "Rotate CAs live from a staged directory",
+    description = r#"`files` maps k3s file names to PEM; absent or empty files keep the current value. The integrity checks are all reported together; `force=true` skips only them and is audited. All or nothing."#,
+    security(("mtls" = ["admin"])),
+    request_body = evergreen_api::CaRotateRequest,
+    params(evergreen_api::query::RotateParams),
+    responses((status = 200, description = "Rotated", body = evergreen_api::CaRotation), (status = "4XX", description = "Refused: `{\"code\",\"error\"}`", body = evergreen_api::ErrorBody), (status = "5XX", description = "Server error", body = evergreen_api::ErrorBody))
+)]
 /// `PUT /v1/ca/rotate?force=BOOL`.
 pub async fn rotate_ca(
     State(state): AppStateRef,
@@ -389,6 +401,14 @@ async fn stored_cluster(state: &AppState) -> Result<Cluster, ApiError> {
         .map_err(ApiError::internal)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/keys/service-account",
+    tag = "keys",
+    operation_id = "jwks",
+    summary = "The service-account keys as a JWKS, the signing key first",
+    responses((status = 200, description = "JWKS", body = evergreen_api::Jwks), (status = "4XX", description = "Refused: `{\"code\",\"error\"}`", body = evergreen_api::ErrorBody), (status = "5XX", description = "Server error", body = evergreen_api::ErrorBody))
+)]
 /// `GET /v1/keys/service-account`: the JWKS, for anyone (public keys only).
 pub async fn jwks(State(state): AppStateRef) -> Result<Json<Jwks>, ApiError> {
     let cluster = state.cluster.load();
@@ -409,6 +429,16 @@ pub async fn jwks(State(state): AppStateRef) -> Result<Json<Jwks>, ApiError> {
     Ok(Json(Jwks { keys }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/keys/service-account/rotate",
+    tag = "keys",
+    operation_id = "rotate_service_keys",
+    summary = "A new service-account signing key first (older ones kept), or retire one",
+    security(("mtls" = ["admin"])),
+    request_body = evergreen_api::ServiceKeyRotation,
+    responses((status = 200, description = "The keys now", body = evergreen_api::Jwks), (status = "4XX", description = "Refused: `{\"code\",\"error\"}`", body = evergreen_api::ErrorBody), (status = "5XX", description = "Server error", body = evergreen_api::ErrorBody))
+)]
 /// `POST /v1/keys/service-account/rotate`: a new signing key first, or with `retire`
 /// one key removed. One change: sealed, written and served together.
 pub async fn rotate_service_keys(

@@ -9,7 +9,6 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use evergreen_api::{
     CertificateBundle, CertificateSummary, EnrollRequest, InventoryPage, NodeAddresses, NodeStatus,
@@ -20,6 +19,8 @@ use evergreen_pki::crl::RevocationReason;
 use evergreen_pki::policy::{CsrPolicy, SanRule, SubjectRule};
 use evergreen_pki::{DistinguishedName, IssuedCertificate, Profile, SubjectAltName};
 use evergreen_store::{CertificateRecord, InventoryQuery, NodeRecord, RevokeOutcome};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::{Admin, Caller, Holder, RequestContext, peer_actor, rfc3339};
 use crate::error::{ApiError, BODY_LIMIT, JsonBody, NoBody, QueryOf, Refused};
@@ -28,62 +29,44 @@ use crate::tls::Peer;
 
 type AppStateRef = State<Arc<AppState>>;
 
+/// Every route, each registered with its OpenAPI description: the router and
+/// `/v1/openapi.json` are made from this one list.
+pub fn api() -> OpenApiRouter<Arc<AppState>> {
+    use crate::{agent, named, observe, openapi, rotation};
+    OpenApiRouter::with_openapi(openapi::base())
+        .routes(routes!(cacerts))
+        .routes(routes!(enroll))
+        .routes(routes!(renew))
+        .routes(routes!(revoke_own))
+        .routes(routes!(revoke))
+        .routes(routes!(inventory))
+        .routes(routes!(crl))
+        .routes(routes!(rotation::rotate_ca))
+        .routes(routes!(rotation::jwks))
+        .routes(routes!(rotation::rotate_service_keys))
+        .routes(routes!(create_token))
+        .routes(routes!(named::list, named::create, named::update_certs))
+        .routes(routes!(named::update_cert))
+        .routes(routes!(named::rotate))
+        .routes(routes!(named::label))
+        .routes(routes!(named::set_type))
+        .routes(routes!(named::delete))
+        .routes(routes!(named::node_bundle))
+        .routes(routes!(node_addresses))
+        .routes(routes!(node_replace))
+        .routes(routes!(agent::watch))
+        .routes(routes!(agent::issue))
+        .routes(routes!(agent::status))
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(observe::metrics))
+        .routes(routes!(observe::certificate_metrics))
+        .routes(routes!(openapi::openapi))
+}
+
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/cacerts", get(cacerts))
-        .route("/v1/enroll", post(enroll))
-        .route("/v1/applications/certificates/renewals", post(renew))
-        .route(
-            "/v1/applications/certificates/revocations",
-            post(revoke_own),
-        )
-        .route("/v1/certificates/revocations", post(revoke))
-        .route("/v1/certificates", get(inventory))
-        .route("/v1/crl/{ca}", get(crl))
-        .route("/v1/ca/rotate", put(crate::rotation::rotate_ca))
-        .route("/v1/keys/service-account", get(crate::rotation::jwks))
-        .route(
-            "/v1/keys/service-account/rotate",
-            post(crate::rotation::rotate_service_keys),
-        )
-        .route("/v1/tokens", post(create_token))
-        .route(
-            "/v1/cluster/certificates",
-            get(crate::named::list)
-                .post(crate::named::create)
-                .put(crate::named::update_certs),
-        )
-        .route("/v1/cluster/update_cert", put(crate::named::update_cert))
-        .route(
-            "/v1/cluster/certificates/rotate",
-            post(crate::named::rotate),
-        )
-        .route(
-            "/v1/cluster/certificates/{name}/label",
-            put(crate::named::label),
-        )
-        .route(
-            "/v1/cluster/certificates/{name}/type",
-            put(crate::named::set_type),
-        )
-        .route(
-            "/v1/cluster/certificates/{name}",
-            axum::routing::delete(crate::named::delete),
-        )
-        .route("/v1/nodes/{node}/bundle", post(crate::named::node_bundle))
-        .route("/v1/nodes/{node}/addresses", put(node_addresses))
-        .route("/v1/nodes/{node}/replace", post(node_replace))
-        .route("/v1/agent/watch", get(crate::agent::watch))
-        .route("/v1/agent/issue", post(crate::agent::issue))
-        .route("/v1/agent/status", post(crate::agent::status))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(crate::observe::metrics))
-        .route(
-            "/v1/metrics/certificates",
-            get(crate::observe::certificate_metrics),
-        )
-        .route("/v1/openapi.json", get(crate::observe::openapi))
+    let (router, _) = api().split_for_parts();
+    router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
@@ -94,8 +77,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// The audit log's name for what a route does.
-fn action_of(method: &Method, path: &str) -> Option<&'static str> {
+/// The audit log's name for what a route does (`path` is the route's template, as in the
+/// OpenAPI document); `None` for reads that are not audited.
+pub fn action_of(method: &Method, path: &str) -> Option<&'static str> {
     Some(match (method.as_str(), path) {
         ("POST", "/v1/enroll") => "enroll",
         ("POST", "/v1/applications/certificates/renewals") => "renew",
@@ -231,11 +215,29 @@ pub(crate) fn bundle(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/cacerts",
+    tag = "trust",
+    operation_id = "cacerts",
+    summary = "The trust bundle: root CA and role CAs (PEM)",
+    responses((status = 200, description = "PEM certificates", content_type = "application/x-pem-file", body = String), (status = "4XX", description = "Refused: `{\"code\",\"error\"}`", body = evergreen_api::ErrorBody), (status = "5XX", description = "Server error", body = evergreen_api::ErrorBody))
+)]
 async fn cacerts(State(state): AppStateRef) -> Response {
     let pem = evergreen_pki::pem::encode_certificates(&state.cluster.load().trust_bundle());
     ([(header::CONTENT_TYPE, "application/x-pem-file")], pem).into_response()
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/enroll",
+    tag = "kyma",
+    operation_id = "enroll",
+    summary = "Enroll: a client certificate for a CSR, with a join token",
+    description = r#"The token says who may enroll (a node name or pattern, an app subject); the CSR gives the key and the subject."#,
+    request_body = evergreen_api::EnrollRequest,
+    responses((status = 201, description = "Issued", body = evergreen_api::CertificateBundle), (status = "4XX", description = "Refused: `{\"code\",\"error\"}`", body = evergreen_api::ErrorBody), (status = "5XX", description = "Server error", body = evergreen_api::ErrorBody))
+)]
 async fn enroll(
     State(state): AppStateRef,
     JsonBody(request): JsonBody<EnrollRequest>,
@@ -251,6 +253,17 @@ fn validity(state: &AppState, role: evergreen_api::Role) -> evergreen_pki::Durat
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/applications/certificates/renewals",
+    tag = "kyma",
+    operation_id = "renew",
+    summary = "Renew the caller's certificate (Kyma compatible)",
+    description = r#"Same subject, at most the same SANs as the certificate the caller connects with. `csr` is base64 of a PEM CSR; line breaks inside it are accepted."#,
+    security(("mtls" = ["node", "app", "admin"])),
+    request_body = evergreen_api::RenewalRequest,
+    responses((status = 201, description = "Issued", body = evergreen_api::CertificateBundle), (status = "4XX", description = "Refused: `{\"code\",\"error\"}`", body = evergreen_api::ErrorBody), (status = "5XX", description = "Server error", body = evergreen_api::ErrorBody))
+)]
 /// Kyma's renewal: the caller proves who it is with its current certificate and gets a
 /// new one for exactly the same subject and at most the same SANs.
 async fn renew(
@@ -316,6 +329,16 @@ pub(crate) async fn revoke_and_publish(
     Ok(outcomes.pop().unwrap_or(RevokeOutcome::NotFound))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/applications/certificates/revocations",
+    tag = "kyma",
+    operation_id = "revoke_own",
+    summary = "Revoke the caller's own certificate (Kyma compatible)",
+    description = r#"The built-in admin credential is refused (409 `admin_lockout`): replace it with `evergreen admin reissue` on the server host."#,
+    security(("mtls" = ["node", "app", "admin"])),
+    responses((status = 201, description = "Revoked", body = evergreen_api::CertificateSummary), (status = "4XX", description = "Refused: `{\"code\",\"error\"}`", body = evergreen_api::ErrorBody), (status = "5XX", description = "Server error", body = evergreen_api::ErrorBody))
+)]
 /// Kyma's revocation: the caller revokes its own certificate.
 async fn revoke_own(
     State(state): AppStateRef,
@@ -348,6 +371,16 @@ async fn revoke_own(
 
 /// The refusal to revoke the admin credential a request is made with: nothing could
 /// manage the cluster afterwards.
+/// Whether `record` is the cluster certificate this server presents on its listener.
+fn is_serving(state: &AppState, record: &CertificateRecord) -> bool {
+    state
+        .serving
+        .current()
+        .cert
+        .first()
+        .is_some_and(|der| Fingerprint::of(der).to_string() == record.sha256)
+}
+
 fn admin_lockout(record: &CertificateRecord) -> ApiError {
     ApiError::conflict(format!(
         "refusing to revoke the admin credential this request is made with (serial {}): nothing could manage the cluster afterwards. To replace it, run `evergreen admin reissue` on the server host: it writes a new admin.crt and admin.key and revokes this one",
@@ -374,6 +407,17 @@ fn normalize_serial(serial: &str) -> Option<String> {
     (!s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_hexdigit())).then_some(s)
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/certificates/revocations",
+    tag = "inventory",
+    operation_id = "revoke",
+    summary = "Revoke a certificate by hash or serial",
+    description = r#"The caller's own credential is refused (409 `admin_lockout`). Revoking the certificate this server serves first replaces it (as `evergreen certificate rotate server` does)."#,
+    security(("mtls" = ["admin"])),
+    request_body = evergreen_api::RevocationRequest,
+    responses((status = 201, description = "Revoked", body = evergreen_api::CertificateSummary), (status = "4XX", description = "Refused: `{\"code\",\"error\"}`", body = evergreen_api::ErrorBody), (status = "5XX", description = "Server error", body = evergreen_api::ErrorBody))
+)]
 async fn revoke(
     State(state): AppStateRef,
     caller: Caller<Admin>,
@@ -430,6 +474,11 @@ async fn revoke(
     if record.serial == caller.record.serial {
         return Err(admin_lockout(&record));
     }
+    // The certificate this server presents (its key compromised, say): a new one is
+    // served first, so that what is revoked is no longer what clients are shown.
+    if is_serving(&state, &record) {
+        crate::named::rotate_serving(&state, &caller.actor()).await?;
+    }
     match revoke_and_publish(&state, &record.serial, reason).await? {
         RevokeOutcome::Revoked(record) => {
             let detail = format!("revoked serial {} ({reason})", record.serial);
@@ -454,6 +503,16 @@ async fn revoke(
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/crl/{ca}",
+    tag = "trust",
+    operation_id = "crl",
+    summary = "The DER CRL of a CA",
+    description = r#"`server-ca`, `client-ca` or `peer-ca`; a retired CA as `<ca>@<first 16 hex of its SHA-256>`."#,
+    params(("ca" = String, Path, description = "The CA: server-ca, client-ca, peer-ca or a retired <ca>@<hash>", pattern = "^(server|client|peer)-ca(@[0-9a-f]{16})?$", example = "client-ca")),
+    responses((status = 200, description = "DER CRL (application/pkix-crl)"), (status = "4XX", description = "Refused: `{\"code\",\"error\"}`", body = evergreen_api::ErrorBody), (status = "5XX", description = "Server error", body = evergreen_api::ErrorBody))
+)]
 async fn crl(State(state): AppStateRef, Path(ca): Path<String>) -> Result<Response, ApiError> {
     let crls = state.crls.load();
     let der = crls.get(&ca).ok_or_else(|| {
@@ -470,6 +529,16 @@ async fn crl(State(state): AppStateRef, Path(ca): Path<String>) -> Result<Respon
         .into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/certificates",
+    tag = "inventory",
+    operation_id = "inventory",
+    summary = "Inventory of issued certificates, soonest expiry first",
+    security(("mtls" = ["admin"])),
+    params(evergreen_api::query::InventoryParams),
+    responses((status = 200, description = "A page", body = evergreen_api::InventoryPage), (status = "4XX", description = "Refused: `{\"code\",\"error\"}`", body = evergreen_api::ErrorBody), (status = "5XX", description = "Server error", body = evergreen_api::ErrorBody))
+)]
 async fn inventory(
     State(state): AppStateRef,
     _caller: Caller<Admin>,
@@ -493,7 +562,7 @@ async fn inventory(
         )));
     }
     let after = params.after().map_err(ApiError::bad_request)?;
-    let limit = params.limit.unwrap_or(100).clamp(1, 1000);
+    let limit = params.page_size().map_err(ApiError::bad_request)?;
     let records = state
         .store
         .list_certificates(&InventoryQuery {
@@ -517,6 +586,16 @@ async fn inventory(
     }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/tokens",
+    tag = "tokens",
+    operation_id = "create_token",
+    summary = "Create a join token",
+    security(("mtls" = ["admin"])),
+    request_body = evergreen_api::TokenRequest,
+    responses((status = 201, description = "Created; the token is shown once", body = evergreen_api::TokenResponse), (status = "4XX", description = "Refused: `{\"code\",\"error\"}`", body = evergreen_api::ErrorBody), (status = "5XX", description = "Server error", body = evergreen_api::ErrorBody))
+)]
 async fn create_token(
     State(state): AppStateRef,
     caller: Caller<Admin>,
@@ -551,6 +630,17 @@ async fn node_status(state: &AppState, node: &str, detail: String) -> Result<Nod
     })
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/nodes/{node}/addresses",
+    tag = "nodes",
+    operation_id = "node_addresses",
+    summary = "Set the addresses `{ip}` stands for in a node's certificates",
+    security(("mtls" = ["admin"])),
+    request_body = evergreen_api::NodeAddresses,
+    params(("node" = String, Path, description = "The enrolled node name")),
+    responses((status = 200, description = "The node", body = evergreen_api::NodeStatus), (status = "4XX", description = "Refused: `{\"code\",\"error\"}`", body = evergreen_api::ErrorBody), (status = "5XX", description = "Server error", body = evergreen_api::ErrorBody))
+)]
 /// `PUT /v1/nodes/{node}/addresses`: the addresses `{ip}` stands for in the node's
 /// certificates (`evergreen node allow`).
 async fn node_addresses(
@@ -604,6 +694,16 @@ async fn node_addresses(
     Ok(Json(node_status(&state, &node, detail).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/nodes/{node}/replace",
+    tag = "nodes",
+    operation_id = "node_replace",
+    summary = "Revoke a node's identities so a new machine can enroll under its name",
+    security(("mtls" = ["admin"])),
+    params(("node" = String, Path, description = "The enrolled node name")),
+    responses((status = 200, description = "The node", body = evergreen_api::NodeStatus), (status = "4XX", description = "Refused: `{\"code\",\"error\"}`", body = evergreen_api::ErrorBody), (status = "5XX", description = "Server error", body = evergreen_api::ErrorBody))
+)]
 /// `POST /v1/nodes/{node}/replace`: revokes the node's identities so a new machine can
 /// enroll under its name with a new token (`evergreen node replace`).
 async fn node_replace(
@@ -647,10 +747,26 @@ async fn node_replace(
     Ok(Json(node_status(&state, &node, detail).await?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "observe",
+    operation_id = "healthz",
+    summary = "Liveness",
+    responses((status = 200, description = "Alive", content_type = "text/plain", body = String), (status = "4XX", description = "Refused: `{\"code\",\"error\"}`", body = evergreen_api::ErrorBody), (status = "5XX", description = "Server error", body = evergreen_api::ErrorBody))
+)]
 async fn healthz() -> &'static str {
     "ok\n"
 }
 
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "observe",
+    operation_id = "readyz",
+    summary = "Readiness: the datastore answers",
+    responses((status = 200, description = "Ready", content_type = "text/plain", body = String), (status = "4XX", description = "Refused: `{\"code\",\"error\"}`", body = evergreen_api::ErrorBody), (status = "5XX", description = "Server error", body = evergreen_api::ErrorBody))
+)]
 async fn readyz(State(state): AppStateRef) -> Result<&'static str, ApiError> {
     state.store.is_initialized().await.map_err(|e| {
         ApiError::new(

@@ -179,34 +179,70 @@ async fn metrics_health_and_the_api_description() {
         200
     );
     let doc: serde_json::Value = t.anonymous().get_json("/v1/openapi.json").await.unwrap();
-    for path in [
-        "/cacerts",
-        "/v1/enroll",
-        "/v1/applications/certificates/renewals",
-        "/v1/applications/certificates/revocations",
-        "/v1/certificates/revocations",
-        "/v1/certificates",
-        "/v1/crl/{ca}",
-        "/v1/tokens",
-        "/healthz",
-        "/readyz",
-        "/metrics",
-        "/v1/openapi.json",
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+    assert_eq!(
+        doc["paths"].as_object().unwrap().len(),
+        evergreen_server::openapi::document().paths.paths.len()
+    );
+}
+
+/// The OpenAPI document is generated from the router, so every operation it lists is one
+/// the router serves (never the "no such endpoint" fallback or a 405), every change is
+/// audited under a name, and every path the clients call is in it.
+#[tokio::test]
+async fn the_openapi_document_lists_exactly_what_the_router_serves() {
+    let t = TestServer::start().await;
+    let operations = evergreen_server::openapi::operations();
+    for (method, path) in [
+        ("GET", "/cacerts"),
+        ("POST", "/v1/enroll"),
+        ("POST", "/v1/applications/certificates/renewals"),
+        ("POST", "/v1/certificates/revocations"),
+        ("GET", "/v1/certificates"),
+        ("GET", "/v1/crl/{ca}"),
+        ("POST", "/v1/tokens"),
+        ("GET", "/v1/agent/watch"),
+        ("POST", "/v1/agent/issue"),
+        ("POST", "/v1/agent/status"),
+        ("PUT", "/v1/cluster/update_cert"),
+        ("GET", "/healthz"),
+        ("GET", "/metrics"),
     ] {
         assert!(
-            doc["paths"].get(path).is_some(),
-            "{path} missing from the OpenAPI document"
+            operations.contains(&(method.to_owned(), path.to_owned())),
+            "{method} {path} missing from the OpenAPI document"
         );
-        // And the router really serves it (a 404 here would be the fallback's).
-        let probe = path.replace("{ca}", "client-ca");
-        let status = t
-            .anonymous()
-            .send("GET", &probe, None)
-            .await
-            .unwrap()
-            .status;
-        assert_ne!(status, 404, "{path}");
     }
+    assert!(operations.len() >= 30, "{}", operations.len());
+    let admin = t.admin();
+    for (method, path) in &operations {
+        let probe = path
+            .replace("{ca}", "client-ca")
+            .replace("{name}", "no-such-certificate")
+            .replace("{node}", "no-such-node");
+        // A body no handler accepts, so nothing is changed by the probe itself.
+        let body = (method != "GET").then(|| b"{\"noSuchField\": true}".to_vec());
+        let answer = admin.send(method, &probe, body).await.unwrap();
+        let text = String::from_utf8_lossy(&answer.body);
+        assert_ne!(answer.status, 405, "{method} {path}: {text}");
+        assert!(
+            !text.contains("no such endpoint"),
+            "{method} {path} is documented but not routed: {text}"
+        );
+        if method != "GET" {
+            assert!(
+                evergreen_server::routes::action_of(&method.parse().unwrap(), path).is_some(),
+                "{method} {path} changes the cluster but has no audit action"
+            );
+        }
+    }
+    // And what is not documented is not served.
+    let unknown = admin
+        .send("GET", "/v1/no-such-endpoint", None)
+        .await
+        .unwrap();
+    assert_eq!(unknown.status, 404);
+    assert!(String::from_utf8_lossy(&unknown.body).contains("no such endpoint"));
     let _ = t.clock.now();
 }
 

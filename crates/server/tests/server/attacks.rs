@@ -701,6 +701,9 @@ async fn junk_bodies_and_queries_change_nothing() {
             400,
         ),
         ("GET", "/v1/certificates?limit=-1", "admin", 400),
+        ("GET", "/v1/certificates?limit=0", "admin", 400),
+        ("GET", "/v1/certificates?limit=1001", "admin", 400),
+        ("GET", "/v1/certificates?limit=2147483648", "admin", 400),
         (
             "GET",
             "/v1/certificates?status=active&status=revoked",
@@ -729,6 +732,12 @@ async fn junk_bodies_and_queries_change_nothing() {
         ..Default::default()
     };
     refusal(t.token_with(&ttl).await, 400);
+    let largest = t
+        .admin()
+        .send("GET", "/v1/certificates?limit=1000", None)
+        .await
+        .unwrap();
+    assert_eq!(largest.status, 200, "the largest page the document allows");
     assert_eq!(state_of(&t).await, before, "junk changed nothing");
     assert_audited_refusal(&t, "http DELETE", "not allowed").await;
     assert_audited_refusal(&t, "ca.rotate", "invalid query").await;

@@ -322,7 +322,8 @@ async fn the_admin_cannot_lock_itself_out_and_a_revoked_own_certificate_is_reiss
     let _: evergreen_api::InventoryPage = t.admin().get_json("/v1/certificates").await.unwrap();
 
     // The serving certificate revoked by an admin, and the admin credential revoked in the
-    // datastore while the server was down: the next start issues both anew.
+    // datastore while the server was down: the serving certificate is replaced at once, the
+    // admin credential at the next start.
     let serving_serial = serial_of(&t.data_dir.join("server/tls/serving.crt"));
     let revoke_serving = RevocationRequest {
         hash: None,
@@ -338,6 +339,16 @@ async fn the_admin_cannot_lock_itself_out_and_a_revoked_own_certificate_is_reiss
         )
         .await
         .unwrap();
+    // Revoking the certificate the server serves replaces it first: the server never serves
+    // a revoked certificate, on disk or on the wire.
+    let replaced = serial_of(&t.data_dir.join("server/tls/serving.crt"));
+    assert_ne!(replaced, serving_serial);
+    let served = t.anonymous().peer_certificates().await.unwrap();
+    assert_eq!(
+        CertificateInfo::from_der(&served[0]).unwrap().serial_hex(),
+        replaced
+    );
+    evergreen_test_util::assert_chain(&t.root(), &served, Usage::ServerAuth, t.clock.now());
     let data_dir = t.data_dir.clone();
     let clock = t.clock.clone();
     let t = t
@@ -358,6 +369,10 @@ async fn the_admin_cannot_lock_itself_out_and_a_revoked_own_certificate_is_reiss
     let new_serving = serial_of(&t.data_dir.join("server/tls/serving.crt"));
     assert_ne!(new_admin, admin_serial);
     assert_ne!(new_serving, serving_serial);
+    assert_eq!(
+        new_serving, replaced,
+        "the replacement is not revoked, so it is kept"
+    );
     // The new admin works over mTLS with the new serving certificate, which verifies.
     let page: evergreen_api::InventoryPage = t
         .admin()
