@@ -23,10 +23,11 @@ use evergreen_pki::san_policy::{SanPolicy, never_for_a_node};
 use evergreen_pki::{DistinguishedName, SubjectAltName, pem};
 use evergreen_store::{Acknowledgement, NamedRecord};
 
+use crate::auth::Peer;
 use crate::auth::{Agent, Caller, Identity};
 use crate::error::{ApiError, JsonBody, QueryOf};
-use crate::state::{AppState, Cluster, Issuance};
-use crate::tls::Peer;
+use crate::fleet::Snapshot;
+use crate::state::{AppState, Issuance};
 
 /// The longest a watch waits for a change; clients allow a request longer than this
 /// (`evergreen_api::client::REQUEST_TIMEOUT`).
@@ -89,20 +90,6 @@ pub async fn watch(
             .map(|(_, assignment)| assignment.clone())
             .collect(),
     }))
-}
-
-/// What every watch answers at one revision and cluster, before each node's own filter:
-/// built once when either changes, not once per agent (a fleet wakes all at once).
-#[derive(Debug)]
-pub struct Snapshot {
-    revision: i64,
-    cluster: Arc<Cluster>,
-    trust_bundle: String,
-    identity_ca: String,
-    /// The CA whose key signs the attestations: `server-ca` with its chain.
-    attested_by: String,
-    /// Each assignment with the nodes it is for (none: every node).
-    certificates: Vec<(Vec<String>, Assignment)>,
 }
 
 /// The snapshot for `revision` and the cluster served now, built if missing or stale.
@@ -294,7 +281,7 @@ pub async fn issue(
     JsonBody(request): JsonBody<AgentIssueRequest>,
 ) -> Result<(StatusCode, Json<CertificateBundle>), ApiError> {
     let node = node_name(&caller)?;
-    let name = crate::audit::bounded(&request.name, 64);
+    let name = crate::text::bounded(&request.name, 64);
     let record = match state.store.named_by_name(&request.name).await? {
         Some(r) if r.scope == "node" && (r.nodes.is_empty() || r.nodes.contains(&node)) => r,
         Some(r) if r.scope != "node" => {
@@ -355,7 +342,7 @@ pub async fn issue(
     let (issued, _) = state.issue(&issue, how).await?;
     Ok((
         StatusCode::CREATED,
-        Json(crate::routes::bundle(&state, &issued, ca)?),
+        Json(crate::enrollment::bundle(&state, &issued, ca)?),
     ))
 }
 
@@ -376,7 +363,7 @@ async fn check_installed(
     installed: &Installed,
     records: &[NamedRecord],
 ) -> Result<(), ApiError> {
-    let name = crate::audit::bounded(&installed.name, 64);
+    let name = crate::text::bounded(&installed.name, 64);
     let Some(record) = records.iter().find(|r| {
         r.name == installed.name && (r.nodes.is_empty() || r.nodes.iter().any(|n| n == node))
     }) else {
@@ -412,7 +399,7 @@ async fn check_installed(
         return Err(ApiError::bad_request(format!(
             "{name} version {} was not issued with fingerprint {}",
             installed.version,
-            crate::audit::bounded(&installed.fingerprint, 64)
+            crate::text::bounded(&installed.fingerprint, 64)
         ))
         .target(name));
     }
@@ -450,14 +437,14 @@ pub async fn status(
         {
             return Err(ApiError::bad_request(format!(
                 "{} is listed twice",
-                crate::audit::bounded(&installed.name, 64)
+                crate::text::bounded(&installed.name, 64)
             )));
         }
         check_installed(&state, &node, installed, &records).await?;
     }
     let actor = caller.actor();
     for refused in report.refused.iter().take(MAX_REPORTED_REFUSALS) {
-        tracing::warn!(%node, refused = %crate::audit::bounded(refused, 512), "the agent refused what a server sent it");
+        tracing::warn!(%node, refused = %crate::text::bounded(refused, 512), "the agent refused what a server sent it");
         state
             .audit(&actor, "agent.trust", &node, Err(refused))
             .await?;

@@ -9,9 +9,9 @@ use evergreen_api::Replacement;
 use evergreen_pki::certificate::{CertificateInfo, SubjectAltName, Usage};
 use evergreen_pki::{PrivateKey, pem};
 
-use crate::auth::rfc3339;
 use crate::error::ApiError;
 use crate::state::AppState;
+use crate::text::rfc3339;
 
 /// The datastore key of the sealed certificate and key (empty: none provided).
 pub(crate) const META: &str = "api-certificate";

@@ -3,7 +3,7 @@
 //!
 //! - Every field is bounded before it is stored or logged: control characters are escaped
 //!   (a newline in a certificate subject is `\n`, never a line break) and text is cut to
-//!   [`MAX_FIELD`] characters ([`MAX_DETAIL`] for the detail), saying how much was cut.
+//!   [`MAX_FIELD`] characters ([`MAX_DETAIL`] for the detail; see [`crate::text`]), saying how much was cut.
 //! - Refusals of callers who did not prove an identity are aggregated per source (an IPv4
 //!   address or an IPv6 /64), action and reason: the first in each [`WINDOW`] is written in
 //!   full, the others are counted and written as one summary row when the window closes.
@@ -16,43 +16,12 @@ use std::sync::Mutex;
 use evergreen_pki::{Duration, OffsetDateTime};
 use evergreen_store::AuditEvent;
 
-/// The most characters kept of an actor or target.
-pub const MAX_FIELD: usize = 256;
-/// The most characters kept of a detail.
-pub const MAX_DETAIL: usize = 2048;
+use crate::text::{MAX_DETAIL, MAX_FIELD, bounded};
+
 /// How long refusals of one anonymous source, action and reason share one summary row.
 pub const WINDOW: Duration = Duration::minutes(1);
 /// The most sources tracked at once; past it, new sources share one entry.
 const MAX_SOURCES: usize = 4096;
-
-/// `text` fit for a log line or an audit row: control characters escaped, at most `max`
-/// characters, with what was cut said at the end.
-pub fn bounded(text: &str, max: usize) -> String {
-    let mut out = String::with_capacity(text.len().min(max + 32));
-    for (kept, (i, c)) in text.char_indices().enumerate() {
-        if kept >= max {
-            out.push_str(&format!("…(+{} bytes)", text.len() - i));
-            return out;
-        }
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// `text` cut to at most `max` characters, saying how much was cut (no escaping: for
-/// answers, whose JSON encoding escapes control characters itself).
-pub fn cut(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
-    match text.char_indices().nth(max) {
-        None => std::borrow::Cow::Borrowed(text),
-        Some((i, _)) => {
-            std::borrow::Cow::Owned(format!("{}…(+{} bytes)", &text[..i], text.len() - i))
-        }
-    }
-}
 
 /// An audit event with every field bounded.
 pub fn event(
@@ -194,7 +163,7 @@ fn summary(key: &Key, window: &Window, now: OffsetDateTime) -> Option<AuditEvent
             &format!(
                 "{} more refusals ({reason}) since {}, aggregated",
                 window.suppressed,
-                crate::auth::rfc3339(window.started.unix_timestamp())
+                crate::text::rfc3339(window.started.unix_timestamp())
             ),
         )
     })

@@ -3,19 +3,21 @@
 //! revoked, not expired, chaining to the client CA — and its role read from the
 //! inventory. Each route then says which roles it admits, with a [`Caller`] extractor.
 use std::marker::PhantomData;
+use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use evergreen_api::Role;
+use evergreen_pki::CertificateDer;
 use evergreen_pki::certificate::{CertificateInfo, Usage};
 use evergreen_pki::chain;
 use evergreen_store::CertificateRecord;
 
-use crate::audit::{MAX_FIELD, bounded};
+use crate::cluster::{CLIENT_CA, Cluster, Crls};
 use crate::error::ApiError;
-use crate::state::{AppState, CLIENT_CA, Cluster, Crls};
-use crate::tls::Peer;
+use crate::state::AppState;
+use crate::text::{MAX_FIELD, bounded, rfc3339};
 
 /// A caller whose certificate was checked in full.
 #[derive(Debug, Clone)]
@@ -67,6 +69,28 @@ impl Roles for Agent {
 pub struct Holder;
 impl Roles for Holder {
     const ROLES: &'static [Role] = &[Role::Node, Role::App, Role::Admin];
+}
+
+/// The client certificate a connection presented, if any, as the handlers see it. It has
+/// passed only the revocation check at the handshake; handlers authenticate it fully, once
+/// per connection while the cluster's CAs and CRLs stay the same (see
+/// [`authenticate`]).
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub certificate: Option<CertificateDer<'static>>,
+    /// Where the connection comes from.
+    pub remote: SocketAddr,
+    pub(crate) authenticated: Arc<std::sync::Mutex<Option<Authenticated>>>,
+}
+
+impl Peer {
+    pub fn new(certificate: Option<CertificateDer<'static>>, remote: SocketAddr) -> Self {
+        Peer {
+            certificate,
+            remote,
+            authenticated: Arc::default(),
+        }
+    }
 }
 
 /// An authenticated caller of one of `R`'s roles. Extracting it authenticates the peer's
@@ -308,14 +332,4 @@ async fn authenticate_fully(
         )
     })?;
     Ok(Identity { role, info, record })
-}
-
-pub fn rfc3339(unix: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| unix.to_string())
 }

@@ -28,9 +28,8 @@ use evergreen_pki::{
 use evergreen_store::envelope::SealingKey;
 use evergreen_store::{AuditEvent, CaRecord, CertificateRecord, Initialization, Store};
 
-use crate::state::{
-    CLIENT_CA, Cluster, PEER_CA, Paths, ROLE_CAS, ROOT_CA, RetiredCa, SERVER_CA, Settings,
-};
+use crate::cluster::{CLIENT_CA, Cluster, PEER_CA, ROLE_CAS, ROOT_CA, RetiredCa, SERVER_CA};
+use crate::config::{Paths, Settings};
 
 const SALT: &str = "sealing_salt";
 const SECRET_CHECK: &str = "secret_check";

@@ -16,10 +16,9 @@
 use std::sync::Arc;
 
 use evergreen_api::files::{Applied, Staging};
-use evergreen_store::Transaction;
 
+use crate::cluster::{Cluster, Crls, Revoked};
 use crate::error::ApiError;
-use crate::state::{AppState, Cluster, Crls, Revoked};
 
 /// Test-only failure injection: with the `failpoints` feature, a test arms a named step of
 /// a change, and the change fails there as if that step had failed.
@@ -71,114 +70,12 @@ pub struct Live {
 /// What going live replaced, to put back unless the change commits.
 #[derive(Debug)]
 pub struct Undo {
-    cluster: Option<Arc<Cluster>>,
-    crls: Option<(Arc<Crls>, Arc<Revoked>)>,
-    tls: Option<Arc<rustls::ServerConfig>>,
-    serving: Option<Arc<rustls::sign::CertifiedKey>>,
-    api: Option<Option<Arc<rustls::sign::CertifiedKey>>>,
-    files: Option<Applied>,
-}
-
-impl AppState {
-    /// Makes `live` what this process serves; returns how to undo it. What can fail (the
-    /// TLS configuration, moving files) is done before anything is swapped.
-    pub(crate) fn go_live(&self, live: Live) -> anyhow::Result<Undo> {
-        let tls = if live.cluster.is_some() || live.crls.is_some() {
-            let cluster = live
-                .cluster
-                .clone()
-                .unwrap_or_else(|| self.cluster.load_full());
-            let revoked = match &live.crls {
-                Some((_, revoked)) => revoked.clone(),
-                None => (**self.revoked.load()).clone(),
-            };
-            Some(crate::tls::server_config(self, &cluster, &revoked)?)
-        } else {
-            None
-        };
-        let files = if live.files.is_empty() {
-            None
-        } else {
-            Some(live.files.apply()?)
-        };
-        Ok(Undo {
-            cluster: live.cluster.map(|c| self.cluster.swap(c)),
-            serving: live.serving.map(|s| self.serving.swap(s)),
-            api: live.api.map(|a| self.serving.swap_provided(a)),
-            crls: live.crls.map(|(crls, revoked)| {
-                (
-                    self.crls.swap(Arc::new(crls)),
-                    self.revoked.swap(Arc::new(revoked)),
-                )
-            }),
-            tls: tls.map(|config| self.tls.swap(Arc::new(config))),
-            files,
-        })
-    }
-
-    /// Goes live with no transaction to wait for (a change another replica committed):
-    /// the files stay.
-    pub(crate) fn go_live_kept(&self, live: Live) -> anyhow::Result<()> {
-        if let Some(files) = self.go_live(live)?.files {
-            files.keep();
-        }
-        Ok(())
-    }
-
-    /// Puts back what [`AppState::go_live`] replaced.
-    pub(crate) fn undo(&self, undo: Undo) {
-        if let Some(cluster) = undo.cluster {
-            self.cluster.store(cluster);
-        }
-        if let Some(serving) = undo.serving {
-            self.serving.store(serving);
-        }
-        if let Some(api) = undo.api {
-            self.serving.swap_provided(api);
-        }
-        if let Some((crls, revoked)) = undo.crls {
-            self.crls.store(crls);
-            self.revoked.store(revoked);
-        }
-        if let Some(tls) = undo.tls {
-            self.tls.store(tls);
-        }
-        // Dropping the applied files moves the replaced ones back.
-        drop(undo.files);
-    }
-
-    /// The last steps of every change: goes live, passes the change's last failpoint,
-    /// commits; on any failure undoes going live (the transaction is dropped). `action`
-    /// names the change in the error.
-    pub(crate) async fn go_live_and_commit(
-        &self,
-        action: &str,
-        tx: Box<dyn Transaction>,
-        live: Live,
-    ) -> Result<(), ApiError> {
-        let undo = self
-            .go_live(live)
-            .map_err(|e| failed(action, "going live", e))?;
-        let committed = match self.failpoints.check(&format!("{action}:live")) {
-            Ok(()) => tx
-                .commit()
-                .await
-                .map_err(|e| failed(action, "committing", e)),
-            Err(e) => Err(failed(action, "going live", e)),
-        };
-        match committed {
-            Ok(()) => {
-                if let Some(files) = undo.files {
-                    files.keep();
-                }
-                Ok(())
-            }
-            Err(error) => {
-                self.undo(undo);
-                Err(error)
-            }
-        }
-    }
+    pub(crate) cluster: Option<Arc<Cluster>>,
+    pub(crate) crls: Option<(Arc<Crls>, Arc<Revoked>)>,
+    pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
+    pub(crate) serving: Option<Arc<rustls::sign::CertifiedKey>>,
+    pub(crate) api: Option<Option<Arc<rustls::sign::CertifiedKey>>>,
+    pub(crate) files: Option<Applied>,
 }
 
 /// A change that failed at `step`: nothing was changed.
@@ -189,12 +86,4 @@ pub fn failed(action: &str, step: &str, error: impl std::fmt::Display) -> ApiErr
         format!("{action} failed while {step}: {error}; nothing was changed"),
     )
     .reason("change_failed")
-}
-
-/// Runs `step`'s failpoint, as an answer.
-pub fn passed(state: &AppState, action: &str, step: &str) -> Result<(), ApiError> {
-    state
-        .failpoints
-        .check(&format!("{action}:{step}"))
-        .map_err(|e| failed(action, step, e))
 }

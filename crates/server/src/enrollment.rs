@@ -17,9 +17,10 @@ use evergreen_pki::token::{JoinToken, random_string};
 use evergreen_pki::{CertificateRequest, DistinguishedName, Duration, Profile, pem};
 use evergreen_store::{EnrollOutcome, Enrollment, TokenRecord, TokenUse};
 
-use crate::auth::rfc3339;
+use crate::cluster::CLIENT_CA;
 use crate::error::ApiError;
-use crate::state::{AppState, CLIENT_CA, Issuance};
+use crate::state::{AppState, Issuance};
+use crate::text::rfc3339;
 
 /// How long a token lives unless its request says.
 pub const DEFAULT_TTL: Duration = Duration::hours(24);
@@ -68,7 +69,7 @@ pub fn check_node_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 64 || !labels_ok {
         return Err(format!(
             "node name {:?} must be a DNS name of lowercase letters, digits, '-' and '.', at most 64 characters",
-            crate::audit::bounded(name, 80)
+            crate::text::bounded(name, 80)
         ));
     }
     if RESERVED_NAMES.contains(&name) {
@@ -89,7 +90,7 @@ fn check_node_pattern(pattern: &str) -> Result<(), String> {
     } else {
         Err(format!(
             "node pattern {:?} may hold lowercase letters, digits, '-', '.' and '*' (any run of characters), at most 64",
-            crate::audit::bounded(pattern, 80)
+            crate::text::bounded(pattern, 80)
         ))
     }
 }
@@ -197,7 +198,7 @@ pub async fn create_token(
         node,
         node_pattern,
         subject,
-        description: crate::audit::bounded(&request.description, crate::audit::MAX_FIELD),
+        description: crate::text::bounded(&request.description, crate::text::MAX_FIELD),
     };
     state.store.insert_token(&record).await?;
     let token = JoinToken::new(
@@ -269,7 +270,7 @@ fn subject_rule(record: &TokenRecord, csr: &CertificateRequest) -> Result<Subjec
             if !glob_match(pattern, name) {
                 return refuse(format!(
                     "this token enrolls nodes matching {pattern}; CN={} does not match",
-                    crate::audit::bounded(name, 80)
+                    crate::text::bounded(name, 80)
                 ));
             }
             Ok(SubjectRule::Exactly(DistinguishedName::common_name(name)))
@@ -350,7 +351,7 @@ pub async fn enroll(
     let issue = policy.decide(&csr).map_err(|e| {
         ApiError::forbidden(e.to_string())
             .reason("policy")
-            .target(crate::audit::bounded(&csr.subject().to_string(), 128))
+            .target(crate::text::bounded(&csr.subject().to_string(), 128))
     })?;
     let subject = issue.subject.to_string();
     if let Some(why) = reserved_subject(&issue.subject) {
@@ -417,7 +418,7 @@ pub async fn enroll(
         .metrics
         .enrolled
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    crate::routes::bundle(state, &issued, CLIENT_CA)
+    bundle(state, &issued, CLIENT_CA)
 }
 
 /// The certificate this token already enrolled for the CSR's key, if it is live: a
@@ -453,6 +454,19 @@ async fn replay(
         })
         .map(|(ca, chain)| pem::encode_certificates(std::iter::once(ca).chain(chain)));
     Ok(chain.map(|chain| kyma_bundle(&enrolled.der, &chain)))
+}
+
+/// The Kyma answer: the certificate with its chain, alone, and the CA chain.
+pub(crate) fn bundle(
+    state: &AppState,
+    issued: &evergreen_pki::IssuedCertificate,
+    ca: &str,
+) -> Result<CertificateBundle, ApiError> {
+    let cluster = state.cluster.load();
+    let ca = cluster
+        .ca(ca)
+        .ok_or_else(|| ApiError::internal(format!("no CA {ca}")))?;
+    Ok(kyma_bundle(&issued.der, &ca.bundle_pem()))
 }
 
 /// The Kyma answer for a new certificate: base64 of PEM of the chain, the leaf, the CA.

@@ -54,7 +54,7 @@ impl ApiError {
         };
         // A message may quote what a client sent; an answer never grows with it.
         let message = message.into();
-        let message = match crate::audit::cut(&message, crate::audit::MAX_DETAIL) {
+        let message = match crate::text::cut(&message, crate::text::MAX_DETAIL) {
             std::borrow::Cow::Borrowed(_) => message,
             std::borrow::Cow::Owned(cut) => cut,
         };

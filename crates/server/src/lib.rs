@@ -4,16 +4,33 @@
 //!
 //! The server is a library so tests start the real thing in-process on 127.0.0.1 with an
 //! injected clock; `evergreen server` runs it.
+//!
+//! Modules import in one direction (a test fails on a cycle, `tests/server/layers.rs`):
+//!
+//! - leaves: [`cluster`] (the CA model), [`config`], [`error`], `text`, `metrics`,
+//!   [`change`] (what a change makes live, failpoints), `fleet` (the watch snapshot), [`tls`]
+//!   (configuration), `audit`;
+//! - `bootstrap` (first start, the server's own certificates) and [`state`] (what every
+//!   request shares, CRL publication, going live and back);
+//! - services on the state: `auth`, `enrollment`, `named`, `api_cert`, `rotation`,
+//!   `secrets`, `replicas`, `jobs`, `agent`, `observe`;
+//! - the runtime: `accept` (the accept loop) and [`routes`] (the router, the OpenAPI
+//!   document, the refusal audit), started by [`start`].
 #![forbid(unsafe_code)]
 
+mod accept;
 mod agent;
 mod api_cert;
 mod audit;
 mod auth;
 mod bootstrap;
 pub mod change;
+pub mod cluster;
+pub mod config;
 mod enrollment;
 pub mod error;
+mod fleet;
+mod jobs;
 mod metrics;
 mod named;
 mod observe;
@@ -23,6 +40,7 @@ mod rotation;
 pub mod routes;
 mod secrets;
 pub mod state;
+mod text;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -39,12 +57,13 @@ use evergreen_store::{SqliteStore, Store};
 use tokio::sync::{Mutex, watch};
 use tokio::task::JoinHandle;
 
+pub use accept::Limits;
 pub use agent::MAX_POLL as MAX_WATCH;
 pub use bootstrap::{
     ReissuedAdmin, current_root, current_service_keys, reissue_admin, revoke_offline,
 };
-pub use state::{AppState, Paths, Settings};
-pub use tls::Limits;
+pub use config::{Paths, Settings};
+pub use state::AppState;
 
 /// How `evergreen server` runs.
 #[derive(Clone)]
@@ -96,53 +115,6 @@ impl Config {
             failpoints: Arc::default(),
         }
     }
-}
-
-/// The periodic work, also run at start and after a CA rotation: the server's own
-/// certificates, CRLs, `secret` named certificates, and the renewal of every named
-/// certificate the server issues.
-///
-/// Re-issues the server's own certificates when they are inside the renewal window or no
-/// longer match (the new serving certificate is used by the next handshake), and re-signs
-/// CRLs past half their validity.
-pub(crate) async fn run_checks(state: &AppState) -> anyhow::Result<()> {
-    let _job = state.store.lock(evergreen_store::Job::Checks).await?;
-    let cluster = state.cluster.load_full();
-    let mut revoked = Vec::new();
-    for own in &state.own {
-        if bootstrap::own_revoked(state.store.as_ref(), own).await? {
-            revoked.push(own.name);
-        }
-    }
-    let issued = state.own_due(&cluster, &revoked, "server")?;
-    if !issued.is_empty() {
-        let mut tx = state.store.begin().await?;
-        let mut live = change::Live::default();
-        state.stage_own(&issued, tx.as_mut(), &mut live).await?;
-        state
-            .go_live_and_commit("certificate.renew", tx, live)
-            .await
-            .map_err(|e| anyhow::anyhow!(e.message))?;
-        for own in &issued {
-            tracing::info!(certificate = own.name, "re-issued");
-        }
-    }
-    // A revocation written to the datastore by another process (`evergreen admin reissue`
-    // while this server was unreachable) is published here.
-    if state.crls_stale() || **state.revoked.load() != state.revoked_client_serials().await? {
-        state
-            .publish_crls()
-            .await
-            .map_err(|e| anyhow::anyhow!(e.message))?;
-    }
-    state.flush_refusals().await?;
-    named::refresh_secrets(state)
-        .await
-        .map_err(|e| anyhow::anyhow!(e.message))?;
-    named::renew_due(state)
-        .await
-        .map_err(|e| anyhow::anyhow!(e.message))?;
-    Ok(())
 }
 
 /// A started server.
@@ -302,7 +274,7 @@ async fn start_with(
     )
     .await?;
     if booted.first.is_none() {
-        notes.extend(state::without_crls(&booted.cluster));
+        notes.extend(cluster::without_crls(&booted.cluster));
     }
     for note in &notes {
         tracing::warn!("{note}");
@@ -313,10 +285,10 @@ async fn start_with(
         bootstrap::admin_cert(&paths),
     ];
     // Listening creates nothing on disk; the URL goes into the CLI's files.
-    let listener = tls::listen(config.listen)
+    let listener = accept::listen(config.listen)
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
-    let url = tls::local_url(addr);
+    let url = accept::local_url(addr);
 
     // The serving certificate in use now, or a new one, served from the first handshake.
     let mut issued = Vec::new();
@@ -404,19 +376,19 @@ async fn start_with(
             .stage(&paths.token(), first.server_token.as_bytes(), KEY_MODE)
             .map_err(|e| fail("writing the server token", &e))?;
     }
-    change::passed(&state, ACTION, "initialized").map_err(|e| anyhow::anyhow!(e.message))?;
+    state::passed(&state, ACTION, "initialized").map_err(|e| anyhow::anyhow!(e.message))?;
     for own in &issued {
         own.stage(tx.as_mut(), &mut live.files)
             .await
             .map_err(|e| fail("recording the server's own certificates", &e))?;
     }
-    change::passed(&state, ACTION, "own-issued").map_err(|e| anyhow::anyhow!(e.message))?;
+    state::passed(&state, ACTION, "own-issued").map_err(|e| anyhow::anyhow!(e.message))?;
     let crls = state
         .prepare_crls(&cluster, tx.as_mut())
         .await
         .map_err(|e| fail("signing CRLs", &e))?;
     live.crls = Some(crls);
-    change::passed(&state, ACTION, "crls-signed").map_err(|e| anyhow::anyhow!(e.message))?;
+    state::passed(&state, ACTION, "crls-signed").map_err(|e| anyhow::anyhow!(e.message))?;
     bootstrap::stage_cli_files(&mut live.files, &paths, &cluster, Some(&url))
         .map_err(|e| fail("writing the CLI's files", &e))?;
     state
@@ -426,7 +398,7 @@ async fn start_with(
 
     api_cert::load(&state).await?;
     let router = routes::router(state.clone());
-    let serve = tokio::spawn(tls::serve(
+    let serve = tokio::spawn(accept::serve(
         state.clone(),
         listener,
         router,
@@ -439,7 +411,7 @@ async fn start_with(
         let (state, interval) = (state.clone(), config.check_interval);
         async move {
             tokio::join!(
-                periodic(state.clone(), interval, receiver.clone()),
+                jobs::periodic(state.clone(), interval, receiver.clone()),
                 secrets::watch_secrets(state, receiver)
             );
         }
@@ -471,41 +443,10 @@ fn redact(url: &str) -> String {
     }
 }
 
-async fn periodic(state: Arc<AppState>, interval: Duration, mut stop: watch::Receiver<bool>) {
-    // The first check runs at once: named certificates due while the server was down
-    // renew at start, not ten minutes later.
-    let mut checks = tokio::time::interval(interval);
-    let window = std::time::Duration::try_from(audit::WINDOW).unwrap_or(interval);
-    let mut refusals = tokio::time::interval_at(tokio::time::Instant::now() + window, window);
-    loop {
-        tokio::select! {
-            _ = checks.tick() => {}
-            _ = refusals.tick() => {
-                if let Err(error) = state.flush_refusals().await {
-                    tracing::error!(%error, "cannot write the audit log");
-                }
-                continue;
-            }
-            changed = stop.changed() => {
-                if changed.is_err() || *stop.borrow() {
-                    return;
-                }
-                continue;
-            }
-        }
-        if let Err(error) = run_checks(&state).await {
-            tracing::error!(
-                error = format!("{error:#}"),
-                "periodic check failed; retrying at the next one"
-            );
-        }
-    }
-}
-
 impl RunningServer {
     /// Runs the periodic check now (tests move the clock, then call this).
     pub async fn check_now(&self) -> anyhow::Result<()> {
-        run_checks(&self.state).await
+        jobs::run_checks(&self.state).await
     }
 
     /// Stops accepting, lets requests in flight finish (up to a grace period), and stops.

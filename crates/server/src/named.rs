@@ -20,10 +20,11 @@ use evergreen_pki::{
 use evergreen_store::RevokeOutcome;
 use evergreen_store::{AuditEvent, CertificateRecord, NamedChange, NamedRecord, NamedVersion};
 
-use crate::auth::rfc3339;
 use crate::auth::{Admin, Caller};
+use crate::cluster::{CLIENT_CA, PEER_CA, SERVER_CA};
 use crate::error::{ApiError, JsonBody};
-use crate::state::{AppState, CLIENT_CA, Issuance, PEER_CA, SERVER_CA};
+use crate::state::{AppState, Issuance};
+use crate::text::rfc3339;
 
 /// Names the server keeps for itself.
 const BUILT_IN: [&str; 2] = ["server", "admin"];
@@ -146,7 +147,7 @@ impl Writes {
 
     /// Writes everything, goes live and commits, as one change named `action`.
     async fn commit(self, state: &AppState, action: &str) -> Result<(), ApiError> {
-        crate::change::passed(state, action, "prepared")?;
+        crate::state::passed(state, action, "prepared")?;
         let mut tx = state.store.begin().await?;
         for (record, event) in &self.issued {
             tx.insert_certificate(record).await?;
@@ -167,7 +168,7 @@ impl Writes {
             .map_err(|e| {
                 crate::change::failed(action, "issuing the server's own certificates", e)
             })?;
-        crate::change::passed(state, action, "written")?;
+        crate::state::passed(state, action, "written")?;
         state.go_live_and_commit(action, tx, live).await?;
         if let Some(revision) = revision {
             state.advance_revision(revision);
@@ -415,7 +416,7 @@ fn issuing_ca(
         return Some(vec![leaf.clone()]);
     }
     let cluster = state.cluster.load();
-    crate::state::ROLE_CAS
+    crate::cluster::ROLE_CAS
         .iter()
         .filter_map(|name| cluster.ca(name))
         .find(|ca| evergreen_pki::chain::is_signed_by(leaf, ca.certificate()).unwrap_or(false))
@@ -657,7 +658,7 @@ pub async fn create(
     JsonBody(spec): JsonBody<NamedCertificateSpec>,
 ) -> Result<(StatusCode, Json<Replacement>), ApiError> {
     let actor = caller.actor();
-    let target = crate::audit::bounded(&spec.name, 64);
+    let target = crate::text::bounded(&spec.name, 64);
     check_spec(&spec).map_err(|message| ApiError::bad_request(message).target(&target))?;
     let _guard = state.store.lock(evergreen_store::Job::Named).await?;
     if state.store.named_by_name(&spec.name).await?.is_some() {
@@ -799,7 +800,7 @@ async fn set_all(
         };
         let target: Vec<String> = uploads
             .iter()
-            .map(|u| crate::audit::bounded(&u.name, 64))
+            .map(|u| crate::text::bounded(&u.name, 64))
             .collect();
         let reason = match first.status {
             StatusCode::FORBIDDEN => "unknown_certificate",
@@ -966,11 +967,11 @@ pub async fn rotate(
                 None => {
                     return Err(ApiError::bad_request(format!(
                         "no named certificate {:?}; valid names: {}, and the built-in server, admin",
-                        crate::audit::bounded(name, 64),
+                        crate::text::bounded(name, 64),
                         known_names(&records)
                     ))
                     .reason("unknown_certificate")
-                    .target(crate::audit::bounded(name, 64)));
+                    .target(crate::text::bounded(name, 64)));
                 }
                 Some(r) if r.kind != "selfsigned" => {
                     return Err(ApiError::bad_request(format!(
@@ -1048,7 +1049,7 @@ pub async fn label(
     JsonBody(request): JsonBody<LabelRequest>,
 ) -> Result<Json<Replacement>, ApiError> {
     let actor = caller.actor();
-    let target = crate::audit::bounded(&name, 64);
+    let target = crate::text::bounded(&name, 64);
     valid_label(&request.label)
         .map_err(|message| ApiError::bad_request(message).target(&target))?;
     let _guard = state.store.lock(evergreen_store::Job::Named).await?;
@@ -1152,7 +1153,7 @@ pub async fn node_bundle(
     _: crate::error::NoBody,
 ) -> Result<(StatusCode, Json<NodeBundle>), ApiError> {
     crate::enrollment::check_node_name(&node).map_err(|message| {
-        ApiError::bad_request(message).target(crate::audit::bounded(&node, 64))
+        ApiError::bad_request(message).target(crate::text::bounded(&node, 64))
     })?;
     let key = PrivateKey::generate(KeyType::EcP256).map_err(ApiError::internal)?;
     let request = IssueRequest {
@@ -1301,7 +1302,7 @@ pub async fn set_type(
     Path(name): Path<String>,
     JsonBody(request): JsonBody<TypeRequest>,
 ) -> Result<Json<Replacement>, ApiError> {
-    let target = crate::audit::bounded(&name, 64);
+    let target = crate::text::bounded(&name, 64);
     if name == "server" {
         return match request.kind.as_str() {
             "selfsigned" => Ok(Json(crate::api_cert::clear(&state, &caller.actor()).await?)),
@@ -1431,7 +1432,7 @@ pub async fn delete(
     _: crate::error::NoBody,
 ) -> Result<Json<NamedDeletion>, ApiError> {
     const ACTION: &str = "certificate.delete";
-    let target = crate::audit::bounded(&name, 64);
+    let target = crate::text::bounded(&name, 64);
     if BUILT_IN.contains(&name.as_str()) {
         return Err(ApiError::bad_request(format!(
             "{name} is the server's own certificate and cannot be deleted; rotate it instead"
@@ -1504,7 +1505,7 @@ pub async fn delete(
     if !revoked.is_empty() {
         change.crls = Some(state.crls_after_revocation(tx.as_mut()).await?);
     }
-    crate::change::passed(&state, ACTION, "written")?;
+    crate::state::passed(&state, ACTION, "written")?;
     state.go_live_and_commit(ACTION, tx, change).await?;
     state.advance_revision(revision);
     Ok(Json(NamedDeletion { name, revoked }))

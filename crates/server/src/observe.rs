@@ -8,9 +8,10 @@ use axum::response::{IntoResponse, Response};
 use evergreen_store::InventoryQuery;
 
 use crate::auth::{Admin, Caller};
+use crate::cluster::{ROLE_CAS, ROOT_CA};
 use crate::error::ApiError;
 use crate::metrics::label;
-use crate::state::{AppState, ROLE_CAS, ROOT_CA};
+use crate::state::AppState;
 
 #[utoipa::path(
     get,

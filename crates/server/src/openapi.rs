@@ -1,11 +1,9 @@
-//! `/v1/openapi.json`: the API's description, generated from the router ([`crate::routes`]
-//! registers every route through it, so a route cannot be served undocumented) and from the
-//! request and answer types of `evergreen_api`.
+//! What `/v1/openapi.json` is made of besides the routes: the document's info, tags and
+//! security scheme, and the rules applied once the router has added every route (see
+//! [`crate::routes::document`]: a route cannot be served undocumented). Request and answer
+//! schemas come from the types of `evergreen_api`.
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
 
-use axum::http::header;
-use axum::response::IntoResponse;
 use utoipa::openapi::security::{SecurityRequirement, SecurityScheme};
 use utoipa::openapi::tag::TagBuilder;
 use utoipa::openapi::{ComponentsBuilder, InfoBuilder, OpenApi, OpenApiBuilder};
@@ -86,7 +84,7 @@ pub fn base() -> OpenApi {
 
 /// Operations that name no security requirement are open: say so explicitly (an empty
 /// requirement), so that tools do not read them as "unspecified".
-fn mark_open(document: &mut OpenApi) {
+pub fn mark_open(document: &mut OpenApi) {
     for item in document.paths.paths.values_mut() {
         for operation in [
             &mut item.get,
@@ -105,25 +103,10 @@ fn mark_open(document: &mut OpenApi) {
     }
 }
 
-/// The whole document, as the server serves it.
-pub fn document() -> &'static OpenApi {
-    static DOCUMENT: OnceLock<OpenApi> = OnceLock::new();
-    DOCUMENT.get_or_init(|| {
-        let mut document = crate::routes::api().into_openapi();
-        mark_open(&mut document);
-        document
-    })
-}
-
-/// The document as JSON (for tests and tools).
-pub fn json() -> serde_json::Value {
-    serde_json::to_value(document()).expect("the OpenAPI document serializes")
-}
-
-/// Every operation as `(METHOD, path)`, sorted.
-pub fn operations() -> Vec<(String, String)> {
+/// Every operation of `document` as `(METHOD, path)`, sorted.
+pub fn operations(document: &OpenApi) -> Vec<(String, String)> {
     let mut out = Vec::new();
-    let paths: &BTreeMap<String, utoipa::openapi::PathItem> = &document().paths.paths;
+    let paths: &BTreeMap<String, utoipa::openapi::PathItem> = &document.paths.paths;
     for (path, item) in paths {
         for (method, operation) in [
             ("GET", &item.get),
@@ -138,20 +121,4 @@ pub fn operations() -> Vec<(String, String)> {
         }
     }
     out
-}
-
-#[utoipa::path(
-    get,
-    path = "/v1/openapi.json",
-    tag = "observe",
-    operation_id = "openapi",
-    summary = "This document (OpenAPI 3.1)",
-    responses((status = 200, description = "OpenAPI 3.1", content_type = "application/json", body = Object))
-)]
-pub async fn openapi() -> impl IntoResponse {
-    static TEXT: OnceLock<String> = OnceLock::new();
-    let text = TEXT.get_or_init(|| {
-        serde_json::to_string_pretty(document()).expect("the OpenAPI document serializes")
-    });
-    ([(header::CONTENT_TYPE, "application/json")], text.as_str())
 }

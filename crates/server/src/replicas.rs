@@ -12,7 +12,8 @@ use evergreen_store::Change;
 use tokio::sync::broadcast::{Receiver, error::RecvError};
 use tokio::sync::watch;
 
-use crate::state::{AppState, Cluster};
+use crate::cluster::Cluster;
+use crate::state::AppState;
 
 pub(crate) async fn follow(
     state: Arc<AppState>,

@@ -24,9 +24,11 @@ use evergreen_store::{AuditEvent, CaRecord, Rotation};
 
 use crate::auth::{Admin, Caller};
 use crate::bootstrap::{SERVICE_KEYS, seal_ca_key, seal_service_keys};
-use crate::change::{Live, failed, passed};
+use crate::change::{Live, failed};
+use crate::cluster::{Cluster, ROLE_CAS, ROOT_CA, RetiredCa};
 use crate::error::{ApiError, JsonBody, QueryOf};
-use crate::state::{AppState, Cluster, ROLE_CAS, ROOT_CA, RetiredCa};
+use crate::state::AppState;
+use crate::state::passed;
 
 type AppStateRef = State<Arc<AppState>>;
 
@@ -331,7 +333,7 @@ pub async fn rotate_ca(
     if let Err(error) = crate::named::renew_due(&state).await {
         tracing::warn!(error = %error.message, "named certificates stay under the retired CAs until the next check");
     }
-    let mut notes = crate::state::without_crls(&next);
+    let mut notes = crate::cluster::without_crls(&next);
     let root_sha256 = Fingerprint::of(&next.root);
     if next.root != previous_root
         && !evergreen_pki::chain::is_cross_signed(
@@ -390,7 +392,7 @@ pub(crate) async fn follow_rotation(state: &AppState, cluster: Cluster) -> anyho
     }
     state.go_live_kept(live)?;
     state.adopt_crls().await?;
-    crate::run_checks(state).await
+    crate::jobs::run_checks(state).await
 }
 
 /// The cluster as the datastore holds it: under the rotation lock it is what another
@@ -464,7 +466,7 @@ pub async fn rotate_service_keys(
                 Ok(KeyType::Ed25519) | Err(_) => {
                     return Err(ApiError::bad_request(format!(
                         "service-account key type {:?} is not supported; use ec-p256, ec-p384, rsa-2048, rsa-3072 or rsa-4096",
-                        crate::audit::bounded(request.key_type.as_deref().unwrap_or_default(), 40)
+                        crate::text::bounded(request.key_type.as_deref().unwrap_or_default(), 40)
                     ))
                     .reason("key_type")
                     .target("service-account"));

@@ -2,8 +2,8 @@
 //! `/metrics`, and written to the audit log with who asked and why it was refused — in one
 //! place, [`audit_refusals`], whatever produced it (a handler, an extractor, the router).
 use evergreen_api::query::InventoryParams;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Request, State};
 use axum::http::{Method, StatusCode, header};
@@ -17,15 +17,18 @@ use evergreen_api::{
 use evergreen_pki::certificate::Fingerprint;
 use evergreen_pki::crl::RevocationReason;
 use evergreen_pki::policy::{CsrPolicy, SanRule, SubjectRule};
-use evergreen_pki::{DistinguishedName, IssuedCertificate, Profile, SubjectAltName};
+use evergreen_pki::{DistinguishedName, Profile, SubjectAltName};
 use evergreen_store::{CertificateRecord, InventoryQuery, NodeRecord, RevokeOutcome};
+use utoipa::openapi::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::auth::{Admin, Caller, Holder, RequestContext, peer_actor, rfc3339};
+use crate::auth::Peer;
+use crate::auth::{Admin, Caller, Holder, RequestContext, peer_actor};
+use crate::cluster::{CLIENT_CA, ROLE_CAS};
 use crate::error::{ApiError, BODY_LIMIT, JsonBody, NoBody, QueryOf, Refused};
-use crate::state::{AppState, CLIENT_CA, Issuance, ROLE_CAS, Refusal};
-use crate::tls::Peer;
+use crate::state::{AppState, Issuance, Refusal};
+use crate::text::rfc3339;
 
 type AppStateRef = State<Arc<AppState>>;
 
@@ -61,7 +64,33 @@ pub fn api() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(readyz))
         .routes(routes!(observe::metrics))
         .routes(routes!(observe::certificate_metrics))
-        .routes(routes!(openapi::openapi))
+        .routes(routes!(openapi))
+}
+
+/// The whole document, as the server serves it.
+pub fn document() -> &'static OpenApi {
+    static DOCUMENT: OnceLock<OpenApi> = OnceLock::new();
+    DOCUMENT.get_or_init(|| {
+        let mut document = api().into_openapi();
+        crate::openapi::mark_open(&mut document);
+        document
+    })
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/openapi.json",
+    tag = "observe",
+    operation_id = "openapi",
+    summary = "This document (OpenAPI 3.1)",
+    responses((status = 200, description = "OpenAPI 3.1", content_type = "application/json", body = Object))
+)]
+pub async fn openapi() -> impl IntoResponse {
+    static TEXT: OnceLock<String> = OnceLock::new();
+    let text = TEXT.get_or_init(|| {
+        serde_json::to_string_pretty(document()).expect("the OpenAPI document serializes")
+    });
+    ([(header::CONTENT_TYPE, "application/json")], text.as_str())
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -140,7 +169,7 @@ pub async fn audit_refusals(
     let target = refused
         .target
         .clone()
-        .unwrap_or_else(|| crate::audit::bounded(&uri_path, 128));
+        .unwrap_or_else(|| crate::text::bounded(&uri_path, 128));
     let (actor, source) = match &peer {
         Some(peer) => (
             context
@@ -197,22 +226,6 @@ async fn as_json_error(response: Response) -> (Response, Refused) {
         }
     }
     (answer, refused)
-}
-
-/// The Kyma answer: the certificate with its chain, alone, and the CA chain.
-pub(crate) fn bundle(
-    state: &AppState,
-    issued: &IssuedCertificate,
-    ca: &str,
-) -> Result<CertificateBundle, ApiError> {
-    let cluster = state.cluster.load();
-    let ca = cluster
-        .ca(ca)
-        .ok_or_else(|| ApiError::internal(format!("no CA {ca}")))?;
-    Ok(crate::enrollment::kyma_bundle(
-        &issued.der,
-        &ca.bundle_pem(),
-    ))
 }
 
 #[utoipa::path(
@@ -296,7 +309,7 @@ async fn renew(
     state.metrics.renewed.fetch_add(1, Ordering::Relaxed);
     Ok((
         StatusCode::CREATED,
-        Json(bundle(&state, &issued, CLIENT_CA)?),
+        Json(crate::enrollment::bundle(&state, &issued, CLIENT_CA)?),
     ))
 }
 
@@ -435,7 +448,7 @@ async fn revoke(
             let fp = Fingerprint::from_hex(hash).ok_or_else(|| {
                 ApiError::bad_request(format!(
                     "hash {:?} is not a SHA-256 (64 hex digits)",
-                    crate::audit::bounded(hash, 80)
+                    crate::text::bounded(hash, 80)
                 ))
             })?;
             state.store.certificate_by_sha256(&fp.to_string()).await?
@@ -444,7 +457,7 @@ async fn revoke(
             let normalized = normalize_serial(serial).ok_or_else(|| {
                 ApiError::bad_request(format!(
                     "serial {:?} is not hex",
-                    crate::audit::bounded(serial, 80)
+                    crate::text::bounded(serial, 80)
                 ))
             })?;
             state.store.certificate_by_serial(&normalized).await?
@@ -458,7 +471,7 @@ async fn revoke(
     let unknown = |what: &str| {
         ApiError::not_found(format!(
             "no certificate {} in the inventory",
-            crate::audit::bounded(what, 80)
+            crate::text::bounded(what, 80)
         ))
         .reason("unknown_certificate")
     };
@@ -518,7 +531,7 @@ async fn crl(State(state): AppStateRef, Path(ca): Path<String>) -> Result<Respon
     let der = crls.get(&ca).ok_or_else(|| {
         ApiError::not_found(format!(
             "no CA named {:?}; CRLs are published for {}",
-            crate::audit::bounded(&ca, 80),
+            crate::text::bounded(&ca, 80),
             ROLE_CAS.join(", ")
         ))
     })?;
@@ -558,7 +571,7 @@ async fn inventory(
     {
         return Err(ApiError::bad_request(format!(
             "unknown status {:?}; use active, expired, superseded or revoked",
-            crate::audit::bounded(status, 40)
+            crate::text::bounded(status, 40)
         )));
     }
     let after = params.after().map_err(ApiError::bad_request)?;
@@ -658,7 +671,7 @@ async fn node_addresses(
         let ip: std::net::IpAddr = text.trim().parse().map_err(|_| {
             ApiError::bad_request(format!(
                 "{:?} is not an IP address",
-                crate::audit::bounded(text, 80)
+                crate::text::bounded(text, 80)
             ))
             .target(&node)
         })?;
@@ -780,7 +793,7 @@ async fn readyz(State(state): AppStateRef) -> Result<&'static str, ApiError> {
 async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::not_found(format!(
         "no such endpoint: {}; see /v1/openapi.json",
-        crate::audit::bounded(uri.path(), 128)
+        crate::text::bounded(uri.path(), 128)
     ))
 }
 
@@ -789,7 +802,7 @@ async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
         StatusCode::METHOD_NOT_ALLOWED,
         format!(
             "{method} is not allowed on {}; see /v1/openapi.json",
-            crate::audit::bounded(uri.path(), 128)
+            crate::text::bounded(uri.path(), 128)
         ),
     )
 }

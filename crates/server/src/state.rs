@@ -1,233 +1,25 @@
 //! What every request shares: the datastore, the clock, the cluster's CAs, the published
-//! CRLs and the live TLS configuration.
+//! CRLs and the live TLS configuration; issuing, revoking and publishing CRLs on it, and
+//! making a change live all at once or not at all ([`crate::change`]).
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use evergreen_api::{Clock, Role};
 use evergreen_pki::certificate::hex;
 use evergreen_pki::crl::{RevocationReason, RevokedCertificate};
-use evergreen_pki::renewal::RenewalPolicy;
-use evergreen_pki::service_keys::ServiceKeys;
 use evergreen_pki::{
-    CertificateAuthority, CertificateDer, CertificateRevocationListDer, Duration, IssueRequest,
+    CertificateAuthority, CertificateDer, CertificateRevocationListDer, IssueRequest,
     IssuedCertificate, OffsetDateTime,
 };
-use evergreen_store::{AuditEvent, CertificateRecord, Job, RevokeOutcome, Store};
+use evergreen_store::{AuditEvent, CertificateRecord, Job, RevokeOutcome, Store, Transaction};
 use tokio::sync::Mutex;
 
+use crate::change::{Live, Undo, failed};
+use crate::cluster::{CLIENT_CA, CRL_VALIDITY, Cluster, Crls, ROLE_CAS, Revoked};
+use crate::config::{Paths, Settings};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-
-/// The role CAs, by name: which kind of leaf each issues.
-pub const SERVER_CA: &str = "server-ca";
-pub const CLIENT_CA: &str = "client-ca";
-pub const PEER_CA: &str = "peer-ca";
-pub const ROOT_CA: &str = "root-ca";
-pub use evergreen_pki::hierarchy::ROLE_CAS;
-
-/// How long a published CRL is valid; it is re-signed when half of that has passed, and
-/// at once on every revocation.
-pub const CRL_VALIDITY: Duration = Duration::days(7);
-
-/// The CRLs served, by the name of the CA that signed each.
-pub type Crls = BTreeMap<String, CertificateRevocationListDer<'static>>;
-
-/// Serials of revoked client certificates: refused at the TLS handshake, whether or not
-/// their CA may sign CRLs.
-pub type Revoked = std::collections::HashSet<Vec<u8>>;
-
-/// The cluster's CAs with their keys, and the service-account key set.
-#[derive(Debug)]
-pub struct Cluster {
-    pub root: CertificateDer<'static>,
-    pub server_ca: CertificateAuthority,
-    pub client_ca: CertificateAuthority,
-    pub peer_ca: CertificateAuthority,
-    /// CAs a rotation replaced: still trusted, so their leaves keep working until renewed,
-    /// and still publishing CRLs when their key is kept.
-    pub retired: Vec<RetiredCa>,
-    pub service_keys: ServiceKeys,
-}
-
-/// A CA replaced by a rotation, kept under `<role>@<first 16 hex of its SHA-256>`.
-#[derive(Debug)]
-pub struct RetiredCa {
-    pub name: String,
-    /// `root-ca`, `server-ca`, `client-ca` or `peer-ca`.
-    pub role: String,
-    /// The CA first, then the certificates above it.
-    pub bundle: Vec<CertificateDer<'static>>,
-    /// The CA with its key, to sign CRLs for the leaves it issued; `None` for a root
-    /// whose key was kept offline.
-    pub authority: Option<CertificateAuthority>,
-}
-
-impl RetiredCa {
-    /// The name a CA is kept under once replaced.
-    pub fn name_for(role: &str, certificate: &CertificateDer<'_>) -> String {
-        let sha = evergreen_pki::Fingerprint::of(certificate).to_string();
-        format!("{role}@{}", &sha[..16])
-    }
-}
-
-impl Cluster {
-    pub fn ca(&self, name: &str) -> Option<&CertificateAuthority> {
-        match name {
-            SERVER_CA => Some(&self.server_ca),
-            CLIENT_CA => Some(&self.client_ca),
-            PEER_CA => Some(&self.peer_ca),
-            _ => None,
-        }
-    }
-
-    /// Every CA of `role` that is trusted: the current one first, then retired ones, each
-    /// as (certificate, the certificates above it). Authentication walks it per request,
-    /// so it allocates nothing.
-    pub fn generations<'a>(
-        &'a self,
-        role: &'a str,
-    ) -> impl Iterator<Item = (&'a CertificateDer<'static>, &'a [CertificateDer<'static>])> + 'a
-    {
-        let current = match self.ca(role) {
-            Some(ca) => Some((ca.certificate(), ca.chain())),
-            None if role == ROOT_CA => Some((&self.root, &[][..])),
-            None => None,
-        };
-        current.into_iter().chain(
-            self.retired
-                .iter()
-                .filter(move |r| r.role == role)
-                .filter_map(|r| r.bundle.split_first()),
-        )
-    }
-
-    /// This cluster after a rotation to `root` (when it changes), the `role_cas` given and
-    /// `service_keys`: each replaced CA kept as a retired one, named and ordered as the
-    /// datastore keeps it ([`evergreen_store::Store::rotate`]).
-    pub fn rotated(
-        mut self,
-        root: Option<CertificateDer<'static>>,
-        role_cas: Vec<(&str, CertificateAuthority)>,
-        service_keys: Option<ServiceKeys>,
-    ) -> Cluster {
-        if let Some(root) = root {
-            let old = std::mem::replace(&mut self.root, root);
-            self.retired.push(RetiredCa {
-                name: RetiredCa::name_for(ROOT_CA, &old),
-                role: ROOT_CA.into(),
-                bundle: vec![old],
-                authority: None,
-            });
-        }
-        for (role, ca) in role_cas {
-            let slot = match role {
-                SERVER_CA => &mut self.server_ca,
-                CLIENT_CA => &mut self.client_ca,
-                PEER_CA => &mut self.peer_ca,
-                _ => continue,
-            };
-            let old = std::mem::replace(slot, ca);
-            self.retired.push(RetiredCa {
-                name: RetiredCa::name_for(role, old.certificate()),
-                role: role.into(),
-                bundle: old.bundle(),
-                authority: Some(old),
-            });
-        }
-        if let Some(keys) = service_keys {
-            self.service_keys = keys;
-        }
-        self.retired.sort_by(|a, b| a.name.cmp(&b.name));
-        self
-    }
-
-    /// The roots clients may trust: the current root, then retired ones.
-    pub fn roots(&self) -> Vec<CertificateDer<'static>> {
-        self.generations(ROOT_CA)
-            .map(|(root, _)| root.clone())
-            .collect()
-    }
-
-    /// The trust bundle (what `GET /cacerts` serves): the roots, current first, then
-    /// each role CA with the certificates above it, current generations before retired.
-    pub fn trust_bundle(&self) -> Vec<CertificateDer<'static>> {
-        let mut bundle = self.roots();
-        for role in ROLE_CAS {
-            for (ca, chain) in self.generations(role) {
-                for cert in std::iter::once(ca).chain(chain) {
-                    if !bundle.contains(cert) {
-                        bundle.push(cert.clone());
-                    }
-                }
-            }
-        }
-        bundle
-    }
-}
-
-/// Server settings that policy reads.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// Validity of application client certificates (Kyma: 92 days).
-    pub app_validity: Duration,
-    /// Validity of node, admin and serving certificates.
-    pub node_validity: Duration,
-    pub renewal: RenewalPolicy,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            app_validity: Duration::days(92),
-            node_validity: Duration::days(365),
-            renewal: RenewalPolicy::default(),
-        }
-    }
-}
-
-/// Where the server keeps its files.
-#[derive(Debug, Clone)]
-pub struct Paths {
-    pub data_dir: PathBuf,
-}
-
-impl Paths {
-    pub fn server(&self) -> PathBuf {
-        self.data_dir.join("server")
-    }
-    pub fn token(&self) -> PathBuf {
-        self.server().join("token")
-    }
-    pub fn node_token(&self) -> PathBuf {
-        self.server().join("node-token")
-    }
-    pub fn db(&self) -> PathBuf {
-        self.server().join("db").join("state.db")
-    }
-    pub fn tls(&self) -> PathBuf {
-        self.server().join("tls")
-    }
-    pub fn serving_cert(&self) -> PathBuf {
-        self.tls().join("serving.crt")
-    }
-    pub fn serving_key(&self) -> PathBuf {
-        self.tls().join("serving.key")
-    }
-    pub fn admin_cert(&self) -> PathBuf {
-        self.data_dir.join("admin.crt")
-    }
-    pub fn admin_key(&self) -> PathBuf {
-        self.data_dir.join("admin.key")
-    }
-    pub fn ca_bundle(&self) -> PathBuf {
-        self.data_dir.join("ca.crt")
-    }
-    pub fn server_url(&self) -> PathBuf {
-        self.data_dir.join("server-url")
-    }
-}
 
 /// Cluster-wide work (checks, CRLs, rotations, named-certificate changes) runs under the
 /// datastore's job locks ([`Store::lock`]), so replicas sharing a database take turns.
@@ -252,8 +44,8 @@ pub struct AppState {
     pub revision: tokio::sync::watch::Sender<i64>,
     /// Serialises swapping CRLs and the TLS configuration in this process.
     pub crl_lock: Mutex<()>,
-    /// What watches answer at the current revision (see [`crate::agent::Snapshot`]).
-    pub watch_snapshot: Mutex<Option<Arc<crate::agent::Snapshot>>>,
+    /// What watches answer at the current revision (see [`crate::fleet::Snapshot`]).
+    pub watch_snapshot: Mutex<Option<Arc<crate::fleet::Snapshot>>>,
     /// Anonymous refusals being aggregated (see [`crate::audit`]).
     pub refusals: crate::audit::Refusals,
     /// Steps of changes a test made fail (see [`crate::change`]).
@@ -344,7 +136,7 @@ impl AppState {
             record.role,
             record.profile,
             record.serial,
-            crate::auth::rfc3339(record.not_after),
+            crate::text::rfc3339(record.not_after),
             record
                 .renewed_from
                 .as_ref()
@@ -694,7 +486,7 @@ impl AppState {
             }
         }
         let revoked = self.revoked_client_serials().await?;
-        let config = crate::tls::server_config(self, &cluster, &revoked)?;
+        let config = server_config(self, &cluster, &revoked)?;
         self.crls.store(Arc::new(crls));
         self.revoked.store(Arc::new(revoked));
         self.tls.store(Arc::new(config));
@@ -708,6 +500,128 @@ impl AppState {
             evergreen_pki::crl::CrlInfo::from_der(crl).map_or(true, |info| half_past(&info, now))
         })
     }
+}
+
+/// Going live and back ([`crate::change`]): the swap of what this process serves, and
+/// its undo unless the datastore commits.
+impl AppState {
+    /// Makes `live` what this process serves; returns how to undo it. What can fail (the
+    /// TLS configuration, moving files) is done before anything is swapped.
+    pub(crate) fn go_live(&self, live: Live) -> anyhow::Result<Undo> {
+        let tls = if live.cluster.is_some() || live.crls.is_some() {
+            let cluster = live
+                .cluster
+                .clone()
+                .unwrap_or_else(|| self.cluster.load_full());
+            let revoked = match &live.crls {
+                Some((_, revoked)) => revoked.clone(),
+                None => (**self.revoked.load()).clone(),
+            };
+            Some(crate::state::server_config(self, &cluster, &revoked)?)
+        } else {
+            None
+        };
+        let files = if live.files.is_empty() {
+            None
+        } else {
+            Some(live.files.apply()?)
+        };
+        Ok(Undo {
+            cluster: live.cluster.map(|c| self.cluster.swap(c)),
+            serving: live.serving.map(|s| self.serving.swap(s)),
+            api: live.api.map(|a| self.serving.swap_provided(a)),
+            crls: live.crls.map(|(crls, revoked)| {
+                (
+                    self.crls.swap(Arc::new(crls)),
+                    self.revoked.swap(Arc::new(revoked)),
+                )
+            }),
+            tls: tls.map(|config| self.tls.swap(Arc::new(config))),
+            files,
+        })
+    }
+
+    /// Goes live with no transaction to wait for (a change another replica committed):
+    /// the files stay.
+    pub(crate) fn go_live_kept(&self, live: Live) -> anyhow::Result<()> {
+        if let Some(files) = self.go_live(live)?.files {
+            files.keep();
+        }
+        Ok(())
+    }
+
+    /// Puts back what [`AppState::go_live`] replaced.
+    pub(crate) fn undo(&self, undo: Undo) {
+        if let Some(cluster) = undo.cluster {
+            self.cluster.store(cluster);
+        }
+        if let Some(serving) = undo.serving {
+            self.serving.store(serving);
+        }
+        if let Some(api) = undo.api {
+            self.serving.swap_provided(api);
+        }
+        if let Some((crls, revoked)) = undo.crls {
+            self.crls.store(crls);
+            self.revoked.store(revoked);
+        }
+        if let Some(tls) = undo.tls {
+            self.tls.store(tls);
+        }
+        // Dropping the applied files moves the replaced ones back.
+        drop(undo.files);
+    }
+
+    /// The last steps of every change: goes live, passes the change's last failpoint,
+    /// commits; on any failure undoes going live (the transaction is dropped). `action`
+    /// names the change in the error.
+    pub(crate) async fn go_live_and_commit(
+        &self,
+        action: &str,
+        tx: Box<dyn Transaction>,
+        live: Live,
+    ) -> Result<(), ApiError> {
+        let undo = self
+            .go_live(live)
+            .map_err(|e| failed(action, "going live", e))?;
+        let committed = match self.failpoints.check(&format!("{action}:live")) {
+            Ok(()) => tx
+                .commit()
+                .await
+                .map_err(|e| failed(action, "committing", e)),
+            Err(e) => Err(failed(action, "going live", e)),
+        };
+        match committed {
+            Ok(()) => {
+                if let Some(files) = undo.files {
+                    files.keep();
+                }
+                Ok(())
+            }
+            Err(error) => {
+                self.undo(undo);
+                Err(error)
+            }
+        }
+    }
+}
+
+/// Runs `step`'s failpoint, as an answer.
+pub fn passed(state: &AppState, action: &str, step: &str) -> Result<(), ApiError> {
+    state
+        .failpoints
+        .check(&format!("{action}:{step}"))
+        .map_err(|e| failed(action, step, e))
+}
+
+/// A `ServerConfig` for the current serving certificate and client CAs, refusing the
+/// `revoked` serials.
+pub fn server_config(
+    state: &AppState,
+    cluster: &Cluster,
+    revoked: &Revoked,
+) -> anyhow::Result<rustls::ServerConfig> {
+    crate::tls::build_config(state.clock.clone(), state.serving.clone(), cluster, revoked)
 }
 
 /// The CAs that sign CRLs, as (name, role, CA): each current role CA, and each retired one
@@ -727,22 +641,6 @@ fn crl_signers(
                 .filter_map(|r| Some((r.name.as_str(), r.role.as_str(), r.authority.as_ref()?))),
         )
         .filter(move |(_, _, ca)| ca.info().not_after > now && ca.info().can_sign_crls)
-}
-
-/// The CAs of `cluster` that may not sign CRLs, for people: relying parties get no CRL
-/// from them.
-pub fn without_crls(cluster: &Cluster) -> Vec<String> {
-    ROLE_CAS
-        .iter()
-        .filter_map(|role| cluster.ca(role))
-        .filter(|ca| !ca.info().can_sign_crls)
-        .map(|ca| {
-            format!(
-                "{} may not sign CRLs (its key usage lacks cRLSign): Evergreen refuses its revoked certificates itself, but relying parties get no CRL from it",
-                ca.info().subject
-            )
-        })
-        .collect()
 }
 
 /// Whether a published CRL can be served as it is: signed by `ca`, listing exactly

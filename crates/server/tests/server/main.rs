@@ -10,6 +10,7 @@ mod api;
 mod attacks;
 mod changes;
 mod kyma;
+mod layers;
 mod lifecycle;
 mod named;
 mod real_cas;

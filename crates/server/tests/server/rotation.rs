@@ -249,7 +249,7 @@ async fn role_cas_rotate_under_the_same_root_while_old_leaves_keep_working() {
     t.assert_client_chain(&renewed);
 
     // The retired client CA still publishes a CRL, verified by openssl with the old CA.
-    let retired = evergreen_server::state::RetiredCa::name_for("client-ca", &old_client_ca);
+    let retired = evergreen_server::cluster::RetiredCa::name_for("client-ca", &old_client_ca);
     let response = t
         .anonymous()
         .send("GET", &format!("/v1/crl/{retired}"), None)
