@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 use anyhow::{Context, Result, bail};
+use evergreen_api::Scope;
 use evergreen_api::client::Client;
 use evergreen_api::{
     AgentIssueRequest, AgentStatus, AgentWatch, Assignment, CertificateBundle, Clock,
@@ -153,12 +154,12 @@ pub fn check_credential(
     credential: &Credential,
     now: evergreen_pki::OffsetDateTime,
 ) -> Result<(), String> {
-    if assignment.scope != "cluster" {
+    if assignment.scope != Scope::Cluster {
         let chain = pem::parse_certificates("certificate", credential.chain_pem.as_bytes())
             .map_err(|e| e.to_string())?;
-        let usage = match assignment.usage.as_str() {
-            "client" => Usage::ClientAuth,
-            _ => Usage::ServerAuth,
+        let usage = match assignment.usage {
+            evergreen_api::Usage::Client => Usage::ClientAuth,
+            evergreen_api::Usage::Server | evergreen_api::Usage::Peer => Usage::ServerAuth,
         };
         return trust.verifies(&chain, usage, now);
     }
@@ -202,7 +203,7 @@ pub fn judge_watch(
     Ok(watch
         .certificates
         .iter()
-        .filter(|a| a.scope == "cluster")
+        .filter(|a| a.scope == Scope::Cluster)
         .map(|assignment| {
             let (Some(crt), Some(key), Some(ca)) = (
                 text(&assignment.crt),
@@ -571,7 +572,7 @@ impl Agent {
     /// Whether an installed node-scope certificate must be issued again: expired, inside
     /// the renewal window, or issued by a CA the server no longer issues it from.
     fn node_cert_due(&self, target: &Target, assignment: &Assignment) -> bool {
-        if assignment.scope != "node" {
+        if assignment.scope != Scope::Node {
             return false;
         }
         let Some(leaf) = installed_leaf(&target.cert_path()) else {
@@ -597,7 +598,7 @@ impl Agent {
                 decode_pem(b64).map_err(anyhow::Error::msg)?,
             )?)
         };
-        if assignment.scope == "cluster" {
+        if assignment.scope == Scope::Cluster {
             return Credential::new(
                 text(&assignment.crt, "certificate")?,
                 text(&assignment.key, "key")?,

@@ -7,6 +7,7 @@ pub mod body;
 #[cfg(feature = "client")]
 pub mod client;
 pub mod clock;
+pub mod domain;
 pub mod duration;
 pub mod files;
 pub mod query;
@@ -14,4 +15,5 @@ pub mod types;
 
 pub use body::RequestBody;
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use domain::{Kind, Scope, Status, Usage};
 pub use types::*;

@@ -15,12 +15,8 @@ pub fn parse<T: DeserializeOwned>(query: &str) -> Result<T, String> {
 pub struct InventoryParams {
     /// Only certificates that expire within this duration (`30d`, `12h`, `90m`).
     pub expiring_within: Option<String>,
-    /// Only certificates with this status (`active`, `superseded`, `revoked`, `expired`).
-    #[cfg_attr(
-        feature = "openapi",
-        param(pattern = "^(active|expired|superseded|revoked)$")
-    )]
-    pub status: Option<String>,
+    /// Only certificates with this status.
+    pub status: Option<crate::Status>,
     /// Certificates per page, 1 to [`InventoryParams::MAX_LIMIT`] (default 100).
     #[cfg_attr(feature = "openapi", param(minimum = 1, maximum = 1000))]
     pub limit: Option<u32>,

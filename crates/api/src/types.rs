@@ -3,6 +3,8 @@
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
+use crate::domain::{Kind, Scope, Status, Usage};
+
 /// Every error answer: `{"code": <http status>, "error": "<message>"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -168,8 +170,8 @@ pub struct CertificateSummary {
     pub not_before: String,
     /// RFC 3339.
     pub not_after: String,
-    /// `active`, `expired`, `superseded` (replaced by `superseded_by`) or `revoked`.
-    pub status: String,
+    /// `superseded`: replaced by `superseded_by`.
+    pub status: Status,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -242,20 +244,19 @@ pub struct NamedCertificateSpec {
     pub name: String,
     /// `cluster` (one certificate and key for every node) or `node` (one per node, key
     /// made on the node).
-    #[serde(default = "default_scope")]
-    pub scope: String,
+    #[serde(default)]
+    pub scope: Scope,
     /// `selfsigned` (issued by the cluster CA), `provided` (uploaded) or `secret` (read
     /// from a directory the server watches).
-    #[serde(rename = "type", default = "default_kind")]
-    pub kind: String,
+    #[serde(rename = "type", default)]
+    pub kind: Kind,
     #[serde(default)]
     pub label: String,
     /// Internal certificates may only be selfsigned.
     #[serde(default)]
     pub internal: bool,
-    /// `server`, `client` or `peer`.
-    #[serde(default = "default_usage")]
-    pub usage: String,
+    #[serde(default)]
+    pub usage: Usage,
     /// DNS names or IPs; node scope may use `{node}` and `{ip}`.
     #[serde(default)]
     pub sans: Vec<String>,
@@ -272,16 +273,6 @@ pub struct NamedCertificateSpec {
     /// IP ranges every address of the certificate must lie in (`10.0.0.0/8`); empty: any.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_cidrs: Vec<String>,
-}
-
-fn default_scope() -> String {
-    "cluster".into()
-}
-fn default_kind() -> String {
-    "selfsigned".into()
-}
-fn default_usage() -> String {
-    "server".into()
 }
 
 /// Where a `secret` certificate is read from: `path/cert`, `path/key`, `path/cacert`
@@ -370,7 +361,7 @@ pub struct LabelRequest {
 #[serde(deny_unknown_fields)]
 pub struct TypeRequest {
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: Kind,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<SecretRef>,
 }
@@ -405,12 +396,12 @@ pub struct NodeAck {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NamedCertificateStatus {
     pub name: String,
-    pub scope: String,
+    pub scope: Scope,
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: Kind,
     pub label: String,
     pub internal: bool,
-    pub usage: String,
+    pub usage: Usage,
     pub sans: Vec<String>,
     pub nodes: Vec<String>,
     pub version: i64,
@@ -460,9 +451,9 @@ pub struct AgentWatch {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Assignment {
     pub name: String,
-    pub scope: String,
+    pub scope: Scope,
     pub version: i64,
-    pub usage: String,
+    pub usage: Usage,
     /// Cluster scope: the certificate chain, its key and the CA bundle, base64 of PEM.
     /// Node scope: no `crt` or `key` (the node makes a key and asks
     /// `POST /v1/agent/issue`), and `ca` is the CA issuing it now.

@@ -154,11 +154,11 @@ async fn one_size(evergreen: &Path, n: usize, updates: usize, report: &mut Repor
     let admin = server.admin()?;
     let spec = NamedCertificateSpec {
         name: NAME.into(),
-        scope: "cluster".into(),
-        kind: "selfsigned".into(),
+        scope: evergreen_api::Scope::Cluster,
+        kind: evergreen_api::Kind::Selfsigned,
         label: String::new(),
         internal: false,
-        usage: "server".into(),
+        usage: evergreen_api::Usage::Server,
         sans: vec!["fleet-proxy.example".into()],
         nodes: Vec::new(),
         secret: None,

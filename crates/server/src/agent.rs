@@ -109,9 +109,9 @@ async fn snapshot(state: &AppState, revision: i64) -> Result<Arc<Snapshot>, ApiE
         }
         let mut assignment = Assignment {
             name: record.name.clone(),
-            scope: record.scope.clone(),
+            scope: crate::named::stored(&record.scope)?,
             version: record.version,
-            usage: record.usage.clone(),
+            usage: crate::named::stored(&record.usage)?,
             crt: None,
             key: None,
             ca: None,

@@ -7,8 +7,9 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use evergreen_api::{
-    LabelRequest, NamedCertificateSpec, NamedCertificateStatus, NamedDeletion, NodeAck, NodeBundle,
-    Replacement, Role, RotateRequest, SecretRef, TypeRequest, UpdateCert, UpdateCerts, encode_pem,
+    Kind, LabelRequest, NamedCertificateSpec, NamedCertificateStatus, NamedDeletion, NodeAck,
+    NodeBundle, Replacement, Role, RotateRequest, Scope, SecretRef, TypeRequest, UpdateCert,
+    UpdateCerts, Usage, encode_pem,
 };
 use evergreen_pki::certificate::{CertificateInfo, SubjectAltName};
 use evergreen_pki::crl::RevocationReason;
@@ -28,7 +29,6 @@ use crate::text::rfc3339;
 
 /// Names the server keeps for itself.
 const BUILT_IN: [&str; 2] = ["server", "admin"];
-const KINDS: [&str; 3] = ["selfsigned", "provided", "secret"];
 
 type AppStateRef = State<Arc<AppState>>;
 
@@ -65,16 +65,24 @@ fn valid_label(label: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The profile and issuing CA of a usage.
-pub(crate) fn usage(usage: &str) -> Result<(Profile, &'static str), String> {
+/// A word the datastore keeps as text (scope, type, usage), read back as the API's type.
+pub(crate) fn stored<T: std::str::FromStr<Err = String>>(text: &str) -> Result<T, ApiError> {
+    text.parse()
+        .map_err(|e| ApiError::internal(format!("the datastore holds {e}")))
+}
+
+/// The certificate profile and the issuing CA of a usage.
+pub(crate) fn profile_of(usage: Usage) -> (Profile, &'static str) {
     match usage {
-        "server" => Ok((Profile::Server, SERVER_CA)),
-        "client" => Ok((Profile::Client, CLIENT_CA)),
-        "peer" => Ok((Profile::Peer, PEER_CA)),
-        other => Err(format!(
-            "unknown usage {other:?}; use server, client or peer"
-        )),
+        Usage::Server => (Profile::Server, SERVER_CA),
+        Usage::Client => (Profile::Client, CLIENT_CA),
+        Usage::Peer => (Profile::Peer, PEER_CA),
     }
+}
+
+/// A stored usage, read back: its profile and issuing CA.
+pub(crate) fn usage(usage: &str) -> Result<(Profile, &'static str), String> {
+    Ok(profile_of(usage.parse()?))
 }
 
 /// Checks a node-scope declaration's names with stand-ins for `{node}` and `{ip}`: each
@@ -525,11 +533,11 @@ pub async fn list(
             fingerprint: current.as_ref().and_then(|v| v.fingerprint.clone()),
             not_after: current.as_ref().and_then(|v| v.not_after).map(rfc3339),
             name: r.name,
-            scope: r.scope,
-            kind: r.kind,
+            scope: stored(&r.scope)?,
+            kind: stored(&r.kind)?,
             label: r.label,
             internal: r.internal,
-            usage: r.usage,
+            usage: stored(&r.usage)?,
             sans: r.sans,
             nodes: r.nodes,
             version: r.version,
@@ -543,46 +551,34 @@ pub async fn list(
 fn check_spec(spec: &NamedCertificateSpec) -> Result<(), String> {
     valid_name(&spec.name)?;
     valid_label(&spec.label)?;
-    if !KINDS.contains(&spec.kind.as_str()) {
-        return Err(format!(
-            "unknown type {:?}; use selfsigned, provided or secret",
-            spec.kind
-        ));
-    }
-    if !["cluster", "node"].contains(&spec.scope.as_str()) {
-        return Err(format!(
-            "unknown scope {:?}; use cluster or node",
-            spec.scope
-        ));
-    }
-    if spec.internal && spec.kind != "selfsigned" {
+    if spec.internal && spec.kind != Kind::Selfsigned {
         return Err(format!(
             "{} is internal, and internal certificates may only be selfsigned",
             spec.name
         ));
     }
-    if spec.scope == "node" && spec.kind != "selfsigned" {
+    if spec.scope == Scope::Node && spec.kind != Kind::Selfsigned {
         return Err(format!(
             "{} has node scope: each node makes its own key, so it can only be selfsigned",
             spec.name
         ));
     }
-    if spec.kind == "secret" && spec.secret.is_none() {
+    if spec.kind == Kind::Secret && spec.secret.is_none() {
         return Err(format!(
             "{} is of type secret: give the directory to read (secret.path)",
             spec.name
         ));
     }
-    let (profile, _) = usage(&spec.usage)?;
+    let (profile, _) = profile_of(spec.usage);
     let policy = SanPolicy::new(&spec.allowed_dns, &spec.allowed_cidrs)?;
-    if spec.scope == "node" {
+    if spec.scope == Scope::Node {
         check_node_templates(&spec.sans, &policy)?;
     } else {
         for san in &spec.sans {
             policy.check(&san.parse::<SubjectAltName>()?)?;
         }
     }
-    if profile.needs_subject_alt_names() && spec.sans.is_empty() && spec.kind == "selfsigned" {
+    if profile.needs_subject_alt_names() && spec.sans.is_empty() && spec.kind == Kind::Selfsigned {
         return Err(format!(
             "a {} certificate needs at least one name: give sans",
             spec.usage
@@ -673,11 +669,11 @@ pub async fn create(
     let secret = spec.secret.clone();
     let mut record = NamedRecord {
         name: spec.name.clone(),
-        scope: spec.scope.clone(),
-        kind: spec.kind.clone(),
+        scope: spec.scope.to_string(),
+        kind: spec.kind.to_string(),
         label: spec.label.clone(),
         internal: spec.internal,
-        usage: spec.usage.clone(),
+        usage: spec.usage.to_string(),
         sans: spec.sans.clone(),
         nodes: spec.nodes.clone(),
         secret_path: secret.as_ref().map(|s| s.path.clone()),
@@ -1304,8 +1300,8 @@ pub async fn set_type(
 ) -> Result<Json<Replacement>, ApiError> {
     let target = crate::text::bounded(&name, 64);
     if name == "server" {
-        return match request.kind.as_str() {
-            "selfsigned" => Ok(Json(crate::api_cert::clear(&state, &caller.actor()).await?)),
+        return match request.kind {
+            Kind::Selfsigned => Ok(Json(crate::api_cert::clear(&state, &caller.actor()).await?)),
             _ => Err(ApiError::bad_request(
                 "the server's API certificate is the cluster's (selfsigned) or one you set with `evergreen certificate set server --cert … --key …`",
             )
@@ -1327,14 +1323,14 @@ pub async fn set_type(
     });
     let spec = NamedCertificateSpec {
         name: record.name.clone(),
-        scope: record.scope.clone(),
-        kind: request.kind.clone(),
+        scope: stored(&record.scope)?,
+        kind: request.kind,
         label: record.label.clone(),
         internal: record.internal,
-        usage: record.usage.clone(),
+        usage: stored(&record.usage)?,
         sans: record.sans.clone(),
         nodes: record.nodes.clone(),
-        secret: secret.clone().filter(|_| request.kind == "secret"),
+        secret: secret.clone().filter(|_| request.kind == Kind::Secret),
         allowed_dns: record.allowed_dns.clone(),
         allowed_cidrs: record.allowed_cidrs.clone(),
     };
@@ -1343,7 +1339,10 @@ pub async fn set_type(
         0 => None,
         v => state.store.named_version(&name, v).await?,
     };
-    if record.kind == request.kind && request.secret.is_none() && request.kind != "secret" {
+    if record.kind == request.kind.as_str()
+        && request.secret.is_none()
+        && request.kind != Kind::Secret
+    {
         return Ok(Json(Replacement {
             name,
             version: record.version,
@@ -1354,7 +1353,7 @@ pub async fn set_type(
         }));
     }
     let mut updated = record.clone();
-    updated.kind = request.kind.clone();
+    updated.kind = request.kind.to_string();
     if let Some(secret) = spec.secret.as_ref() {
         updated.secret_path = Some(secret.path.clone());
         updated.secret_keys = [
@@ -1365,16 +1364,16 @@ pub async fn set_type(
     }
     updated.updated_at = state.now().unix_timestamp();
     let reason = format!("type {}", request.kind);
-    let (version, material) = match request.kind.as_str() {
-        "selfsigned" => {
+    let (version, material) = match request.kind {
+        Kind::Selfsigned => {
             let (version, material) = regenerate(&state, &updated, &reason).await?;
             (Some(version), material)
         }
-        "secret" => match secret_version(&state, &updated, current.as_ref(), &reason)? {
+        Kind::Secret => match secret_version(&state, &updated, current.as_ref(), &reason)? {
             Some((version, material)) => (Some(version), Some(material)),
             None => (None, None),
         },
-        _ => (None, None),
+        Kind::Provided => (None, None),
     };
     if let Some(v) = &version {
         updated.version = v.version;
@@ -1404,8 +1403,8 @@ pub async fn set_type(
             fingerprint: current.as_ref().and_then(|v| v.fingerprint.clone()),
             not_after: current.as_ref().and_then(|v| v.not_after).map(rfc3339),
             clients_must_update_trust: false,
-            trust: match request.kind.as_str() {
-                "secret" => "the secret directory holds the current certificate; it is read again when it changes".into(),
+            trust: match request.kind {
+                Kind::Secret => "the secret directory holds the current certificate; it is read again when it changes".into(),
                 _ => "now provided: the current version stays installed until a certificate is set (evergreen certificate set)".into(),
             },
         })),

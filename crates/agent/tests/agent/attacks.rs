@@ -163,9 +163,9 @@ async fn a_fake_server_moves_no_agents_trust_and_installs_nothing() {
     bundle.push_str(&evil.server.bundle_pem());
     let assignment = |name: &str, version: i64, crt: &str, key: &str, ca: &str| Assignment {
         name: name.into(),
-        scope: "cluster".into(),
+        scope: evergreen_api::Scope::Cluster,
         version,
-        usage: "server".into(),
+        usage: evergreen_api::Usage::Server,
         crt: Some(encode_pem(crt)),
         key: Some(encode_pem(key)),
         ca: Some(encode_pem(ca)),

@@ -106,11 +106,11 @@ async fn status(t: &TestServer, name: &str) -> NamedCertificateStatus {
 fn spec(name: &str, scope: &str, sans: &[&str]) -> NamedCertificateSpec {
     NamedCertificateSpec {
         name: name.into(),
-        scope: scope.into(),
-        kind: "selfsigned".into(),
+        scope: scope.parse().unwrap(),
+        kind: evergreen_api::Kind::Selfsigned,
         label: String::new(),
         internal: false,
-        usage: "server".into(),
+        usage: evergreen_api::Usage::Server,
         sans: sans.iter().map(|s| s.to_string()).collect(),
         nodes: vec![],
         secret: None,

@@ -5,8 +5,8 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use evergreen_api::files;
 use evergreen_api::{
-    LabelRequest, NamedCertificateSpec, NamedCertificateStatus, NamedDeletion, Replacement,
-    RotateRequest, SecretRef, TypeRequest, UpdateCert,
+    Kind, LabelRequest, NamedCertificateSpec, NamedCertificateStatus, NamedDeletion, Replacement,
+    RotateRequest, Scope, SecretRef, TypeRequest, UpdateCert, Usage,
 };
 use serde_json::json;
 
@@ -34,14 +34,14 @@ use crate::output::{self, Format};
 pub struct CreateArgs {
     /// Lowercase letters, digits and '-'.
     pub name: String,
-    #[arg(long, default_value = "cluster", value_parser = ["cluster", "node"])]
+    #[arg(long, default_value = "cluster", value_parser = words(Scope::ALL.iter().map(|w| w.as_str())))]
     pub scope: String,
-    #[arg(long = "type", default_value = "selfsigned", value_parser = ["selfsigned", "provided", "secret"])]
+    #[arg(long = "type", default_value = "selfsigned", value_parser = words(Kind::ALL.iter().map(|w| w.as_str())))]
     pub kind: String,
     /// DNS name or IP; repeatable. Node scope may use {node} and {ip}.
     #[arg(long, value_name = "NAME")]
     pub san: Vec<String>,
-    #[arg(long, default_value = "server", value_parser = ["server", "client", "peer"])]
+    #[arg(long, default_value = "server", value_parser = words(Usage::ALL.iter().map(|w| w.as_str())))]
     pub usage: String,
     /// Internal: only selfsigned allowed.
     #[arg(long)]
@@ -105,7 +105,7 @@ pub struct SetArgs {
   evergreen certificate set-type ui secret --secret-dir /etc/ui-tls --secret-files tls.crt,tls.key,ca.crt")]
 pub struct SetTypeArgs {
     pub name: String,
-    #[arg(value_name = "TYPE", value_parser = ["selfsigned", "provided", "secret"])]
+    #[arg(value_name = "TYPE", value_parser = words(Kind::ALL.iter().map(|w| w.as_str())))]
     pub kind: String,
     /// For secret: the directory holding the certificate, key and CA files (default: the
     /// one it had).
@@ -209,19 +209,30 @@ fn secret_ref(dir: &std::path::Path, files: &str) -> Result<SecretRef> {
     })
 }
 
+/// The words of an API type as clap's possible values (shown in --help).
+fn words(all: impl IntoIterator<Item = &'static str>) -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(all)
+}
+
+/// A word clap has already checked, as its API type.
+fn word<T: std::str::FromStr<Err = String>>(text: &str) -> Result<T> {
+    text.parse().map_err(anyhow::Error::msg)
+}
+
 pub fn create(args: CreateArgs) -> Result<()> {
-    let secret = match (&args.kind[..], &args.secret_dir) {
-        ("secret", None) => bail!("--type secret needs --secret-dir DIR"),
-        ("secret", Some(dir)) => Some(secret_ref(dir, &args.secret_files)?),
+    let kind: Kind = word(&args.kind)?;
+    let secret = match (kind, &args.secret_dir) {
+        (Kind::Secret, None) => bail!("--type secret needs --secret-dir DIR"),
+        (Kind::Secret, Some(dir)) => Some(secret_ref(dir, &args.secret_files)?),
         _ => None,
     };
     let spec = NamedCertificateSpec {
         name: args.name,
-        scope: args.scope,
-        kind: args.kind,
+        scope: word(&args.scope)?,
+        kind,
         label: args.label,
         internal: args.internal,
-        usage: args.usage,
+        usage: word(&args.usage)?,
         sans: args.san,
         nodes: match args.nodes.as_str() {
             "all" => Vec::new(),
@@ -271,7 +282,7 @@ pub fn set_type(args: SetTypeArgs) -> Result<()> {
     };
     let client = args.connection.client()?;
     let body = TypeRequest {
-        kind: args.kind,
+        kind: word(&args.kind)?,
         secret,
     };
     let path = format!("/v1/cluster/certificates/{}/type", args.name);

@@ -655,11 +655,11 @@ fn an_agent_killed_at_any_moment_never_leaves_a_mismatched_pair() {
         .unwrap();
     let spec = evergreen_api::NamedCertificateSpec {
         name: "proxy".into(),
-        scope: "cluster".into(),
-        kind: "selfsigned".into(),
+        scope: evergreen_api::Scope::Cluster,
+        kind: evergreen_api::Kind::Selfsigned,
         label: String::new(),
         internal: false,
-        usage: "server".into(),
+        usage: evergreen_api::Usage::Server,
         sans: vec!["proxy.example".into()],
         nodes: vec![],
         secret: None,

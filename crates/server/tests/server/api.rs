@@ -180,6 +180,22 @@ async fn metrics_health_and_the_api_description() {
     );
     let doc: serde_json::Value = t.anonymous().get_json("/v1/openapi.json").await.unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+    // The API's words are enums in the document, as on the wire.
+    for (schema, words) in [
+        ("Scope", &["cluster", "node"][..]),
+        ("Kind", &["selfsigned", "provided", "secret"][..]),
+        ("Usage", &["server", "client", "peer"][..]),
+        (
+            "Status",
+            &["active", "expired", "superseded", "revoked"][..],
+        ),
+    ] {
+        assert_eq!(
+            doc["components"]["schemas"][schema]["enum"],
+            serde_json::json!(words),
+            "{schema}"
+        );
+    }
     assert_eq!(
         doc["paths"].as_object().unwrap().len(),
         evergreen_server::routes::document().paths.paths.len()

@@ -219,11 +219,11 @@ async fn no_token_enrolls_the_admins_or_the_servers_names() {
 fn node_spec(name: &str, sans: &[&str]) -> NamedCertificateSpec {
     NamedCertificateSpec {
         name: name.into(),
-        scope: "node".into(),
-        kind: "selfsigned".into(),
+        scope: evergreen_api::Scope::Node,
+        kind: evergreen_api::Kind::Selfsigned,
         label: String::new(),
         internal: false,
-        usage: "server".into(),
+        usage: evergreen_api::Usage::Server,
         sans: sans.iter().map(|s| s.to_string()).collect(),
         nodes: vec![],
         secret: None,

@@ -16,11 +16,11 @@ use crate::{assert_audited_refusal, refusal};
 pub(crate) fn spec(name: &str) -> NamedCertificateSpec {
     NamedCertificateSpec {
         name: name.into(),
-        scope: "cluster".into(),
-        kind: "selfsigned".into(),
+        scope: evergreen_api::Scope::Cluster,
+        kind: evergreen_api::Kind::Selfsigned,
         label: String::new(),
         internal: false,
-        usage: "server".into(),
+        usage: evergreen_api::Usage::Server,
         sans: vec![format!("{name}.example"), "10.0.0.9".into()],
         nodes: vec![],
         secret: None,
@@ -381,7 +381,7 @@ async fn labels_and_types_follow_event_streams_rules() {
     // Internal certificates are selfsigned only, at declaration and when set.
     let mut internal = spec("internal");
     internal.internal = true;
-    internal.kind = "provided".into();
+    internal.kind = evergreen_api::Kind::Provided;
     let message = refusal(
         admin::<_, Replacement>(&t, "POST", "/v1/cluster/certificates", &internal).await,
         400,
@@ -390,7 +390,7 @@ async fn labels_and_types_follow_event_streams_rules() {
         message.contains("internal certificates may only be selfsigned"),
         "{message}"
     );
-    internal.kind = "selfsigned".into();
+    internal.kind = evergreen_api::Kind::Selfsigned;
     let _: Replacement = admin(&t, "POST", "/v1/cluster/certificates", &internal)
         .await
         .unwrap();
@@ -413,15 +413,15 @@ async fn labels_and_types_follow_event_streams_rules() {
 
     // Node scope: per node, selfsigned, templated names.
     let mut kubelet = spec("kubelet");
-    kubelet.scope = "node".into();
+    kubelet.scope = evergreen_api::Scope::Node;
     kubelet.sans = vec!["{node}".into(), "{ip}".into()];
-    kubelet.kind = "provided".into();
+    kubelet.kind = evergreen_api::Kind::Provided;
     let message = refusal(
         admin::<_, Replacement>(&t, "POST", "/v1/cluster/certificates", &kubelet).await,
         400,
     );
     assert!(message.contains("node scope"), "{message}");
-    kubelet.kind = "selfsigned".into();
+    kubelet.kind = evergreen_api::Kind::Selfsigned;
     let answer: Replacement = admin(&t, "POST", "/v1/cluster/certificates", &kubelet)
         .await
         .unwrap();
@@ -436,7 +436,7 @@ async fn labels_and_types_follow_event_streams_rules() {
 
     // Rotation: unknown names list the valid ones; provided ones are set, not rotated.
     let mut provided = spec("cm");
-    provided.kind = "provided".into();
+    provided.kind = evergreen_api::Kind::Provided;
     let _: Replacement = admin(&t, "POST", "/v1/cluster/certificates", &provided)
         .await
         .unwrap();
@@ -514,7 +514,7 @@ async fn a_secret_directory_is_read_and_watched() {
     };
     write(&["ui.example"]);
     let mut ui = spec("ui");
-    ui.kind = "secret".into();
+    ui.kind = evergreen_api::Kind::Secret;
     ui.secret = Some(SecretRef {
         path: dir.path().display().to_string(),
         cert: "tls.crt".into(),
@@ -580,7 +580,7 @@ async fn a_secret_directory_is_read_and_watched() {
 async fn types_switch_back_and_forth_and_a_certificate_can_be_deleted() {
     let t = TestServer::start().await;
     let mut external = spec("external");
-    external.kind = "provided".into();
+    external.kind = evergreen_api::Kind::Provided;
     let _: Replacement = admin(&t, "POST", "/v1/cluster/certificates", &external)
         .await
         .unwrap();
@@ -595,7 +595,7 @@ async fn types_switch_back_and_forth_and_a_certificate_can_be_deleted() {
         .await
         .unwrap();
     let to = |kind: &str, secret: Option<SecretRef>| TypeRequest {
-        kind: kind.into(),
+        kind: kind.parse().unwrap(),
         secret,
     };
 
@@ -666,7 +666,7 @@ async fn types_switch_back_and_forth_and_a_certificate_can_be_deleted() {
         "POST",
         "/v1/cluster/certificates",
         &NamedCertificateSpec {
-            scope: "node".into(),
+            scope: evergreen_api::Scope::Node,
             sans: vec!["{node}.example".into()],
             ..spec("kubelet")
         },
@@ -1121,7 +1121,7 @@ async fn the_api_listener_serves_a_provided_certificate_to_everyone_but_evergree
         "PUT",
         "/v1/cluster/certificates/server/type",
         &TypeRequest {
-            kind: "selfsigned".into(),
+            kind: evergreen_api::Kind::Selfsigned,
             secret: None,
         },
     )
