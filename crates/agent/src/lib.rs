@@ -346,7 +346,8 @@ impl Agent {
     }
 
     /// Makes sure a valid identity is installed: enrolls without one (or after it expired,
-    /// with a token), renews when 70% of its remaining life has passed.
+    /// with a token), renews when its renewal window opens ([`renew::renew_at`]: the rule
+    /// of `evergreen_pki::renewal`, the one `renew --daemon` follows too).
     async fn ensure_identity(&mut self, roots: &[CertificateDer<'static>]) -> Result<()> {
         let now = self.now();
         match self.identity_info() {

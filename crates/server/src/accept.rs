@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::auth::Peer;
+use crate::error::Reason;
 use crate::state::AppState;
 
 /// How long shutdown waits for requests in flight.
@@ -206,11 +207,11 @@ pub async fn serve(
                 state.metrics.shed.fetch_add(1, Ordering::Relaxed);
                 let (reason, message) = match shed {
                     Shed::Full => (
-                        "too_many_connections",
+                        Reason::TooManyConnections,
                         "the server holds as many connections as it may; connection closed",
                     ),
                     Shed::SourceFull => (
-                        "too_many_from_source",
+                        Reason::TooManyFromSource,
                         "this source holds as many unauthenticated connections as it may; connection closed",
                     ),
                 };
@@ -249,9 +250,9 @@ pub async fn serve(
                             )
                         });
                     let reason = if revoked {
-                        "revoked"
+                        Reason::Revoked
                     } else {
-                        "handshake_failed"
+                        Reason::HandshakeFailed
                     };
                     let message = format!("TLS handshake failed: {error}");
                     state.refused_connection(remote, reason, &message).await;
@@ -268,7 +269,7 @@ pub async fn serve(
                         handshake_timeout.as_secs()
                     );
                     state
-                        .refused_connection(remote, "handshake_timeout", &message)
+                        .refused_connection(remote, Reason::HandshakeTimeout, &message)
                         .await;
                     return;
                 }

@@ -25,7 +25,7 @@ use evergreen_store::{Acknowledgement, NamedRecord};
 
 use crate::auth::Peer;
 use crate::auth::{Agent, Caller, Identity};
-use crate::error::{ApiError, JsonBody, QueryOf};
+use crate::error::{ApiError, JsonBody, QueryOf, Reason};
 use crate::fleet::Snapshot;
 use crate::state::{AppState, Issuance};
 
@@ -207,18 +207,18 @@ fn node_names(
                     "{} would name {san} for node {node}, which is never issued to a node: {why}",
                     record.name
                 ))
-                .reason("name_not_allowed"));
+                .reason(Reason::NameNotAllowed));
             }
             if state.serves_name(&san) {
                 return Err(ApiError::forbidden(format!(
                     "{} would name {san} for node {node}, which is a name of this server; a node never gets a certificate for the server's names",
                     record.name
                 ))
-                .reason("name_not_allowed"));
+                .reason(Reason::NameNotAllowed));
             }
             policy.check(&san).map_err(|why| {
                 ApiError::forbidden(format!("{} for node {node}: {why}", record.name))
-                    .reason("name_not_allowed")
+                    .reason(Reason::NameNotAllowed)
             })?;
             if !sans.contains(&san) {
                 sans.push(san);
@@ -258,7 +258,7 @@ async fn node_addresses(
         Some(why) => Err(ApiError::forbidden(format!(
             "node {node} has no address for {{ip}}: the server sees it connect from {seen}, which is never put in a node's certificate ({why}); allow its address with 'evergreen node allow {node} --ip ADDR'"
         ))
-        .reason("no_address")),
+        .reason(Reason::NoAddress)),
     }
 }
 
@@ -295,7 +295,7 @@ pub async fn issue(
             return Err(ApiError::forbidden(format!(
                 "no node-scope certificate {name:?} is assigned to node {node}"
             ))
-            .reason("not_assigned")
+            .reason(Reason::NotAssigned)
             .target(name));
         }
     };
@@ -317,7 +317,7 @@ pub async fn issue(
     };
     let issue = policy.decide(&csr).map_err(|e| {
         ApiError::forbidden(e.to_string())
-            .reason("policy")
+            .reason(Reason::Policy)
             .target(&name)
     })?;
     // The certificate this one replaces: the node's newest live one for this name.
@@ -370,7 +370,7 @@ async fn check_installed(
         return Err(ApiError::bad_request(format!(
             "{name:?} is not a certificate assigned to node {node}"
         ))
-        .reason("not_assigned")
+        .reason(Reason::NotAssigned)
         .target(name));
     };
     if !(1..=record.version).contains(&installed.version) {

@@ -9,7 +9,7 @@ use evergreen_api::Replacement;
 use evergreen_pki::certificate::{CertificateInfo, SubjectAltName, Usage};
 use evergreen_pki::{PrivateKey, pem};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, Reason};
 use crate::state::AppState;
 use crate::text::rfc3339;
 
@@ -103,7 +103,7 @@ pub(crate) async fn set(
             "the certificate of server does not cover {} (clients reach the server by these names; start the server with --san for the names it is reached by); nothing was changed",
             missing.join(", ")
         ))
-        .reason("names"));
+        .reason(Reason::Names));
     }
     let certified = crate::tls::certified_key(chain.clone(), key.der())
         .map_err(|e| bad(format!("the key of server cannot sign: {e}")))?;

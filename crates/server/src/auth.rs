@@ -15,7 +15,7 @@ use evergreen_pki::chain;
 use evergreen_store::CertificateRecord;
 
 use crate::cluster::{CLIENT_CA, Cluster, Crls};
-use crate::error::ApiError;
+use crate::error::{ApiError, Reason};
 use crate::state::AppState;
 use crate::text::{MAX_FIELD, bounded, rfc3339};
 
@@ -154,7 +154,7 @@ impl Identity {
             self.record.subject,
             self.role
         ))
-        .reason("wrong_role"))
+        .reason(Reason::WrongRole))
     }
 }
 
@@ -191,10 +191,7 @@ pub(crate) struct Authenticated {
 /// that connection reuse the result, checking only that the certificate is still within
 /// its validity. So a keep-alive client pays for one chain verification and one inventory
 /// lookup, not one per request.
-pub async fn authenticate(
-    state: &AppState,
-    peer: &Peer,
-) -> Result<Identity, (&'static str, ApiError)> {
+pub async fn authenticate(state: &AppState, peer: &Peer) -> Result<Identity, (Reason, ApiError)> {
     // Taken before the inventory is read: a revocation after this point leaves these
     // stale, so the result is not reused.
     let cluster = state.cluster.load_full();
@@ -224,10 +221,10 @@ async fn authenticate_fully(
     state: &AppState,
     peer: &Peer,
     cluster: &Cluster,
-) -> Result<Identity, (&'static str, ApiError)> {
+) -> Result<Identity, (Reason, ApiError)> {
     let Some(der) = &peer.certificate else {
         return Err((
-            "no_client_certificate",
+            Reason::NoClientCertificate,
             ApiError::unauthorized(
                 "this endpoint needs a client certificate issued by this cluster; present it with the TLS connection (curl --cert FILE --key FILE)",
             ),
@@ -235,7 +232,7 @@ async fn authenticate_fully(
     };
     let info = CertificateInfo::from_der(der).map_err(|e| {
         (
-            "bad_client_certificate",
+            Reason::BadClientCertificate,
             ApiError::unauthorized(format!("the client certificate cannot be read: {e}")),
         )
     })?;
@@ -244,10 +241,10 @@ async fn authenticate_fully(
         .store
         .certificate_by_sha256(&info.fingerprint.to_string())
         .await
-        .map_err(|e| ("internal", ApiError::from(e)))?
+        .map_err(|e| (Reason::Internal, ApiError::from(e)))?
         .ok_or_else(|| {
             (
-                "foreign_certificate",
+                Reason::ForeignCertificate,
                 ApiError::unauthorized(format!(
                     "the client certificate {} (issuer {}) was not issued by this cluster",
                     bounded(&info.subject.to_string(), MAX_FIELD),
@@ -264,7 +261,7 @@ async fn authenticate_fully(
     };
     if let Some(at) = record.revoked_at {
         return Err((
-            "revoked",
+            Reason::Revoked,
             ApiError::forbidden(format!(
                 "the client certificate {} (serial {}) was revoked at {}; it can no longer be used or renewed — {next_step}",
                 record.subject,
@@ -275,7 +272,7 @@ async fn authenticate_fully(
     }
     if info.not_after < now {
         return Err((
-            "expired",
+            Reason::Expired,
             ApiError::forbidden(format!(
                 "the client certificate {} (serial {}) expired at {}; an expired certificate cannot be renewed — {next_step}",
                 record.subject,
@@ -286,7 +283,7 @@ async fn authenticate_fully(
     }
     if info.not_before > now {
         return Err((
-            "not_yet_valid",
+            Reason::NotYetValid,
             ApiError::forbidden(format!(
                 "the client certificate {} is not valid until {}",
                 record.subject,
@@ -296,7 +293,7 @@ async fn authenticate_fully(
     }
     if record.issuer != CLIENT_CA {
         return Err((
-            "not_a_client_certificate",
+            Reason::NotAClientCertificate,
             ApiError::forbidden(format!(
                 "{} is a {} certificate issued by {}, not a client certificate",
                 record.subject, record.profile, record.issuer
@@ -321,13 +318,13 @@ async fn authenticate_fully(
     }
     verified.map_err(|e| {
         (
-            "chain",
+            Reason::Chain,
             ApiError::unauthorized(format!("the client certificate does not verify: {e}")),
         )
     })?;
     let role = Role::parse(&record.role).ok_or_else(|| {
         (
-            "internal",
+            Reason::Internal,
             ApiError::internal(format!("unknown role {:?}", record.role)),
         )
     })?;

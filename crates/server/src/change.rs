@@ -18,7 +18,7 @@ use std::sync::Arc;
 use evergreen_api::files::{Applied, Staging};
 
 use crate::cluster::{Cluster, Crls, Revoked};
-use crate::error::ApiError;
+use crate::error::{ApiError, Reason};
 
 /// Test-only failure injection: with the `failpoints` feature, a test arms a named step of
 /// a change, and the change fails there as if that step had failed.
@@ -85,5 +85,5 @@ pub fn failed(action: &str, step: &str, error: impl std::fmt::Display) -> ApiErr
         axum::http::StatusCode::INTERNAL_SERVER_ERROR,
         format!("{action} failed while {step}: {error}; nothing was changed"),
     )
-    .reason("change_failed")
+    .reason(Reason::ChangeFailed)
 }

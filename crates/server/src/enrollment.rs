@@ -18,7 +18,7 @@ use evergreen_pki::{CertificateRequest, DistinguishedName, Duration, Profile, pe
 use evergreen_store::{EnrollOutcome, Enrollment, TokenRecord, TokenUse};
 
 use crate::cluster::CLIENT_CA;
-use crate::error::ApiError;
+use crate::error::{ApiError, Reason};
 use crate::state::{AppState, Issuance};
 use crate::text::rfc3339;
 
@@ -158,7 +158,7 @@ pub async fn create_token(
                 .check_bounds()
                 .map_err(|e| ApiError::bad_request(format!("subject {pattern} {e}")))?;
             if let Some(why) = reserved_subject(&pattern) {
-                return Err(ApiError::forbidden(why).reason("reserved_subject"));
+                return Err(ApiError::forbidden(why).reason(Reason::ReservedSubject));
             }
             (None, None, Some(pattern.to_string()))
         }
@@ -227,10 +227,11 @@ pub async fn create_token(
 /// The CSR in a request: base64 of PEM.
 pub fn read_csr(b64: &str) -> Result<CertificateRequest, ApiError> {
     let pem = evergreen_api::decode_pem(b64).map_err(|e| {
-        ApiError::bad_request(format!("csr is {e}; send base64 of the PEM CSR")).reason("bad_csr")
+        ApiError::bad_request(format!("csr is {e}; send base64 of the PEM CSR"))
+            .reason(Reason::BadCsr)
     })?;
     CertificateRequest::from_pem("csr", &pem)
-        .map_err(|e| ApiError::bad_request(e.to_string()).reason("bad_csr"))
+        .map_err(|e| ApiError::bad_request(e.to_string()).reason(Reason::BadCsr))
 }
 
 /// Why a token cannot be used, as the API answers it.
@@ -249,7 +250,7 @@ fn token_refusal(token: &JoinToken, refused: TokenUse) -> ApiError {
             "join token {id} has been used {max_uses} time(s), all it allows; create a new one with 'evergreen token create'"
         ),
     };
-    ApiError::unauthorized(message).reason("bad_token")
+    ApiError::unauthorized(message).reason(Reason::BadToken)
 }
 
 /// The subject a token lets this CSR have.
@@ -259,7 +260,7 @@ fn subject_rule(record: &TokenRecord, csr: &CertificateRequest) -> Result<Subjec
             .get(&NameAttribute::CommonName)
             .unwrap_or_default()
     };
-    let refuse = |message: String| Err(ApiError::forbidden(message).reason("policy"));
+    let refuse = |message: String| Err(ApiError::forbidden(message).reason(Reason::Policy));
     match (&record.node, &record.node_pattern, &record.subject) {
         (Some(node), _, _) => Ok(SubjectRule::Exactly(DistinguishedName::common_name(node))),
         (None, Some(pattern), _) => {
@@ -294,7 +295,7 @@ pub async fn enroll(
     request: &EnrollRequest,
 ) -> Result<CertificateBundle, ApiError> {
     let token: JoinToken = request.token.parse().map_err(|e| {
-        ApiError::unauthorized(format!("join token is malformed: {e}")).reason("bad_token")
+        ApiError::unauthorized(format!("join token is malformed: {e}")).reason(Reason::BadToken)
     })?;
     let cluster = state.cluster.load_full();
     // A token pins a root; one made before a root rotation pins the previous root, which
@@ -309,7 +310,7 @@ pub async fn enroll(
             token.root_hash(),
             Fingerprint::of(&cluster.root)
         ))
-        .reason("bad_token"));
+        .reason(Reason::BadToken));
     }
     let now = state.now();
     let secret_sha256 = Fingerprint::of(token.secret().as_bytes()).to_string();
@@ -350,13 +351,13 @@ pub async fn enroll(
     };
     let issue = policy.decide(&csr).map_err(|e| {
         ApiError::forbidden(e.to_string())
-            .reason("policy")
+            .reason(Reason::Policy)
             .target(crate::text::bounded(&csr.subject().to_string(), 128))
     })?;
     let subject = issue.subject.to_string();
     if let Some(why) = reserved_subject(&issue.subject) {
         return Err(ApiError::forbidden(why)
-            .reason("reserved_subject")
+            .reason(Reason::ReservedSubject)
             .target(subject));
     }
     let how = Issuance {
@@ -398,7 +399,7 @@ pub async fn enroll(
                 rfc3339(holder.not_after),
                 issue.subject.get(&NameAttribute::CommonName).unwrap_or_default(),
             ))
-            .reason("name_taken")
+            .reason(Reason::NameTaken)
             .target(subject));
         }
         EnrollOutcome::SubjectTaken(holder) => {
@@ -406,7 +407,7 @@ pub async fn enroll(
                 "{subject} is the subject of a {} certificate (serial {}); an app token cannot enroll it",
                 holder.role, holder.serial
             ))
-            .reason("reserved_subject")
+            .reason(Reason::ReservedSubject)
             .target(subject));
         }
     }

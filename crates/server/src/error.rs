@@ -20,12 +20,142 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 /// How long a client may take to send its request body.
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
+macro_rules! reasons {
+    ($($(#[$doc:meta])* $variant:ident = $label:literal,)+) => {
+        /// Why a request or a connection was refused: the `reason` label of
+        /// `evergreen_refused_total` and of the audit row. One closed list, so the metric's
+        /// labels are known before anything is refused.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum Reason {
+            $($(#[$doc])* $variant,)+
+        }
+
+        impl Reason {
+            /// Every reason.
+            pub const ALL: &'static [Reason] = &[$(Reason::$variant,)+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Reason::$variant => $label,)+
+                }
+            }
+        }
+    };
+}
+
+reasons! {
+    /// The admin credential would revoke itself.
+    AdminLockout = "admin_lockout",
+    /// The certificate is revoked already.
+    AlreadyRevoked = "already_revoked",
+    /// An uploaded certificate or key cannot be used.
+    BadCertificate = "bad_certificate",
+    /// The client certificate cannot be read.
+    BadClientCertificate = "bad_client_certificate",
+    /// The CSR is malformed, or its signature or key is refused.
+    BadCsr = "bad_csr",
+    /// Any other malformed request.
+    BadRequest = "bad_request",
+    /// A `secret` directory cannot be read or holds unusable files.
+    BadSecret = "bad_secret",
+    /// The join token is malformed, unknown, used up, expired or for another cluster.
+    BadToken = "bad_token",
+    /// The client certificate does not chain to a client CA of this cluster.
+    Chain = "chain",
+    /// A change failed part-way; nothing was changed.
+    ChangeFailed = "change_failed",
+    /// Any other conflict with the cluster's state.
+    Conflict = "conflict",
+    /// The name is taken.
+    Exists = "exists",
+    /// A certificate is past its not-after.
+    Expired = "expired",
+    /// The caller's role may not do this.
+    Forbidden = "forbidden",
+    /// The client certificate was not issued by this cluster.
+    ForeignCertificate = "foreign_certificate",
+    /// The TLS handshake failed.
+    HandshakeFailed = "handshake_failed",
+    /// The TLS handshake did not finish in time.
+    HandshakeTimeout = "handshake_timeout",
+    /// Staged CA material fails the rotation's integrity checks.
+    Integrity = "integrity",
+    /// A server error.
+    Internal = "internal",
+    /// A key type that is not offered.
+    KeyType = "key_type",
+    /// A body, query or file that cannot be parsed.
+    Malformed = "malformed",
+    /// The route does not take this method.
+    MethodNotAllowed = "method_not_allowed",
+    /// A key that is needed is missing.
+    MissingKey = "missing_key",
+    /// A name the certificate may not carry.
+    NameNotAllowed = "name_not_allowed",
+    /// A node name already enrolled.
+    NameTaken = "name_taken",
+    /// Names that do not read as DNS names or addresses.
+    Names = "names",
+    /// No address is known or allowed for the node.
+    NoAddress = "no_address",
+    /// A certificate set without the chain its trust needs.
+    NoChain = "no_chain",
+    /// No client certificate was presented.
+    NoClientCertificate = "no_client_certificate",
+    /// The certificate is not for TLS client authentication.
+    NotAClientCertificate = "not_a_client_certificate",
+    /// The named certificate is not assigned to this node.
+    NotAssigned = "not_assigned",
+    /// No such thing.
+    NotFound = "not_found",
+    /// Only a selfsigned certificate can be rotated.
+    NotSelfsigned = "not_selfsigned",
+    /// A certificate before its not-before.
+    NotYetValid = "not_yet_valid",
+    /// The request breaks the issuance policy.
+    Policy = "policy",
+    /// Any other refusal.
+    Refused = "refused",
+    /// A subject reserved for the admin or the server.
+    ReservedSubject = "reserved_subject",
+    /// A CA or key that cannot be retired.
+    Retire = "retire",
+    /// A revoked certificate.
+    Revoked = "revoked",
+    /// The request body did not arrive in time.
+    Timeout = "timeout",
+    /// The request body is too large.
+    TooLarge = "too_large",
+    /// The server holds as many connections as it may.
+    TooManyConnections = "too_many_connections",
+    /// One source holds as many unproven connections as it may.
+    TooManyFromSource = "too_many_from_source",
+    /// Any other failed authentication.
+    Unauthorized = "unauthorized",
+    /// The change would change nothing.
+    Unchanged = "unchanged",
+    /// No certificate of that name, hash or serial.
+    UnknownCertificate = "unknown_certificate",
+    /// No node of that name.
+    UnknownNode = "unknown_node",
+    /// A CA that cannot be used.
+    UnusableCa = "unusable_ca",
+    /// A token or credential of another role.
+    WrongRole = "wrong_role",
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
     /// A short, stable label for metrics and the audit log (`bad_token`, `expired`, …).
-    pub reason: &'static str,
+    pub reason: Reason,
     /// What the refused request was about (a subject, a certificate name), for the audit log.
     pub target: Option<String>,
 }
@@ -33,7 +163,7 @@ pub struct ApiError {
 /// What a refusal's response carries to [`crate::routes::audit_refusals`].
 #[derive(Debug, Clone)]
 pub struct Refused {
-    pub reason: &'static str,
+    pub reason: Reason,
     pub target: Option<String>,
     pub message: String,
 }
@@ -41,16 +171,16 @@ pub struct Refused {
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
         let reason = match status {
-            StatusCode::BAD_REQUEST => "bad_request",
-            StatusCode::UNAUTHORIZED => "unauthorized",
-            StatusCode::FORBIDDEN => "forbidden",
-            StatusCode::NOT_FOUND => "not_found",
-            StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
-            StatusCode::CONFLICT => "conflict",
-            StatusCode::PAYLOAD_TOO_LARGE => "too_large",
-            StatusCode::REQUEST_TIMEOUT => "timeout",
-            s if s.is_server_error() => "internal",
-            _ => "refused",
+            StatusCode::BAD_REQUEST => Reason::BadRequest,
+            StatusCode::UNAUTHORIZED => Reason::Unauthorized,
+            StatusCode::FORBIDDEN => Reason::Forbidden,
+            StatusCode::NOT_FOUND => Reason::NotFound,
+            StatusCode::METHOD_NOT_ALLOWED => Reason::MethodNotAllowed,
+            StatusCode::CONFLICT => Reason::Conflict,
+            StatusCode::PAYLOAD_TOO_LARGE => Reason::TooLarge,
+            StatusCode::REQUEST_TIMEOUT => Reason::Timeout,
+            s if s.is_server_error() => Reason::Internal,
+            _ => Reason::Refused,
         };
         // A message may quote what a client sent; an answer never grows with it.
         let message = message.into();
@@ -96,7 +226,7 @@ impl ApiError {
     }
 
     /// The same error with another reason label.
-    pub fn reason(mut self, reason: &'static str) -> Self {
+    pub fn reason(mut self, reason: Reason) -> Self {
         self.reason = reason;
         self
     }

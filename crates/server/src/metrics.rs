@@ -4,6 +4,8 @@ use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::error::Reason;
+
 #[derive(Debug, Default)]
 pub struct Metrics {
     pub issued: AtomicU64,
@@ -15,12 +17,12 @@ pub struct Metrics {
     pub shed: AtomicU64,
     /// Agents waiting in a watch now (a gauge).
     pub watches: AtomicU64,
-    refused: Mutex<BTreeMap<&'static str, u64>>,
+    refused: Mutex<BTreeMap<Reason, u64>>,
 }
 
 impl Metrics {
     /// Counts a refusal by a short, stable reason label.
-    pub fn refuse(&self, reason: &'static str) {
+    pub fn refuse(&self, reason: Reason) {
         *self
             .refused
             .lock()
@@ -78,12 +80,10 @@ impl Metrics {
             out,
             "# HELP evergreen_requests_refused_total Requests refused, by reason.\n# TYPE evergreen_requests_refused_total counter"
         );
-        for (reason, n) in self
-            .refused
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
+        // Every reason, counted or not: an alert on a rate sees a series from the start.
+        let refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+        for reason in Reason::ALL {
+            let n = refused.get(reason).copied().unwrap_or(0);
             let _ = writeln!(
                 out,
                 "evergreen_requests_refused_total{{reason=\"{reason}\"}} {n}"
@@ -115,4 +115,30 @@ pub fn label(value: &str) -> String {
         .replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_refusal_reason_is_a_series_from_the_start() {
+        let metrics = Metrics::default();
+        metrics.refuse(Reason::BadToken);
+        metrics.refuse(Reason::BadToken);
+        let mut out = String::new();
+        metrics.render_counters(&mut out);
+        assert!(out.contains("evergreen_requests_refused_total{reason=\"bad_token\"} 2\n"));
+        assert!(out.contains("evergreen_requests_refused_total{reason=\"admin_lockout\"} 0\n"));
+        let labels: std::collections::BTreeSet<&str> =
+            Reason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(labels.len(), Reason::ALL.len(), "labels are unique");
+        for label in labels {
+            assert!(
+                label.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{label}"
+            );
+            assert_eq!(out.matches(&format!("{{reason=\"{label}\"}}")).count(), 1);
+        }
+    }
 }

@@ -23,7 +23,7 @@ use evergreen_store::{AuditEvent, CertificateRecord, NamedChange, NamedRecord, N
 
 use crate::auth::{Admin, Caller};
 use crate::cluster::{CLIENT_CA, PEER_CA, SERVER_CA};
-use crate::error::{ApiError, JsonBody};
+use crate::error::{ApiError, JsonBody, Reason};
 use crate::state::{AppState, Issuance};
 use crate::text::rfc3339;
 
@@ -398,7 +398,7 @@ fn check_upload(
                 "the certificate of {name} came without its chain, and its issuer {} is not a CA of this cluster, so nodes could not be given a ca.crt that verifies it: send the certificate followed by its issuing CA and any intermediates (cat {name}.pem issuing-ca.pem); nothing was changed",
                 info.issuer
             ))
-            .reason("no_chain")
+            .reason(Reason::NoChain)
         })?,
     };
     if chain.len() == 1 && !info.self_signed {
@@ -606,7 +606,7 @@ fn secret_version(
         &cert,
         &key,
     )
-    .map_err(|e| e.reason("bad_secret").target(&record.name))?;
+    .map_err(|e| e.reason(Reason::BadSecret).target(&record.name))?;
     let fingerprint = CertificateInfo::from_der(&material.chain[0])
         .map_err(ApiError::internal)?
         .fingerprint
@@ -662,7 +662,7 @@ pub async fn create(
             "{} already exists; use set, label or rotate to change it",
             spec.name
         ))
-        .reason("exists")
+        .reason(Reason::Exists)
         .target(target));
     }
     let now = state.now().unix_timestamp();
@@ -696,7 +696,7 @@ pub async fn create(
             let (cert, key) = read_secret(&record)?;
             let records = vec![record.clone()];
             let material = check_upload(&state, &records, &record.name, &cert, &key)
-                .map_err(|e| e.reason("bad_secret").target(&record.name))?;
+                .map_err(|e| e.reason(Reason::BadSecret).target(&record.name))?;
             let version = material.version(&state, &record.name, 1, "created from secret")?;
             (Some(version), Some(material))
         }
@@ -799,9 +799,9 @@ async fn set_all(
             .map(|u| crate::text::bounded(&u.name, 64))
             .collect();
         let reason = match first.status {
-            StatusCode::FORBIDDEN => "unknown_certificate",
-            StatusCode::NOT_ACCEPTABLE => "expired",
-            _ => "bad_certificate",
+            StatusCode::FORBIDDEN => Reason::UnknownCertificate,
+            StatusCode::NOT_ACCEPTABLE => Reason::Expired,
+            _ => Reason::BadCertificate,
         };
         return Err(ApiError::new(first.status, message)
             .reason(reason)
@@ -966,7 +966,7 @@ pub async fn rotate(
                         crate::text::bounded(name, 64),
                         known_names(&records)
                     ))
-                    .reason("unknown_certificate")
+                    .reason(Reason::UnknownCertificate)
                     .target(crate::text::bounded(name, 64)));
                 }
                 Some(r) if r.kind != "selfsigned" => {
@@ -974,7 +974,7 @@ pub async fn rotate(
                         "{name} is {}: replace it with 'evergreen certificate set' instead",
                         r.kind
                     ))
-                    .reason("not_selfsigned")
+                    .reason(Reason::NotSelfsigned)
                     .target(name));
                 }
                 Some(r) => selected.push(r),
@@ -1055,7 +1055,7 @@ pub async fn label(
             "no named certificate {target:?}; known: {}",
             known_names(&records)
         ))
-        .reason("unknown_certificate")
+        .reason(Reason::UnknownCertificate)
         .target(target));
     };
     let current = match record.version {
@@ -1516,6 +1516,6 @@ fn unknown_named(target: &str, records: &[NamedRecord]) -> ApiError {
         "no named certificate {target:?}; known: {}",
         known_names(records)
     ))
-    .reason("unknown_certificate")
+    .reason(Reason::UnknownCertificate)
     .target(target)
 }

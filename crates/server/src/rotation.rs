@@ -26,7 +26,7 @@ use crate::auth::{Admin, Caller};
 use crate::bootstrap::{SERVICE_KEYS, seal_ca_key, seal_service_keys};
 use crate::change::{Live, failed};
 use crate::cluster::{Cluster, ROLE_CAS, ROOT_CA, RetiredCa};
-use crate::error::{ApiError, JsonBody, QueryOf};
+use crate::error::{ApiError, JsonBody, QueryOf, Reason};
 use crate::state::AppState;
 use crate::state::passed;
 
@@ -158,7 +158,7 @@ fn plan(
             return Err(ApiError::bad_request(format!(
                 "{role}.crt is staged without {role}.key; a role CA needs its key to issue"
             ))
-            .reason("missing_key")
+            .reason(Reason::MissingKey)
             .target(role));
         };
         let ca = CertificateAuthority::from_parts(
@@ -167,7 +167,7 @@ fn plan(
         )
         .map_err(|e| {
             ApiError::bad_request(format!("{role}.crt cannot be used as a CA: {e}"))
-                .reason("unusable_ca")
+                .reason(Reason::UnusableCa)
                 .target(role)
         })?;
         let current = cluster
@@ -219,7 +219,7 @@ fn plan(
         return Err(ApiError::bad_request(
             "nothing to rotate: every staged certificate is the current one",
         )
-        .reason("unchanged"));
+        .reason(Reason::Unchanged));
     }
     rotation.event.target = rotated.join(", ");
     let next = cluster.rotated(root, role_cas, service_keys);
@@ -255,15 +255,15 @@ pub async fn rotate_ca(
     let now = state.now();
     let cluster = stored_cluster(&state).await?;
 
-    let staged =
-        Staged::decode(&request.files).map_err(|m| ApiError::bad_request(m).reason("malformed"))?;
+    let staged = Staged::decode(&request.files)
+        .map_err(|m| ApiError::bad_request(m).reason(Reason::Malformed))?;
     let report = check(&staged, &cluster, now);
     let forced_past: Vec<String> = report.failures.iter().map(ToString::to_string).collect();
     if !report.failures.is_empty() && !params.force {
         return Err(ApiError::bad_request(format!(
             "{report}\nNothing was changed. Fix the staged files, or pass --force to rotate anyway"
         ))
-        .reason("integrity"));
+        .reason(Reason::Integrity));
     }
     passed(&state, ACTION, "checked")?;
     let previous_root = cluster.root.clone();
@@ -457,7 +457,7 @@ pub async fn rotate_service_keys(
             Ok(keys) => (keys, format!("retired {kid}")),
             Err(message) => {
                 return Err(ApiError::bad_request(message)
-                    .reason("retire")
+                    .reason(Reason::Retire)
                     .target("service-account"));
             }
         },
@@ -468,7 +468,7 @@ pub async fn rotate_service_keys(
                         "service-account key type {:?} is not supported; use ec-p256, ec-p384, rsa-2048, rsa-3072 or rsa-4096",
                         crate::text::bounded(request.key_type.as_deref().unwrap_or_default(), 40)
                     ))
-                    .reason("key_type")
+                    .reason(Reason::KeyType)
                     .target("service-account"));
                 }
                 Ok(key_type) => key_type,

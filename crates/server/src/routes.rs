@@ -26,7 +26,7 @@ use utoipa_axum::routes;
 use crate::auth::Peer;
 use crate::auth::{Admin, Caller, Holder, RequestContext, peer_actor};
 use crate::cluster::{CLIENT_CA, ROLE_CAS};
-use crate::error::{ApiError, BODY_LIMIT, JsonBody, NoBody, QueryOf, Refused};
+use crate::error::{ApiError, BODY_LIMIT, JsonBody, NoBody, QueryOf, Reason, Refused};
 use crate::state::{AppState, Issuance, Refusal};
 use crate::text::rfc3339;
 
@@ -294,7 +294,7 @@ async fn renew(
     };
     let issue = policy.decide(&csr).map_err(|e| {
         ApiError::forbidden(e.to_string())
-            .reason("policy")
+            .reason(Reason::Policy)
             .target(&target)
     })?;
     let how = Issuance {
@@ -404,7 +404,7 @@ fn admin_lockout(record: &CertificateRecord) -> ApiError {
         "refusing to revoke the admin credential this request is made with (serial {}): nothing could manage the cluster afterwards. To replace it, run `evergreen admin reissue` on the server host: it writes a new admin.crt and admin.key and revokes this one",
         record.serial
     ))
-    .reason("admin_lockout")
+    .reason(Reason::AdminLockout)
     .target(record.subject.clone())
 }
 
@@ -478,7 +478,7 @@ async fn revoke(
             "no certificate {} in the inventory",
             crate::text::bounded(what, 80)
         ))
-        .reason("unknown_certificate")
+        .reason(Reason::UnknownCertificate)
     };
     let Some(record) = record else {
         return Err(unknown(
@@ -514,7 +514,7 @@ async fn revoke(
                 "certificate {} (serial {}) was already revoked at {at}",
                 record.subject, record.serial
             ))
-            .reason("already_revoked")
+            .reason(Reason::AlreadyRevoked)
             .target(record.subject))
         }
         RevokeOutcome::NotFound => Err(unknown(&record.serial)),
@@ -736,7 +736,7 @@ async fn node_replace(
         return Err(ApiError::not_found(format!(
             "node {node} has no live identity; enroll it with a token (evergreen token create --role node --node {node})"
         ))
-        .reason("unknown_node")
+        .reason(Reason::UnknownNode)
         .target(node));
     }
     let mut revoked = Vec::new();

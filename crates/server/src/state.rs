@@ -18,7 +18,7 @@ use tokio::sync::Mutex;
 use crate::change::{Live, Undo, failed};
 use crate::cluster::{CLIENT_CA, CRL_VALIDITY, Cluster, Crls, ROLE_CAS, Revoked};
 use crate::config::{Paths, Settings};
-use crate::error::ApiError;
+use crate::error::{ApiError, Reason};
 use crate::metrics::Metrics;
 
 /// Cluster-wide work (checks, CRLs, rotations, named-certificate changes) runs under the
@@ -62,7 +62,7 @@ pub struct Refusal<'a> {
     pub authenticated: bool,
     pub action: &'a str,
     pub target: &'a str,
-    pub reason: &'static str,
+    pub reason: Reason,
     pub message: &'a str,
 }
 
@@ -200,7 +200,7 @@ impl AppState {
         if !refusal.authenticated {
             let (write, summary) =
                 self.refusals
-                    .admit(refusal.source, refusal.action, refusal.reason, now);
+                    .admit(refusal.source, refusal.action, refusal.reason.as_str(), now);
             if let Some(summary) = summary
                 && let Err(error) = self.store.audit(&summary).await
             {
@@ -222,7 +222,7 @@ impl AppState {
             actor = %event.actor,
             action = %event.action,
             target = %event.target,
-            reason = refusal.reason,
+            reason = refusal.reason.as_str(),
             error = %event.detail,
             "refused"
         );
@@ -235,7 +235,7 @@ impl AppState {
     pub async fn refused_connection(
         &self,
         remote: std::net::SocketAddr,
-        reason: &'static str,
+        reason: Reason,
         message: &str,
     ) {
         let actor = format!("anonymous from {}", remote.ip());
