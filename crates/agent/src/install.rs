@@ -1,5 +1,8 @@
 //! Installing a credential so that a key and its certificate never mismatch on disk.
 //!
+//! [`CredentialSink`] is where a credential goes: [`FileLayout`], [`FilePaths`] or
+//! [`Memory`]; the agent decides what to install and asks the sink what is installed.
+//!
 //! The default layout, `DIR/tls.crt`, `DIR/tls.key`, `DIR/ca.crt`, is made of symbolic
 //! links into `DIR/..data`, itself a link to a versioned directory (the layout Kubernetes
 //! uses for secret volumes). A new version is written to a fresh directory, flushed, and
@@ -13,7 +16,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use evergreen_api::files::{self, KEY_MODE, PUBLIC_MODE};
 use evergreen_pki::certificate::{CertificateInfo, Fingerprint};
-use evergreen_pki::{PrivateKey, pem};
+use evergreen_pki::{CertificateDer, PrivateKey, pem};
 
 use crate::config::{CertificateConfig, parse_mode, parse_owner};
 
@@ -43,98 +46,196 @@ impl Credential {
     }
 }
 
-/// Where one credential goes: the default layout in a directory, or three given paths.
-#[derive(Debug, Clone)]
-pub enum Target {
-    Layout(PathBuf),
-    Paths {
-        cert: PathBuf,
-        key: PathBuf,
-        ca: PathBuf,
-    },
-}
+/// Where a credential is installed: the agent's one seam to where credentials live.
+///
+/// Every implementation installs all of a credential or, when it fails, leaves what was
+/// installed before; it reads back only a certificate installed with its matching key.
+pub trait CredentialSink: std::fmt::Debug + Send + Sync {
+    /// Installs `credential`, replacing what is installed.
+    fn install(&self, credential: &Credential) -> Result<()>;
+    /// The chain installed now, leaf first, when its key is installed with it.
+    fn installed_chain(&self) -> Option<Vec<CertificateDer<'static>>>;
+    /// Removes what [`CredentialSink::install`] wrote; nothing installed is no error.
+    fn remove(&self) -> Result<()>;
 
-impl Target {
-    pub fn for_config(default_dir: PathBuf, config: &CertificateConfig) -> Self {
-        match (&config.cert, &config.key, &config.ca) {
-            (Some(cert), Some(key), Some(ca)) => Target::Paths {
-                cert: cert.clone(),
-                key: key.clone(),
-                ca: ca.clone(),
-            },
-            _ => Target::Layout(default_dir),
-        }
+    /// The fingerprint of the certificate installed now.
+    fn installed(&self) -> Option<Fingerprint> {
+        self.installed_chain()
+            .map(|chain| Fingerprint::of(&chain[0]))
     }
 
-    pub fn cert_path(&self) -> PathBuf {
-        match self {
-            Target::Layout(dir) => dir.join("tls.crt"),
-            Target::Paths { cert, .. } => cert.clone(),
+    /// The certificate installed now.
+    fn installed_leaf(&self) -> Option<CertificateDer<'static>> {
+        self.installed_chain()?.into_iter().next()
+    }
+}
+
+/// How installed files are owned: the certificate's and CA's mode, and the owner of all
+/// three (the key is always 0600).
+#[derive(Debug, Clone, Copy)]
+pub struct Ownership {
+    pub public_mode: u32,
+    pub owner: Option<(u32, u32)>,
+}
+
+impl Default for Ownership {
+    fn default() -> Self {
+        Ownership {
+            public_mode: PUBLIC_MODE,
+            owner: None,
         }
+    }
+}
+
+impl Ownership {
+    pub fn for_config(config: &CertificateConfig) -> Result<Self> {
+        Ok(Ownership {
+            public_mode: config
+                .mode
+                .as_deref()
+                .map(parse_mode)
+                .transpose()?
+                .unwrap_or(PUBLIC_MODE),
+            owner: config.owner.as_deref().map(parse_owner).transpose()?,
+        })
+    }
+}
+
+/// The default layout: `DIR/tls.crt`, `DIR/tls.key`, `DIR/ca.crt` as links into one
+/// versioned directory, all three switched by one rename.
+#[derive(Debug, Clone)]
+pub struct FileLayout {
+    pub dir: PathBuf,
+    pub ownership: Ownership,
+}
+
+impl FileLayout {
+    pub fn cert_path(&self) -> PathBuf {
+        self.dir.join("tls.crt")
     }
 
     pub fn key_path(&self) -> PathBuf {
-        match self {
-            Target::Layout(dir) => dir.join("tls.key"),
-            Target::Paths { key, .. } => key.clone(),
-        }
-    }
-
-    /// The fingerprint of the certificate installed now, if a matching pair is there.
-    pub fn installed(&self) -> Option<Fingerprint> {
-        let chain = pem::parse_certificates("", &fs::read(self.cert_path()).ok()?).ok()?;
-        let key = PrivateKey::from_pem("", &fs::read(self.key_path()).ok()?).ok()?;
-        key.matches_certificate(&chain[0])
-            .ok()?
-            .then(|| Fingerprint::of(&chain[0]))
+        self.dir.join("tls.key")
     }
 }
 
-/// Installs `credential` at `target` with the config's modes and owner.
-pub fn install(target: &Target, credential: &Credential, config: &CertificateConfig) -> Result<()> {
-    let public_mode = config
-        .mode
-        .as_deref()
-        .map(parse_mode)
-        .transpose()?
-        .unwrap_or(PUBLIC_MODE);
-    let owner = config.owner.as_deref().map(parse_owner).transpose()?;
-    match target {
-        Target::Layout(dir) => install_layout(dir, credential, public_mode, owner),
-        Target::Paths { cert, key, ca } => {
-            for (path, text, mode) in [
-                (key, &credential.key_pem, KEY_MODE),
-                (cert, &credential.chain_pem, public_mode),
-                (ca, &credential.ca_pem, public_mode),
-            ] {
-                if let Some(parent) = path.parent() {
-                    fs::create_dir_all(parent)
-                        .with_context(|| format!("cannot create {}", parent.display()))?;
-                }
-                files::replace(path, text.as_bytes(), mode)?;
-                chown(path, owner)?;
-            }
-            Ok(())
-        }
-    }
+/// Three paths a configuration gives, each replaced atomically, the key first.
+#[derive(Debug, Clone)]
+pub struct FilePaths {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
+    pub ownership: Ownership,
 }
 
-/// Removes what [`install`] wrote at `target`: the layout directory, or the three files.
-pub fn remove(target: &Target) -> Result<()> {
-    let gone = |result: std::io::Result<()>, path: &Path| match result {
+/// Credentials kept in memory: for a program that embeds the agent and hands them to its
+/// own TLS stack, and for checking the agent's decisions without files.
+#[derive(Debug, Default)]
+pub struct Memory {
+    installed: std::sync::Mutex<Option<Credential>>,
+}
+
+/// Where the credential `config` describes goes: its three paths when it gives all of
+/// them, else the default layout in `default_dir`.
+pub fn sink_for(
+    default_dir: PathBuf,
+    config: &CertificateConfig,
+) -> Result<Box<dyn CredentialSink>> {
+    let ownership = Ownership::for_config(config)?;
+    Ok(match (&config.cert, &config.key, &config.ca) {
+        (Some(cert), Some(key), Some(ca)) => Box::new(FilePaths {
+            cert: cert.clone(),
+            key: key.clone(),
+            ca: ca.clone(),
+            ownership,
+        }),
+        _ => Box::new(FileLayout {
+            dir: default_dir,
+            ownership,
+        }),
+    })
+}
+
+/// The chain at `cert` when the key at `key` matches its first certificate.
+fn matching_pair(cert: &Path, key: &Path) -> Option<Vec<CertificateDer<'static>>> {
+    let chain = pem::parse_certificates("", &fs::read(cert).ok()?).ok()?;
+    let key = PrivateKey::from_pem("", &fs::read(key).ok()?).ok()?;
+    key.matches_certificate(chain.first()?)
+        .ok()?
+        .then_some(chain)
+}
+
+/// Removes `path`; a missing one is no error.
+fn remove_path(result: std::io::Result<()>, path: &Path) -> Result<()> {
+    match result {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
             Err(anyhow::Error::new(e).context(format!("cannot remove {}", path.display())))
         }
         _ => Ok(()),
-    };
-    match target {
-        Target::Layout(dir) => gone(fs::remove_dir_all(dir), dir),
-        Target::Paths { cert, key, ca } => {
-            for path in [key, cert, ca] {
-                gone(fs::remove_file(path), path)?;
+    }
+}
+
+impl CredentialSink for FileLayout {
+    fn install(&self, credential: &Credential) -> Result<()> {
+        install_layout(&self.dir, credential, self.ownership)
+    }
+
+    fn installed_chain(&self) -> Option<Vec<CertificateDer<'static>>> {
+        matching_pair(&self.cert_path(), &self.key_path())
+    }
+
+    fn remove(&self) -> Result<()> {
+        remove_path(fs::remove_dir_all(&self.dir), &self.dir)
+    }
+}
+
+impl CredentialSink for FilePaths {
+    fn install(&self, credential: &Credential) -> Result<()> {
+        for (path, text, mode) in [
+            (&self.key, &credential.key_pem, KEY_MODE),
+            (
+                &self.cert,
+                &credential.chain_pem,
+                self.ownership.public_mode,
+            ),
+            (&self.ca, &credential.ca_pem, self.ownership.public_mode),
+        ] {
+            if let Some(parent) = path.parent() {
+                fs::create_dir_all(parent)
+                    .with_context(|| format!("cannot create {}", parent.display()))?;
             }
-            Ok(())
+            files::replace(path, text.as_bytes(), mode)?;
+            chown(path, self.ownership.owner)?;
         }
+        Ok(())
+    }
+
+    fn installed_chain(&self) -> Option<Vec<CertificateDer<'static>>> {
+        matching_pair(&self.cert, &self.key)
+    }
+
+    fn remove(&self) -> Result<()> {
+        for path in [&self.key, &self.cert, &self.ca] {
+            remove_path(fs::remove_file(path), path)?;
+        }
+        Ok(())
+    }
+}
+
+impl CredentialSink for Memory {
+    fn install(&self, credential: &Credential) -> Result<()> {
+        *self.installed.lock().unwrap_or_else(|e| e.into_inner()) = Some(credential.clone());
+        Ok(())
+    }
+
+    fn installed_chain(&self) -> Option<Vec<CertificateDer<'static>>> {
+        let installed = self.installed.lock().unwrap_or_else(|e| e.into_inner());
+        pem::parse_certificates("", installed.as_ref()?.chain_pem.as_bytes()).ok()
+    }
+
+    fn remove(&self) -> Result<()> {
+        *self.installed.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        Ok(())
     }
 }
 
@@ -146,12 +247,8 @@ fn chown(path: &Path, owner: Option<(u32, u32)>) -> Result<()> {
     Ok(())
 }
 
-fn install_layout(
-    dir: &Path,
-    credential: &Credential,
-    public_mode: u32,
-    owner: Option<(u32, u32)>,
-) -> Result<()> {
+fn install_layout(dir: &Path, credential: &Credential, ownership: Ownership) -> Result<()> {
+    let Ownership { public_mode, owner } = ownership;
     files::create_private_dir(dir)?;
     let suffix = evergreen_pki::token::random_string(8)?;
     let version_dir = format!(
@@ -246,4 +343,92 @@ pub async fn served_fingerprint(addr: &str) -> Result<Fingerprint> {
     let client = evergreen_api::client::Client::unauthenticated(&format!("https://{addr}"))?;
     let chain = client.peer_certificates().await?;
     Ok(CertificateInfo::from_der(&chain[0])?.fingerprint)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A self-signed certificate and its key, made by the openssl command.
+    fn credential(dir: &Path, name: &str) -> Credential {
+        let openssl = evergreen_test_util::Openssl::find();
+        let (key, cert) = (
+            dir.join(format!("{name}.key")),
+            dir.join(format!("{name}.crt")),
+        );
+        openssl.ok([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-subj",
+            &format!("/CN={name}"),
+            "-days",
+            "30",
+            "-keyout",
+            key.to_str().unwrap(),
+            "-out",
+            cert.to_str().unwrap(),
+        ]);
+        let text = |p: &Path| fs::read_to_string(p).unwrap();
+        Credential::new(text(&cert), text(&key), text(&cert)).unwrap()
+    }
+
+    /// Every sink keeps the same contract: nothing read back before an install, exactly the
+    /// credential installed last, nothing after a removal (twice is no error).
+    #[test]
+    fn every_sink_installs_replaces_and_removes_the_same_way() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = credential(dir.path(), "first");
+        let second = credential(dir.path(), "second");
+        let mismatched = Credential::new(
+            first.chain_pem.clone(),
+            second.key_pem.clone(),
+            first.ca_pem.clone(),
+        );
+        assert!(
+            mismatched.is_err(),
+            "a key of another certificate is refused before any write"
+        );
+        let sinks: Vec<Box<dyn CredentialSink>> = vec![
+            Box::new(FileLayout {
+                dir: dir.path().join("layout"),
+                ownership: Ownership::default(),
+            }),
+            Box::new(FilePaths {
+                cert: dir.path().join("paths/tls.crt"),
+                key: dir.path().join("paths/private/tls.key"),
+                ca: dir.path().join("paths/ca.crt"),
+                ownership: Ownership::default(),
+            }),
+            Box::new(Memory::default()),
+        ];
+        for sink in &sinks {
+            assert_eq!(sink.installed(), None, "{sink:?}");
+            sink.install(&first).unwrap();
+            assert_eq!(sink.installed(), Some(first.fingerprint), "{sink:?}");
+            sink.install(&second).unwrap();
+            assert_eq!(sink.installed(), Some(second.fingerprint), "{sink:?}");
+            let leaf = sink.installed_leaf().unwrap();
+            assert_eq!(Fingerprint::of(&leaf), second.fingerprint);
+            sink.remove().unwrap();
+            assert_eq!(sink.installed(), None, "{sink:?}");
+            sink.remove().unwrap();
+        }
+        // On disk, keys are never readable by others.
+        let layout = FileLayout {
+            dir: dir.path().join("layout"),
+            ownership: Ownership::default(),
+        };
+        layout.install(&first).unwrap();
+        let mode = fs::metadata(layout.key_path())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, KEY_MODE);
+    }
 }

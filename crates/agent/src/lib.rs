@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 pub use config::Config;
-use install::{Credential, Target};
+use install::{Credential, CredentialSink};
 use trust::Trust;
 
 /// How the agent runs.
@@ -70,7 +70,8 @@ struct State {
 
 struct Agent {
     settings: Settings,
-    identity: Target,
+    /// The node identity, in the default layout (the client reads its key from there).
+    identity: install::FileLayout,
     state_path: PathBuf,
     /// The cluster's roots: the one the token pins, then those proven to it (see
     /// [`trust`]).
@@ -91,7 +92,10 @@ struct Agent {
 pub async fn run(settings: Settings, mut stop: watch::Receiver<bool>) -> Result<()> {
     files_dir(&settings.data_dir)?;
     let mut agent = Agent {
-        identity: Target::Layout(settings.data_dir.join("identity")),
+        identity: install::FileLayout {
+            dir: settings.data_dir.join("identity"),
+            ownership: Default::default(),
+        },
         state_path: settings.data_dir.join("state.json"),
         state: std::fs::read(settings.data_dir.join("state.json"))
             .ok()
@@ -231,12 +235,6 @@ fn issued_by(leaf: &CertificateDer<'_>, ca: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// The first certificate of a PEM file.
-fn installed_leaf(path: &std::path::Path) -> Option<CertificateDer<'static>> {
-    let chain = pem::parse_certificates("", &std::fs::read(path).ok()?).ok()?;
-    chain.into_iter().next()
-}
-
 impl Agent {
     fn now(&self) -> evergreen_pki::OffsetDateTime {
         self.settings.clock.now()
@@ -341,8 +339,7 @@ impl Agent {
 
     /// The identity's certificate, if installed.
     fn identity_info(&self) -> Option<CertificateInfo> {
-        self.identity.installed()?;
-        CertificateInfo::from_der(&installed_leaf(&self.identity.cert_path())?).ok()
+        CertificateInfo::from_der(&self.identity.installed_leaf()?).ok()
     }
 
     /// Makes sure a valid identity is installed: enrolls without one (or after it expired,
@@ -428,7 +425,7 @@ impl Agent {
         let chain = String::from_utf8(decode_pem(&bundle.crt).map_err(anyhow::Error::msg)?)?;
         let ca = String::from_utf8(decode_pem(&bundle.ca_crt).map_err(anyhow::Error::msg)?)?;
         let credential = Credential::new(chain, key.to_pem(), ca)?;
-        install::install(&self.identity, &credential, &Default::default())
+        self.identity.install(&credential)
     }
 
     /// One round: identity, one watch, installs, report.
@@ -450,10 +447,8 @@ impl Agent {
         self.follow_trust_bundle(&watch.trust_bundle)?;
         let roots = self.trust.roots().to_vec();
         let client = self.client(&roots, true)?;
-        if let (Some(ca), Some(leaf)) = (
-            &watch.identity_ca,
-            installed_leaf(&self.identity.cert_path()),
-        ) && !issued_by(&leaf, ca)
+        if let (Some(ca), Some(leaf)) = (&watch.identity_ca, self.identity.installed_leaf())
+            && !issued_by(&leaf, ca)
         {
             tracing::info!("the identity's CA was rotated; renewing it");
             self.identity_outdated = true;
@@ -466,11 +461,12 @@ impl Agent {
                 .get(&assignment.name)
                 .is_some_and(|i| i.version == assignment.version);
             let config = self.settings.config.for_name(&assignment.name);
-            let target = Target::for_config(
+            let target = install::sink_for(
                 self.settings.data_dir.join("certs").join(&assignment.name),
                 &config,
-            );
-            if done && target.installed().is_some() && !self.node_cert_due(&target, assignment) {
+            )
+            .with_context(|| format!("the configuration of {}", assignment.name))?;
+            if done && target.installed().is_some() && !self.node_cert_due(&*target, assignment) {
                 continue;
             }
             let credential = self
@@ -484,7 +480,8 @@ impl Agent {
                 ));
                 continue;
             }
-            install::install(&target, &credential, &config)
+            target
+                .install(&credential)
                 .with_context(|| format!("cannot install {}", assignment.name))?;
             tracing::info!(name = %assignment.name, version = assignment.version, fingerprint = %credential.fingerprint, "installed");
             if let Some(command) = &config.reload
@@ -535,8 +532,11 @@ impl Agent {
         for name in gone {
             let config = self.settings.config.for_name(&name);
             let target =
-                Target::for_config(self.settings.data_dir.join("certs").join(&name), &config);
-            install::remove(&target).with_context(|| format!("cannot remove {name}"))?;
+                install::sink_for(self.settings.data_dir.join("certs").join(&name), &config)
+                    .with_context(|| format!("the configuration of {name}"))?;
+            target
+                .remove()
+                .with_context(|| format!("cannot remove {name}"))?;
             self.state.installed.remove(&name);
             self.save_state()?;
             tracing::info!(%name, "removed its files: it is no longer assigned to this node");
@@ -572,11 +572,11 @@ impl Agent {
 
     /// Whether an installed node-scope certificate must be issued again: expired, inside
     /// the renewal window, or issued by a CA the server no longer issues it from.
-    fn node_cert_due(&self, target: &Target, assignment: &Assignment) -> bool {
+    fn node_cert_due(&self, target: &dyn CredentialSink, assignment: &Assignment) -> bool {
         if assignment.scope != Scope::Node {
             return false;
         }
-        let Some(leaf) = installed_leaf(&target.cert_path()) else {
+        let Some(leaf) = target.installed_leaf() else {
             return true;
         };
         // A CA the server sent that cannot be read counts as another CA.

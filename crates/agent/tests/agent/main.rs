@@ -10,7 +10,7 @@ use std::time::Duration as StdDuration;
 
 use evergreen_agent::Settings;
 use evergreen_agent::config::{CertificateConfig, Config};
-use evergreen_agent::install::Target;
+use evergreen_agent::install::{CredentialSink, FileLayout, FilePaths};
 use evergreen_api::{Clock, NamedCertificateSpec, NamedCertificateStatus, Replacement, UpdateCert};
 use evergreen_pki::certificate::{CertificateInfo, Usage};
 use evergreen_pki::{DistinguishedName, Duration, IssueRequest, KeyType, PrivateKey, Profile, pem};
@@ -72,7 +72,7 @@ fn start_agent_with(
 
 impl RunningAgent {
     fn installed(&self, name: &str) -> Option<String> {
-        Target::Layout(self.data_dir.join("certs").join(name))
+        layout(&self.data_dir.join("certs").join(name))
             .installed()
             .map(|f| f.to_string())
     }
@@ -370,10 +370,11 @@ async fn the_identity_renews_before_expiry_and_an_expired_one_keeps_every_file()
         )
         .await
         .unwrap();
-    let target = Target::Paths {
+    let target = FilePaths {
         cert: custom.join("proxy.crt"),
         key: custom.join("private/proxy.key"),
         ca: custom.join("ca.pem"),
+        ownership: Default::default(),
     };
     until("the install at the configured paths", async || {
         target.installed().map(|f| f.to_string()) == created.fingerprint
@@ -399,7 +400,7 @@ async fn the_identity_renews_before_expiry_and_an_expired_one_keeps_every_file()
 
     // When the renewal window opens (90 days before expiry, minus jitter) the identity is
     // renewed, by itself.
-    let identity = Target::Layout(agent.data_dir.join("identity"));
+    let identity = layout(&agent.data_dir.join("identity"));
     let first = identity.installed().unwrap();
     t.clock.advance(Duration::days(276));
     until("the identity to renew", async || {
@@ -431,13 +432,17 @@ async fn the_identity_renews_before_expiry_and_an_expired_one_keeps_every_file()
     again.stop().await;
 }
 
+/// The default layout at `dir`, as the agent reads it.
+fn layout(dir: &Path) -> FileLayout {
+    FileLayout {
+        dir: dir.to_owned(),
+        ownership: Default::default(),
+    }
+}
+
 /// The chain installed at `dir` (Kubernetes secret-volume layout).
 fn installed_chain(dir: &Path) -> Vec<evergreen_pki::CertificateDer<'static>> {
-    pem::parse_certificates(
-        "tls.crt",
-        &std::fs::read(Target::Layout(dir.to_owned()).cert_path()).unwrap(),
-    )
-    .unwrap()
+    pem::parse_certificates("tls.crt", &std::fs::read(layout(dir).cert_path()).unwrap()).unwrap()
 }
 
 fn issued_by(

@@ -1,5 +1,6 @@
 //! `evergreen server` as a process, and the CLI commands that talk to it: the README's
 //! flows end to end.
+use evergreen_agent::install::CredentialSink as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -694,7 +695,10 @@ fn an_agent_killed_at_any_moment_never_leaves_a_mismatched_pair() {
             .unwrap()
     };
     let consistent = |dir: &Path| {
-        let target = evergreen_agent::install::Target::Layout(dir.to_owned());
+        let target = evergreen_agent::install::FileLayout {
+            dir: dir.to_owned(),
+            ownership: Default::default(),
+        };
         // Either nothing is installed yet, or the pair on disk matches.
         !dir.join("tls.crt").exists() || target.installed().is_some()
     };
@@ -726,7 +730,10 @@ fn an_agent_killed_at_any_moment_never_leaves_a_mismatched_pair() {
     }
     // Left running, it converges on the latest version.
     let mut agent = spawn();
-    let target = evergreen_agent::install::Target::Layout(data.join("certs/proxy"));
+    let target = evergreen_agent::install::FileLayout {
+        dir: data.join("certs/proxy"),
+        ownership: Default::default(),
+    };
     wait_for(60, "the agent to install the latest version", || {
         target.installed().map(|f| f.to_string()).as_deref() == Some(latest.as_str())
     });
