@@ -206,6 +206,10 @@ impl Server {
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--listen", "127.0.0.1:0"])
+            // Every simulated agent connects from 127.0.0.1, where a real fleet comes from
+            // as many addresses as it has nodes: the per-source cap on unproven
+            // connections (a flood defence) would shed the fleet's reconnect storm.
+            .args(["--max-unproven-per-source", "1000000"])
             .env("EVERGREEN_LOG", "warn");
         let mut process = Guarded::spawn("evergreen server", command, data_dir.join("server.log"))?;
         let started = now();
