@@ -22,6 +22,11 @@ use crate::{
 };
 
 /// Schema versions, applied in order, each in its own transaction.
+///
+/// Not `sqlx::migrate!`: every datastore in use records its version in `schema_version`,
+/// which sqlx's `_sqlx_migrations` would not read (it would run 0001 again on them), the
+/// runner here is a few lines per backend, and the macro needs sqlx's `migrate` and
+/// `macros` features, a proc-macro build of the drivers this crate keeps out.
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_initial.sql")),
     (
