@@ -56,7 +56,7 @@ fn node_name(caller: &Identity) -> Result<String, ApiError> {
     summary = "Long-poll for the node's assignments and trust bundle",
     security(("mtls" = ["node"])),
     params(evergreen_api::query::WatchParams),
-    responses((status = 200, description = "The state at this revision or later", body = evergreen_api::AgentWatch), (status = "4XX", description = "Refused: `{\"code\",\"error\"}`", body = evergreen_api::ErrorBody), (status = "5XX", description = "Server error", body = evergreen_api::ErrorBody))
+    responses((status = 200, description = "The state at this revision or later", body = evergreen_api::AgentWatch))
 )]
 pub async fn watch(
     State(state): AppStateRef,
@@ -270,7 +270,7 @@ async fn node_addresses(
     summary = "Issue a node-scope certificate; names come from the declaration, the CSR gives only the key",
     security(("mtls" = ["node"])),
     request_body = evergreen_api::AgentIssueRequest,
-    responses((status = 201, description = "Issued", body = evergreen_api::CertificateBundle), (status = "4XX", description = "Refused: `{\"code\",\"error\"}`", body = evergreen_api::ErrorBody), (status = "5XX", description = "Server error", body = evergreen_api::ErrorBody))
+    responses((status = 201, description = "Issued", body = evergreen_api::CertificateBundle))
 )]
 /// Issues a node-scope certificate: subject `CN=<node>`, names from the declaration with
 /// `{node}` and `{ip}` filled in by the server; the CSR gives only the key.
@@ -414,7 +414,7 @@ async fn check_installed(
     summary = "Report what the agent installed and whether it is served",
     security(("mtls" = ["node"])),
     request_body = evergreen_api::AgentStatus,
-    responses((status = 204, description = "Recorded"), (status = "4XX", description = "Refused: `{\"code\",\"error\"}`", body = evergreen_api::ErrorBody), (status = "5XX", description = "Server error", body = evergreen_api::ErrorBody))
+    responses((status = 204, description = "Recorded"))
 )]
 pub async fn status(
     State(state): AppStateRef,

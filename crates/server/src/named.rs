@@ -505,7 +505,7 @@ async fn replacement(
     operation_id = "named_list",
     summary = "Named certificates and which nodes acknowledged which version",
     security(("mtls" = ["admin"])),
-    responses((status = 200, description = "Every named certificate", body = Vec<evergreen_api::NamedCertificateStatus>), (status = "4XX", description = "Refused: `{\"code\",\"error\"}`", body = evergreen_api::ErrorBody), (status = "5XX", description = "Server error", body = evergreen_api::ErrorBody))
+    responses((status = 200, description = "Every named certificate", body = Vec<evergreen_api::NamedCertificateStatus>))
 )]
 pub async fn list(
     State(state): AppStateRef,
@@ -646,7 +646,7 @@ fn read_secret(record: &NamedRecord) -> Result<(String, String), ApiError> {
     summary = "Declare a named certificate",
     security(("mtls" = ["admin"])),
     request_body = evergreen_api::NamedCertificateSpec,
-    responses((status = 201, description = "Declared; its first version", body = evergreen_api::Replacement), (status = "4XX", description = "Refused: `{\"code\",\"error\"}`", body = evergreen_api::ErrorBody), (status = "5XX", description = "Server error", body = evergreen_api::ErrorBody))
+    responses((status = 201, description = "Declared; its first version", body = evergreen_api::Replacement))
 )]
 pub async fn create(
     State(state): AppStateRef,
@@ -897,7 +897,7 @@ async fn save_and_answer(
     description = r#"PEM key and certificate; Redis' `sed` escaping (a backslash before a line break) is accepted. 403 unknown name, 400 malformed or mismatched, 406 expired."#,
     security(("mtls" = ["admin"])),
     request_body = evergreen_api::UpdateCert,
-    responses((status = 200, description = "The new version", body = evergreen_api::Replacement), (status = "4XX", description = "Refused: `{\"code\",\"error\"}`", body = evergreen_api::ErrorBody), (status = "5XX", description = "Server error", body = evergreen_api::ErrorBody))
+    responses((status = 200, description = "The new version", body = evergreen_api::Replacement))
 )]
 /// Redis Enterprise's `PUT /v1/cluster/update_cert`.
 pub async fn update_cert(
@@ -920,7 +920,7 @@ pub async fn update_cert(
     summary = "Replace several certificates; all are checked before any changes",
     security(("mtls" = ["admin"])),
     request_body = evergreen_api::UpdateCerts,
-    responses((status = 200, description = "The new versions", body = Vec<evergreen_api::Replacement>), (status = "4XX", description = "Refused: `{\"code\",\"error\"}`", body = evergreen_api::ErrorBody), (status = "5XX", description = "Server error", body = evergreen_api::ErrorBody))
+    responses((status = 200, description = "The new versions", body = Vec<evergreen_api::Replacement>))
 )]
 pub async fn update_certs(
     State(state): AppStateRef,
@@ -940,7 +940,7 @@ pub async fn update_certs(
     summary = "Regenerate selfsigned certificates (the names given, or all)",
     security(("mtls" = ["admin"])),
     request_body = evergreen_api::RotateRequest,
-    responses((status = 200, description = "The new versions", body = Vec<evergreen_api::Replacement>), (status = "4XX", description = "Refused: `{\"code\",\"error\"}`", body = evergreen_api::ErrorBody), (status = "5XX", description = "Server error", body = evergreen_api::ErrorBody))
+    responses((status = 200, description = "The new versions", body = Vec<evergreen_api::Replacement>))
 )]
 /// Regenerates selfsigned certificates: the names given, or every selfsigned one.
 pub async fn rotate(
@@ -1034,7 +1034,7 @@ pub(crate) async fn rotate_serving(state: &AppState, actor: &str) -> Result<(), 
     security(("mtls" = ["admin"])),
     request_body = evergreen_api::LabelRequest,
     params(("name" = String, Path, description = "The named certificate")),
-    responses((status = 200, description = "The current version", body = evergreen_api::Replacement), (status = "4XX", description = "Refused: `{\"code\",\"error\"}`", body = evergreen_api::ErrorBody), (status = "5XX", description = "Server error", body = evergreen_api::ErrorBody))
+    responses((status = 200, description = "The current version", body = evergreen_api::Replacement))
 )]
 /// Sets a label; a new, different label regenerates a selfsigned certificate (Event
 /// Streams' way to ask for a new certificate).
@@ -1138,7 +1138,7 @@ pub async fn label(
     summary = "A node certificate and key made by the server, for a runtime without an agent",
     security(("mtls" = ["admin"])),
     params(("node" = String, Path, description = "The node name")),
-    responses((status = 201, description = "Issued", body = evergreen_api::NodeBundle), (status = "4XX", description = "Refused: `{\"code\",\"error\"}`", body = evergreen_api::ErrorBody), (status = "5XX", description = "Server error", body = evergreen_api::ErrorBody))
+    responses((status = 201, description = "Issued", body = evergreen_api::NodeBundle))
 )]
 /// A node credential (certificate, key, CA) made by the server, for a runtime that runs no
 /// agent: Konnect's "Generate certificate".
@@ -1286,7 +1286,7 @@ pub async fn renew_due(state: &AppState) -> Result<(), ApiError> {
     security(("mtls" = ["admin"])),
     request_body = evergreen_api::TypeRequest,
     params(("name" = String, Path, description = "The named certificate")),
-    responses((status = 200, description = "The current version", body = evergreen_api::Replacement), (status = "4XX", description = "Refused: `{\"code\",\"error\"}`", body = evergreen_api::ErrorBody), (status = "5XX", description = "Server error", body = evergreen_api::ErrorBody))
+    responses((status = 200, description = "The current version", body = evergreen_api::Replacement))
 )]
 /// `PUT /v1/cluster/certificates/{name}/type`: switches a named certificate to another
 /// type, as Event Streams lets one move between a provided certificate and a generated
@@ -1419,7 +1419,7 @@ pub async fn set_type(
     summary = "Delete a named certificate; what was issued for it is revoked and nodes remove its files",
     security(("mtls" = ["admin"])),
     params(("name" = String, Path, description = "The named certificate")),
-    responses((status = 200, description = "Deleted", body = evergreen_api::NamedDeletion), (status = "4XX", description = "Refused: `{\"code\",\"error\"}`", body = evergreen_api::ErrorBody), (status = "5XX", description = "Server error", body = evergreen_api::ErrorBody))
+    responses((status = 200, description = "Deleted", body = evergreen_api::NamedDeletion))
 )]
 /// `DELETE /v1/cluster/certificates/{name}`: removes a named certificate. What this
 /// cluster issued for it and is still live is revoked (cessation of operation) in the same

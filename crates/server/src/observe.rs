@@ -19,7 +19,7 @@ use crate::state::AppState;
     tag = "observe",
     operation_id = "metrics",
     summary = "Prometheus metrics, with nothing that names a certificate",
-    responses((status = 200, description = "Prometheus text", content_type = "text/plain", body = String), (status = "4XX", description = "Refused: `{\"code\",\"error\"}`", body = evergreen_api::ErrorBody), (status = "5XX", description = "Server error", body = evergreen_api::ErrorBody))
+    responses((status = 200, description = "Prometheus text", content_type = "text/plain", body = String))
 )]
 /// Prometheus text for anyone: counters, the expiry of every CA, counts of live
 /// certificates with the soonest expiry by role and CA, and the current version and
@@ -112,7 +112,7 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Result<Response, Api
     operation_id = "certificate_metrics",
     summary = "The expiry of every live certificate, by serial and subject (Prometheus text)",
     security(("mtls" = ["admin"])),
-    responses((status = 200, description = "Prometheus text", content_type = "text/plain", body = String), (status = "4XX", description = "Refused: `{\"code\",\"error\"}`", body = evergreen_api::ErrorBody), (status = "5XX", description = "Server error", body = evergreen_api::ErrorBody))
+    responses((status = 200, description = "Prometheus text", content_type = "text/plain", body = String))
 )]
 /// `GET /v1/metrics/certificates` (admin): the expiry of every live certificate, with its
 /// serial, subject, role and issuer, as Prometheus text.

@@ -6,7 +6,10 @@ use std::collections::BTreeMap;
 
 use utoipa::openapi::security::{SecurityRequirement, SecurityScheme};
 use utoipa::openapi::tag::TagBuilder;
-use utoipa::openapi::{ComponentsBuilder, InfoBuilder, OpenApi, OpenApiBuilder};
+use utoipa::openapi::{
+    ComponentsBuilder, ContentBuilder, InfoBuilder, OpenApi, OpenApiBuilder, Ref, RefOr,
+    ResponseBuilder,
+};
 
 /// The name of the mutual-TLS security scheme; its scopes are the caller roles.
 pub const MTLS: &str = "mtls";
@@ -62,6 +65,7 @@ pub fn base() -> OpenApi {
         )
         .components(Some(
             ComponentsBuilder::new()
+                .schema_from::<evergreen_api::ErrorBody>()
                 .security_scheme(
                     MTLS,
                     SecurityScheme::MutualTls {
@@ -82,9 +86,24 @@ pub fn base() -> OpenApi {
         .build()
 }
 
-/// Operations that name no security requirement are open: say so explicitly (an empty
-/// requirement), so that tools do not read them as "unspecified".
-pub fn mark_open(document: &mut OpenApi) {
+/// What the router cannot say of each operation, said once for all of them: every refusal
+/// answers `{"code","error"}` (4XX), every server error too (5XX); and an operation that
+/// names no security requirement is open, said explicitly (an empty requirement) so that
+/// tools do not read it as "unspecified".
+pub fn finish(document: &mut OpenApi) {
+    let error = |description: &str| {
+        RefOr::T(
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build(),
+        )
+    };
     for item in document.paths.paths.values_mut() {
         for operation in [
             &mut item.get,
@@ -96,6 +115,13 @@ pub fn mark_open(document: &mut OpenApi) {
         .into_iter()
         .flatten()
         {
+            let responses = &mut operation.responses.responses;
+            responses
+                .entry("4XX".into())
+                .or_insert_with(|| error("Refused: `{\"code\",\"error\"}`"));
+            responses
+                .entry("5XX".into())
+                .or_insert_with(|| error("Server error"));
             if operation.security.is_none() {
                 operation.security = Some(vec![SecurityRequirement::default()]);
             }

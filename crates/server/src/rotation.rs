@@ -240,7 +240,7 @@ fn plan(
     security(("mtls" = ["admin"])),
     request_body = evergreen_api::CaRotateRequest,
     params(evergreen_api::query::RotateParams),
-    responses((status = 200, description = "Rotated", body = evergreen_api::CaRotation), (status = "4XX", description = "Refused: `{\"code\",\"error\"}`", body = evergreen_api::ErrorBody), (status = "5XX", description = "Server error", body = evergreen_api::ErrorBody))
+    responses((status = 200, description = "Rotated", body = evergreen_api::CaRotation))
 )]
 /// `PUT /v1/ca/rotate?force=BOOL`.
 pub async fn rotate_ca(
@@ -409,7 +409,7 @@ async fn stored_cluster(state: &AppState) -> Result<Cluster, ApiError> {
     tag = "keys",
     operation_id = "jwks",
     summary = "The service-account keys as a JWKS, the signing key first",
-    responses((status = 200, description = "JWKS", body = evergreen_api::Jwks), (status = "4XX", description = "Refused: `{\"code\",\"error\"}`", body = evergreen_api::ErrorBody), (status = "5XX", description = "Server error", body = evergreen_api::ErrorBody))
+    responses((status = 200, description = "JWKS", body = evergreen_api::Jwks))
 )]
 /// `GET /v1/keys/service-account`: the JWKS, for anyone (public keys only).
 pub async fn jwks(State(state): AppStateRef) -> Result<Json<Jwks>, ApiError> {
@@ -439,7 +439,7 @@ pub async fn jwks(State(state): AppStateRef) -> Result<Json<Jwks>, ApiError> {
     summary = "A new service-account signing key first (older ones kept), or retire one",
     security(("mtls" = ["admin"])),
     request_body = evergreen_api::ServiceKeyRotation,
-    responses((status = 200, description = "The keys now", body = evergreen_api::Jwks), (status = "4XX", description = "Refused: `{\"code\",\"error\"}`", body = evergreen_api::ErrorBody), (status = "5XX", description = "Server error", body = evergreen_api::ErrorBody))
+    responses((status = 200, description = "The keys now", body = evergreen_api::Jwks))
 )]
 /// `POST /v1/keys/service-account/rotate`: a new signing key first, or with `retire`
 /// one key removed. One change: sealed, written and served together.

@@ -72,7 +72,7 @@ pub fn document() -> &'static OpenApi {
     static DOCUMENT: OnceLock<OpenApi> = OnceLock::new();
     DOCUMENT.get_or_init(|| {
         let mut document = api().into_openapi();
-        crate::openapi::mark_open(&mut document);
+        crate::openapi::finish(&mut document);
         document
     })
 }
@@ -234,7 +234,7 @@ async fn as_json_error(response: Response) -> (Response, Refused) {
     tag = "trust",
     operation_id = "cacerts",
     summary = "The trust bundle: root CA and role CAs (PEM)",
-    responses((status = 200, description = "PEM certificates", content_type = "application/x-pem-file", body = String), (status = "4XX", description = "Refused: `{\"code\",\"error\"}`", body = evergreen_api::ErrorBody), (status = "5XX", description = "Server error", body = evergreen_api::ErrorBody))
+    responses((status = 200, description = "PEM certificates", content_type = "application/x-pem-file", body = String))
 )]
 async fn cacerts(State(state): AppStateRef) -> Response {
     let pem = evergreen_pki::pem::encode_certificates(&state.cluster.load().trust_bundle());
@@ -249,7 +249,7 @@ async fn cacerts(State(state): AppStateRef) -> Response {
     summary = "Enroll: a client certificate for a CSR, with a join token",
     description = r#"The token says who may enroll (a node name or pattern, an app subject); the CSR gives the key and the subject."#,
     request_body = evergreen_api::EnrollRequest,
-    responses((status = 201, description = "Issued", body = evergreen_api::CertificateBundle), (status = "4XX", description = "Refused: `{\"code\",\"error\"}`", body = evergreen_api::ErrorBody), (status = "5XX", description = "Server error", body = evergreen_api::ErrorBody))
+    responses((status = 201, description = "Issued", body = evergreen_api::CertificateBundle))
 )]
 async fn enroll(
     State(state): AppStateRef,
@@ -275,7 +275,7 @@ fn validity(state: &AppState, role: evergreen_api::Role) -> evergreen_pki::Durat
     description = r#"Same subject, at most the same SANs as the certificate the caller connects with. `csr` is base64 of a PEM CSR; line breaks inside it are accepted."#,
     security(("mtls" = ["node", "app", "admin"])),
     request_body = evergreen_api::RenewalRequest,
-    responses((status = 201, description = "Issued", body = evergreen_api::CertificateBundle), (status = "4XX", description = "Refused: `{\"code\",\"error\"}`", body = evergreen_api::ErrorBody), (status = "5XX", description = "Server error", body = evergreen_api::ErrorBody))
+    responses((status = 201, description = "Issued", body = evergreen_api::CertificateBundle))
 )]
 /// Kyma's renewal: the caller proves who it is with its current certificate and gets a
 /// new one for exactly the same subject and at most the same SANs.
@@ -355,7 +355,7 @@ pub(crate) async fn revoke_and_publish(
     summary = "Revoke the caller's own certificate (Kyma compatible)",
     description = r#"The built-in admin credential is refused (409 `admin_lockout`): replace it with `evergreen admin reissue` on the server host."#,
     security(("mtls" = ["node", "app", "admin"])),
-    responses((status = 201, description = "Revoked", body = evergreen_api::CertificateSummary), (status = "4XX", description = "Refused: `{\"code\",\"error\"}`", body = evergreen_api::ErrorBody), (status = "5XX", description = "Server error", body = evergreen_api::ErrorBody))
+    responses((status = 201, description = "Revoked", body = evergreen_api::CertificateSummary))
 )]
 /// Kyma's revocation: the caller revokes its own certificate.
 async fn revoke_own(
@@ -434,7 +434,7 @@ fn normalize_serial(serial: &str) -> Option<String> {
     description = r#"The caller's own credential is refused (409 `admin_lockout`). Revoking the certificate this server serves first replaces it (as `evergreen certificate rotate server` does)."#,
     security(("mtls" = ["admin"])),
     request_body = evergreen_api::RevocationRequest,
-    responses((status = 201, description = "Revoked", body = evergreen_api::CertificateSummary), (status = "4XX", description = "Refused: `{\"code\",\"error\"}`", body = evergreen_api::ErrorBody), (status = "5XX", description = "Server error", body = evergreen_api::ErrorBody))
+    responses((status = 201, description = "Revoked", body = evergreen_api::CertificateSummary))
 )]
 async fn revoke(
     State(state): AppStateRef,
@@ -529,7 +529,7 @@ async fn revoke(
     summary = "The DER CRL of a CA",
     description = r#"`server-ca`, `client-ca` or `peer-ca`; a retired CA as `<ca>@<first 16 hex of its SHA-256>`."#,
     params(("ca" = String, Path, description = "The CA: server-ca, client-ca, peer-ca or a retired <ca>@<hash>", pattern = "^(server|client|peer)-ca(@[0-9a-f]{16})?$", example = "client-ca")),
-    responses((status = 200, description = "DER CRL (application/pkix-crl)"), (status = "4XX", description = "Refused: `{\"code\",\"error\"}`", body = evergreen_api::ErrorBody), (status = "5XX", description = "Server error", body = evergreen_api::ErrorBody))
+    responses((status = 200, description = "DER CRL (application/pkix-crl)"))
 )]
 async fn crl(State(state): AppStateRef, Path(ca): Path<String>) -> Result<Response, ApiError> {
     let crls = state.crls.load();
@@ -555,7 +555,7 @@ async fn crl(State(state): AppStateRef, Path(ca): Path<String>) -> Result<Respon
     summary = "Inventory of issued certificates, soonest expiry first",
     security(("mtls" = ["admin"])),
     params(evergreen_api::query::InventoryParams),
-    responses((status = 200, description = "A page", body = evergreen_api::InventoryPage), (status = "4XX", description = "Refused: `{\"code\",\"error\"}`", body = evergreen_api::ErrorBody), (status = "5XX", description = "Server error", body = evergreen_api::ErrorBody))
+    responses((status = 200, description = "A page", body = evergreen_api::InventoryPage))
 )]
 async fn inventory(
     State(state): AppStateRef,
@@ -604,7 +604,7 @@ async fn inventory(
     summary = "Create a join token",
     security(("mtls" = ["admin"])),
     request_body = evergreen_api::TokenRequest,
-    responses((status = 201, description = "Created; the token is shown once", body = evergreen_api::TokenResponse), (status = "4XX", description = "Refused: `{\"code\",\"error\"}`", body = evergreen_api::ErrorBody), (status = "5XX", description = "Server error", body = evergreen_api::ErrorBody))
+    responses((status = 201, description = "Created; the token is shown once", body = evergreen_api::TokenResponse))
 )]
 async fn create_token(
     State(state): AppStateRef,
@@ -649,7 +649,7 @@ async fn node_status(state: &AppState, node: &str, detail: String) -> Result<Nod
     security(("mtls" = ["admin"])),
     request_body = evergreen_api::NodeAddresses,
     params(("node" = String, Path, description = "The enrolled node name")),
-    responses((status = 200, description = "The node", body = evergreen_api::NodeStatus), (status = "4XX", description = "Refused: `{\"code\",\"error\"}`", body = evergreen_api::ErrorBody), (status = "5XX", description = "Server error", body = evergreen_api::ErrorBody))
+    responses((status = 200, description = "The node", body = evergreen_api::NodeStatus))
 )]
 /// `PUT /v1/nodes/{node}/addresses`: the addresses `{ip}` stands for in the node's
 /// certificates (`evergreen node allow`).
@@ -712,7 +712,7 @@ async fn node_addresses(
     summary = "Revoke a node's identities so a new machine can enroll under its name",
     security(("mtls" = ["admin"])),
     params(("node" = String, Path, description = "The enrolled node name")),
-    responses((status = 200, description = "The node", body = evergreen_api::NodeStatus), (status = "4XX", description = "Refused: `{\"code\",\"error\"}`", body = evergreen_api::ErrorBody), (status = "5XX", description = "Server error", body = evergreen_api::ErrorBody))
+    responses((status = 200, description = "The node", body = evergreen_api::NodeStatus))
 )]
 /// `POST /v1/nodes/{node}/replace`: revokes the node's identities so a new machine can
 /// enroll under its name with a new token (`evergreen node replace`).
@@ -763,7 +763,7 @@ async fn node_replace(
     tag = "observe",
     operation_id = "healthz",
     summary = "Liveness",
-    responses((status = 200, description = "Alive", content_type = "text/plain", body = String), (status = "4XX", description = "Refused: `{\"code\",\"error\"}`", body = evergreen_api::ErrorBody), (status = "5XX", description = "Server error", body = evergreen_api::ErrorBody))
+    responses((status = 200, description = "Alive", content_type = "text/plain", body = String))
 )]
 async fn healthz() -> &'static str {
     "ok\n"
@@ -775,7 +775,7 @@ async fn healthz() -> &'static str {
     tag = "observe",
     operation_id = "readyz",
     summary = "Readiness: the datastore answers",
-    responses((status = 200, description = "Ready", content_type = "text/plain", body = String), (status = "4XX", description = "Refused: `{\"code\",\"error\"}`", body = evergreen_api::ErrorBody), (status = "5XX", description = "Server error", body = evergreen_api::ErrorBody))
+    responses((status = 200, description = "Ready", content_type = "text/plain", body = String))
 )]
 async fn readyz(State(state): AppStateRef) -> Result<&'static str, ApiError> {
     state.store.is_initialized().await.map_err(|e| {
