@@ -351,28 +351,10 @@ mod tests {
 
     /// A self-signed certificate and its key, made by the openssl command.
     fn credential(dir: &Path, name: &str) -> Credential {
-        let openssl = evergreen_test_util::Openssl::find();
-        let (key, cert) = (
-            dir.join(format!("{name}.key")),
-            dir.join(format!("{name}.crt")),
-        );
-        openssl.ok([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-subj",
-            &format!("/CN={name}"),
-            "-days",
-            "30",
-            "-keyout",
-            key.to_str().unwrap(),
-            "-out",
-            cert.to_str().unwrap(),
-        ]);
+        let dir = dir.join(name);
+        fs::create_dir(&dir).unwrap();
+        let (key, cert) =
+            evergreen_test_util::Openssl::find().self_signed(&dir, &format!("/CN={name}"), 30, &[]);
         let text = |p: &Path| fs::read_to_string(p).unwrap();
         Credential::new(text(&cert), text(&key), text(&cert)).unwrap()
     }

@@ -110,6 +110,41 @@ impl Openssl {
         csr
     }
 
+    /// A self-signed P-256 certificate for `subj`, valid `days`, made the usual way
+    /// (`openssl req -x509 -newkey ec … -nodes`) with `extra` arguments; written to `dir`
+    /// as `key.pem` and `cert.pem`, whose paths it returns (key, certificate).
+    pub fn self_signed(
+        &self,
+        dir: &Path,
+        subj: &str,
+        days: u32,
+        extra: &[&str],
+    ) -> (PathBuf, PathBuf) {
+        let (key, cert) = (dir.join("key.pem"), dir.join("cert.pem"));
+        let (key_arg, cert_arg, days) = (
+            key.display().to_string(),
+            cert.display().to_string(),
+            days.to_string(),
+        );
+        let mut args = vec![
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-subj",
+            subj,
+            "-days",
+            &days,
+        ];
+        args.extend(extra);
+        args.extend(["-keyout", &key_arg, "-out", &cert_arg]);
+        self.ok(&args);
+        (key, cert)
+    }
+
     /// Whether `openssl crl -CAfile` accepts the CRL's signature by the CA bundle.
     pub fn crl_verifies(&self, dir: &Path, crl: &[u8], ca_bundle_pem: &str) -> bool {
         let crl_file = write(dir, "check.crl", pem::encode("X509 CRL", crl));

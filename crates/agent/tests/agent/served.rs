@@ -34,28 +34,7 @@ impl Nginx {
         );
         std::fs::write(dir.join("nginx.conf"), conf).unwrap();
         // Until the agent installs the cluster's certificate, a placeholder.
-        let made = Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-subj",
-                "/CN=placeholder",
-                "-days",
-                "1",
-                "-keyout",
-                "key.pem",
-                "-out",
-                "cert.pem",
-            ])
-            .current_dir(dir)
-            .output()
-            .unwrap();
-        assert!(made.status.success());
+        evergreen_test_util::Openssl::find().self_signed(dir, "/CN=placeholder", 1, &[]);
         std::fs::copy(dir.join("cert.pem"), dir.join("ca.pem")).unwrap();
         let nginx = Nginx {
             dir: dir.to_owned(),

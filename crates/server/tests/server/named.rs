@@ -957,33 +957,11 @@ async fn a_provided_certificate_without_its_chain_is_completed_or_refused() {
 
     // Self-signed, made by openssl: it is its own CA.
     let dir = tempfile::tempdir().unwrap();
-    let made = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-subj",
-            "/CN=proxy.example",
-            "-addext",
-            "subjectAltName=DNS:proxy.example",
-            "-days",
-            "90",
-            "-keyout",
-            "key.pem",
-            "-out",
-            "cert.pem",
-        ])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
+    evergreen_test_util::Openssl::find().self_signed(
+        dir.path(),
+        "/CN=proxy.example",
+        90,
+        &["-addext", "subjectAltName=DNS:proxy.example"],
     );
     let read = |f: &str| std::fs::read_to_string(dir.path().join(f)).unwrap();
     // openssl does not backdate; the server's manual clock was read before it ran.
