@@ -23,8 +23,7 @@ use evergreen_pki::san_policy::{SanPolicy, never_for_a_node};
 use evergreen_pki::{DistinguishedName, SubjectAltName, pem};
 use evergreen_store::{Acknowledgement, NamedRecord};
 
-use crate::auth::Peer;
-use crate::auth::{Agent, Caller, Identity};
+use crate::auth::{Agent, Caller, Identity, Peer};
 use crate::error::{ApiError, JsonBody, QueryOf, Reason};
 use crate::fleet::Snapshot;
 use crate::state::{AppState, Issuance};

@@ -27,8 +27,7 @@ use crate::bootstrap::{SERVICE_KEYS, seal_ca_key, seal_service_keys};
 use crate::change::{Live, failed};
 use crate::cluster::{Cluster, ROLE_CAS, ROOT_CA, RetiredCa};
 use crate::error::{ApiError, JsonBody, QueryOf, Reason};
-use crate::state::AppState;
-use crate::state::passed;
+use crate::state::{AppState, passed};
 
 type AppStateRef = State<Arc<AppState>>;
 

@@ -23,8 +23,7 @@ use utoipa::openapi::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::auth::Peer;
-use crate::auth::{Admin, Caller, Holder, RequestContext, peer_actor};
+use crate::auth::{Admin, Caller, Holder, Peer, RequestContext, peer_actor};
 use crate::cluster::{CLIENT_CA, ROLE_CAS};
 use crate::error::{ApiError, BODY_LIMIT, JsonBody, NoBody, QueryOf, Reason, Refused};
 use crate::state::{AppState, Issuance, Refusal};
@@ -387,8 +386,6 @@ async fn revoke_own(
     ))
 }
 
-/// The refusal to revoke the admin credential a request is made with: nothing could
-/// manage the cluster afterwards.
 /// Whether `record` is the cluster certificate this server presents on its listener.
 fn is_serving(state: &AppState, record: &CertificateRecord) -> bool {
     state
@@ -399,6 +396,8 @@ fn is_serving(state: &AppState, record: &CertificateRecord) -> bool {
         .is_some_and(|der| Fingerprint::of(der).to_string() == record.sha256)
 }
 
+/// The refusal to revoke the admin credential a request is made with: nothing could
+/// manage the cluster afterwards.
 fn admin_lockout(record: &CertificateRecord) -> ApiError {
     ApiError::conflict(format!(
         "refusing to revoke the admin credential this request is made with (serial {}): nothing could manage the cluster afterwards. To replace it, run `evergreen admin reissue` on the server host: it writes a new admin.crt and admin.key and revokes this one",
