@@ -20,32 +20,64 @@ fn code(text: &str) -> String {
         Some(at) => &text[..at],
         None => text,
     };
+    let chars: Vec<char> = text.chars().collect();
     let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '/' if chars.peek() == Some(&'/') => {
-                for c in chars.by_ref() {
-                    if c == '\n' {
-                        out.push('\n');
-                        break;
-                    }
-                }
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        let after_ident = i > 0 && is_ident(chars[i - 1]);
+        if c == '/' && chars.get(i + 1) == Some(&'/') {
+            // A comment (doc links are not imports), to the end of the line.
+            while i < chars.len() && chars[i] != '\n' {
+                i += 1;
             }
-            '"' => {
-                // Skip the string (a path inside a message is not an import).
-                let mut escaped = false;
-                for c in chars.by_ref() {
-                    match c {
-                        '\\' if !escaped => escaped = true,
-                        '"' if !escaped => break,
-                        _ => escaped = false,
-                    }
+            continue;
+        }
+        if c == 'r' && !after_ident {
+            // A raw string, `r"…"` or `r#"…"#`: it ends at a quote with as many hashes.
+            let hashes = chars[i + 1..].iter().take_while(|&&c| c == '#').count();
+            if chars.get(i + 1 + hashes) == Some(&'"') {
+                let mut j = i + 2 + hashes;
+                while j < chars.len()
+                    && !(chars[j] == '"'
+                        && chars[j + 1..].iter().take(hashes).all(|&c| c == '#')
+                        && chars.len() >= j + 1 + hashes)
+                {
+                    j += 1;
                 }
                 out.push_str("\"\"");
+                i = j + 1 + hashes;
+                continue;
             }
-            _ => out.push(c),
         }
+        if c == '"' {
+            // A string (a path inside a message is not an import).
+            let mut j = i + 1;
+            while j < chars.len() && chars[j] != '"' {
+                j += if chars[j] == '\\' { 2 } else { 1 };
+            }
+            out.push_str("\"\"");
+            i = j + 1;
+            continue;
+        }
+        if c == '\'' {
+            // A character literal (`'"'`, `'\''`); a lifetime (`'a`) is kept.
+            let end = if chars.get(i + 1) == Some(&'\\') {
+                chars[i + 2..]
+                    .iter()
+                    .position(|&c| c == '\'')
+                    .map(|p| i + 2 + p)
+            } else {
+                (chars.get(i + 2) == Some(&'\'')).then_some(i + 2)
+            };
+            if let Some(end) = end {
+                out.push_str("' '");
+                i = end + 1;
+                continue;
+            }
+        }
+        out.push(c);
+        i += 1;
     }
     out
 }
@@ -269,4 +301,13 @@ fn the_module_check_finds_every_kind_of_cycle() {
     );
     write("c.rs", "impl std::fmt::Debug for crate::b::Thing {}\n");
     assert_eq!(check(), None, "a trait impl adds no inherent methods");
+    write(
+        "c.rs",
+        "const A: &str = r#\"{\"code\"}\"#;\nconst B: char = '\"';\nfn f<'a>(_: &'a str) { crate::a::g(); }\n",
+    );
+    write("a.rs", "use crate::c;\n");
+    assert!(
+        check().is_some(),
+        "quotes inside a raw string or a char literal hide no import: c → a → c"
+    );
 }
