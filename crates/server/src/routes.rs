@@ -66,14 +66,17 @@ pub fn api() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(openapi))
 }
 
+/// The OpenAPI document, made once: by the first [`router`], or on first use.
+static DOCUMENT: OnceLock<OpenApi> = OnceLock::new();
+
 /// The whole document, as the server serves it.
 pub fn document() -> &'static OpenApi {
-    static DOCUMENT: OnceLock<OpenApi> = OnceLock::new();
-    DOCUMENT.get_or_init(|| {
-        let mut document = api().into_openapi();
-        crate::openapi::finish(&mut document);
-        document
-    })
+    DOCUMENT.get_or_init(|| finished(api().into_openapi()))
+}
+
+fn finished(mut document: OpenApi) -> OpenApi {
+    crate::openapi::finish(&mut document);
+    document
 }
 
 #[utoipa::path(
@@ -93,7 +96,9 @@ pub async fn openapi() -> impl IntoResponse {
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
-    let (router, _) = api().split_for_parts();
+    let (router, document) = api().split_for_parts();
+    // The same list made both; the document is not built a second time.
+    let _ = DOCUMENT.set(finished(document));
     router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
