@@ -71,6 +71,9 @@ impl Config {
             if let Some(mode) = &c.mode {
                 parse_mode(mode).with_context(|| format!("certificate {:?}", c.name))?;
             }
+            if let Some(owner) = &c.owner {
+                parse_owner(owner).with_context(|| format!("certificate {:?}", c.name))?;
+            }
         }
         Ok(config)
     }
@@ -128,4 +131,26 @@ pub fn parse_owner(owner: &str) -> Result<(u32, u32)> {
             .with_context(|| format!("no {name:?} in {file}"))
     };
     Ok((lookup("/etc/passwd", user)?, lookup("/etc/group", group)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_owner_that_names_no_one_is_refused_when_the_file_is_read() {
+        let refused = Config::from_toml(
+            "[[certificate]]\nname = \"proxy\"\nowner = \"no-such-user-here:root\"\n",
+        )
+        .unwrap_err();
+        let message = format!("{refused:#}");
+        assert!(message.contains("certificate \"proxy\""), "{message}");
+        assert!(
+            message.contains("no \"no-such-user-here\" in /etc/passwd"),
+            "{message}"
+        );
+        let accepted =
+            Config::from_toml("[[certificate]]\nname = \"proxy\"\nowner = \"0:0\"\n").unwrap();
+        assert_eq!(accepted.for_name("proxy").owner.as_deref(), Some("0:0"));
+    }
 }

@@ -466,7 +466,12 @@ impl Agent {
                 &config,
             )
             .with_context(|| format!("the configuration of {}", assignment.name))?;
-            if done && target.installed().is_some() && !self.node_cert_due(&*target, assignment) {
+            // One read of what is installed (a certificate with its matching key).
+            let installed = target.installed_leaf();
+            if done
+                && let Some(leaf) = &installed
+                && !self.node_cert_due(leaf, assignment)
+            {
                 continue;
             }
             let credential = self
@@ -572,13 +577,10 @@ impl Agent {
 
     /// Whether an installed node-scope certificate must be issued again: expired, inside
     /// the renewal window, or issued by a CA the server no longer issues it from.
-    fn node_cert_due(&self, target: &dyn CredentialSink, assignment: &Assignment) -> bool {
+    fn node_cert_due(&self, leaf: &CertificateDer<'_>, assignment: &Assignment) -> bool {
         if assignment.scope != Scope::Node {
             return false;
         }
-        let Some(leaf) = target.installed_leaf() else {
-            return true;
-        };
         // A CA the server sent that cannot be read counts as another CA.
         let issuer = match assignment.ca.as_deref().map(first_certificate) {
             Some(None) => return true,
@@ -586,7 +588,7 @@ impl Agent {
             None => None,
         };
         RenewalPolicy::default()
-            .reissue(&leaf, issuer.as_ref(), None, self.now())
+            .reissue(leaf, issuer.as_ref(), None, self.now())
             .is_some()
     }
 
